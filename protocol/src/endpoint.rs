@@ -1,0 +1,69 @@
+//! The loopback endpoint between the preload and `pii`.
+//!
+//! `pii` listens on `127.0.0.1:<ephemeral>`. A client's first line must be the session token
+//! (lowercase hex, [`TOKEN_BYTES`] random bytes); `pii` compares it in constant time and on any
+//! mismatch closes the connection without reading further. After it, the connection carries the
+//! same JSON-RPC frames as the agent link: `pii` answers `session.info` itself and forwards every
+//! other request to the agent (rewriting only the id), routing responses and subscription
+//! notifications back to the connection that asked.
+//!
+//! The token and endpoint reach node through its environment only ([`TOKEN_ENV`],
+//! [`SESSION_ENV`]), never argv or a file; the preload deletes both from `process.env` at start.
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable holding the token (hex).
+pub const TOKEN_ENV: &str = "PII_TOKEN";
+/// Environment variable holding [`SessionEnv`] as JSON.
+pub const SESSION_ENV: &str = "PII_SESSION";
+/// Random bytes in a token (at least; `authTokenLength` may raise it).
+pub const TOKEN_BYTES: usize = 32;
+
+/// What the preload needs before its first call, passed in [`SESSION_ENV`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionEnv {
+    /// `127.0.0.1:<port>`.
+    pub endpoint: String,
+    /// Canonical remote project root: the initial `process.cwd()`.
+    pub cwd: String,
+    /// Path prefixes routed to the remote (the sandbox root).
+    pub routes: Vec<String>,
+    /// Remote login PATH.
+    pub remote_path: String,
+    /// Remote home directory.
+    pub remote_home: String,
+    /// Milliseconds a call may take before it fails with ETIMEDOUT-like error.
+    pub rpc_timeout_ms: u64,
+}
+
+/// `session.info` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionInfo {
+    pub agent_version: String,
+    pub facts: crate::Facts,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_env_roundtrip() {
+        crate::roundtrip::check(
+            SessionEnv {
+                endpoint: "127.0.0.1:4000".into(),
+                cwd: "/p".into(),
+                routes: vec!["/p".into()],
+                remote_path: "/usr/bin".into(),
+                remote_home: "/home/u".into(),
+                rpc_timeout_ms: 30000,
+            },
+            r#"{"endpoint":"127.0.0.1:4000","cwd":"/p","routes":["/p"],"remotePath":"/usr/bin","remoteHome":"/home/u","rpcTimeoutMs":30000}"#,
+        );
+        crate::roundtrip::rejects_unknown::<SessionEnv>(
+            r#"{"endpoint":"e","cwd":"/","routes":[],"remotePath":"","remoteHome":"","rpcTimeoutMs":1,"token":"x"}"#,
+        );
+    }
+}

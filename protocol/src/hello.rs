@@ -1,0 +1,174 @@
+//! The handshake.
+//!
+//! 1. The agent's FIRST output on stdout is the magic line ([`Magic::line`]). The client skips
+//!    any line before it (MOTD, rc-file echo), so login-shell noise never breaks a session. The
+//!    agent writes nothing to stdout but the magic line and JSON-RPC frames.
+//! 2. The client checks the magic line's protocol version (mismatch: an error naming both
+//!    versions, never a parse failure), then calls `hello` ([`Hello`] → [`HelloResult`]).
+//! 3. Any other call before `hello` succeeds is refused with [`crate::ErrorCode::NotReady`].
+
+use serde::{Deserialize, Serialize};
+
+/// The prefix of the agent's announcement line.
+pub const MAGIC_PREFIX: &str = "PI-BRIDGE-AGENT";
+
+/// The agent's announcement: `PI-BRIDGE-AGENT protocol=1 version=0.1.0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Magic {
+    pub protocol: u32,
+    pub version: String,
+}
+
+impl Magic {
+    pub fn current() -> Self {
+        Magic { protocol: crate::PROTOCOL_VERSION, version: crate::VERSION.to_string() }
+    }
+
+    pub fn line(&self) -> String {
+        format!("{MAGIC_PREFIX} protocol={} version={}", self.protocol, self.version)
+    }
+
+    /// Parse a line; `None` if it is not a magic line (so it is noise to skip).
+    pub fn parse(line: &str) -> Option<Magic> {
+        let rest = line.trim_end().strip_prefix(MAGIC_PREFIX)?.strip_prefix(' ')?;
+        let mut protocol = None;
+        let mut version = None;
+        for word in rest.split(' ') {
+            if let Some(v) = word.strip_prefix("protocol=") {
+                protocol = v.parse().ok();
+            } else if let Some(v) = word.strip_prefix("version=") {
+                version = Some(v.to_string());
+            }
+        }
+        Some(Magic { protocol: protocol?, version: version? })
+    }
+
+    /// `Err` with a message naming both versions if this agent cannot serve this client.
+    pub fn check_compatible(&self) -> Result<(), String> {
+        if self.protocol == crate::PROTOCOL_VERSION {
+            Ok(())
+        } else {
+            Err(format!(
+                "pi-bridge-agent {} speaks protocol {}, but pii {} speaks protocol {}",
+                self.version,
+                self.protocol,
+                crate::VERSION,
+                crate::PROTOCOL_VERSION
+            ))
+        }
+    }
+}
+
+/// `hello` params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Hello {
+    pub protocol: u32,
+    pub client_version: String,
+    /// The project directory as the user wrote it: absolute, `~`, `~/x`, or relative to the
+    /// remote home. The agent resolves and canonicalises it.
+    pub root: String,
+    /// Widen the sandbox beyond the project root (must contain it). Default: the project root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_root: Option<String>,
+}
+
+/// `hello` result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HelloResult {
+    pub protocol: u32,
+    pub agent_version: String,
+    pub facts: Facts,
+}
+
+/// What the agent knows of the remote, once per connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Facts {
+    /// `uname -s`, lowercase (`linux`).
+    pub os: String,
+    /// `uname -m` (`x86_64`, `aarch64`).
+    pub arch: String,
+    pub user: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+    pub hostname: String,
+    /// The login shell from the passwd entry.
+    pub shell: String,
+    /// PATH as the login shell sets it (what commands run with).
+    pub login_path: String,
+    /// Canonical absolute project root: pi's `process.cwd()`.
+    pub project_root: String,
+    /// Canonical sandbox root (the project root unless widened).
+    pub sandbox_root: String,
+    /// The agent's pid on the remote (for diagnostics).
+    pub agent_pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bash_version: Option<String>,
+    pub has_rg: bool,
+    pub has_fd: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::roundtrip::{check, rejects_unknown};
+
+    #[test]
+    fn magic_line_roundtrip_and_noise() {
+        let m = Magic { protocol: 1, version: "0.1.0".into() };
+        assert_eq!(m.line(), "PI-BRIDGE-AGENT protocol=1 version=0.1.0");
+        assert_eq!(Magic::parse(&m.line()), Some(m.clone()));
+        assert_eq!(Magic::parse("PI-BRIDGE-AGENT protocol=1 version=0.1.0\r"), Some(m));
+        assert_eq!(Magic::parse("Welcome to Ubuntu"), None);
+        assert_eq!(Magic::parse("PI-BRIDGE-AGENTX protocol=1 version=1"), None);
+        assert_eq!(Magic::parse("PI-BRIDGE-AGENT protocol=x version=1"), None);
+    }
+
+    #[test]
+    fn version_mismatch_names_both() {
+        let err = Magic { protocol: 99, version: "9.9.9".into() }.check_compatible().unwrap_err();
+        assert!(err.contains("9.9.9") && err.contains("99"), "{err}");
+        assert!(err.contains(&crate::PROTOCOL_VERSION.to_string()), "{err}");
+        assert!(Magic::current().check_compatible().is_ok());
+    }
+
+    #[test]
+    fn hello_roundtrip() {
+        check(
+            Hello { protocol: 1, client_version: "0.1.0".into(), root: "~/app".into(), sandbox_root: None },
+            r#"{"protocol":1,"clientVersion":"0.1.0","root":"~/app"}"#,
+        );
+        rejects_unknown::<Hello>(r#"{"protocol":1,"clientVersion":"0","root":"/","x":1}"#);
+    }
+
+    #[test]
+    fn hello_result_roundtrip() {
+        let facts = Facts {
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            user: "dev".into(),
+            uid: 1000,
+            gid: 1000,
+            home: "/home/dev".into(),
+            hostname: "box".into(),
+            shell: "/bin/bash".into(),
+            login_path: "/usr/bin:/bin".into(),
+            project_root: "/home/dev/app".into(),
+            sandbox_root: "/home/dev/app".into(),
+            agent_pid: 42,
+            git_version: Some("2.39.2".into()),
+            bash_version: None,
+            has_rg: false,
+            has_fd: true,
+        };
+        check(
+            HelloResult { protocol: 1, agent_version: "0.1.0".into(), facts },
+            r#"{"protocol":1,"agentVersion":"0.1.0","facts":{"os":"linux","arch":"x86_64","user":"dev","uid":1000,"gid":1000,"home":"/home/dev","hostname":"box","shell":"/bin/bash","loginPath":"/usr/bin:/bin","projectRoot":"/home/dev/app","sandboxRoot":"/home/dev/app","agentPid":42,"gitVersion":"2.39.2","hasRg":false,"hasFd":true}}"#,
+        );
+    }
+}
