@@ -1,0 +1,81 @@
+'use strict';
+// Errors indistinguishable from Node's own. The wire carries only the symbolic code (ENOENT…):
+// the numeric errno differs between Linux (the agent) and macOS (where pi often runs), so it is
+// derived here from the local os.constants, and the text from Node's own libuv table.
+
+const os = require('os');
+const util = require('util');
+
+let systemErrors; // Map<negative errno, [name, description]>, built lazily
+// The wire Errno an error was built from, so a caller can rebuild it with the paths as the user
+// wrote them (Node reports `open 'rel/x'`, not the resolved remote path).
+const WIRE = Symbol('pi-bridge.errno');
+
+function errnoOf(code) {
+  const n = os.constants.errno[code];
+  return typeof n === 'number' ? -n : undefined;
+}
+
+function describe(code) {
+  if (!systemErrors) systemErrors = util.getSystemErrorMap();
+  const errno = errnoOf(code);
+  const entry = errno === undefined ? undefined : systemErrors.get(errno);
+  return entry ? entry[1] : 'unknown error';
+}
+
+// Node's uvException: `CODE: description, syscall 'path' -> 'dest'` with properties in Node's
+// order (errno, code, syscall, path, dest). `detail` (the agent's reason for a sandbox refusal)
+// is appended only for EACCES, where Node's bare message would hide why.
+function fsError({ code, syscall, path, dest, detail }) {
+  let message = `${code}: ${describe(code)}, ${syscall}`;
+  if (path !== undefined && path !== null) message += ` '${path}'`;
+  if (dest !== undefined && dest !== null) message += ` -> '${dest}'`;
+  if (detail && code === 'EACCES') message += ` (pi-bridge: ${detail})`;
+  const err = new Error(message);
+  err.errno = errnoOf(code);
+  err.code = code;
+  err.syscall = syscall;
+  if (path !== undefined && path !== null) err.path = path;
+  if (dest !== undefined && dest !== null) err.dest = dest;
+  Object.defineProperty(err, WIRE, { value: { code, syscall, path, dest, detail } });
+  return err;
+}
+
+// Node's errnoException (child processes, process.kill): `syscall CODE`.
+function errnoError(code, syscall, extra) {
+  const err = new Error(`${syscall} ${code}`);
+  err.errno = errnoOf(code);
+  err.code = code;
+  err.syscall = syscall;
+  return Object.assign(err, extra);
+}
+
+// The bridge itself failed (endpoint gone, timeout, protocol error): not an OS error of the
+// remote, so say so clearly, with an errno-like code callers already handle.
+function transportError(what, code = 'EIO') {
+  const err = new Error(`pi-bridge: ${what}`);
+  err.errno = errnoOf(code);
+  err.code = code;
+  return err;
+}
+
+// A JSON-RPC error object from the wire → an Error. -32000 carries an Errno in `data`.
+function fromRpcError(e) {
+  if (e && e.code === -32000 && e.data && typeof e.data.code === 'string') return fsError(e.data);
+  if (e && e.code === -32005) return transportError(`call timed out (${e.message})`, 'ETIMEDOUT');
+  return transportError(`${(e && e.message) || 'unknown error'}${e && e.code ? ` (rpc ${e.code})` : ''}`);
+}
+
+// Node's ERR_* errors have `code` in the name: `TypeError [ERR_X]: msg`.
+function nodeError(Base, code, message) {
+  const err = new Base(message);
+  Object.defineProperty(err, 'code', { value: code, enumerable: true, writable: true, configurable: true });
+  const name = err.name;
+  err.name = `${name} [${code}]`;
+  // eslint-disable-next-line no-unused-expressions
+  err.stack;
+  delete err.name;
+  return err;
+}
+
+module.exports = { WIRE, errnoOf, describe, fsError, errnoError, transportError, fromRpcError, nodeError };

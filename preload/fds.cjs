@@ -1,0 +1,190 @@
+'use strict';
+// Virtual file descriptors for routed paths, numbered from 1<<24 (no real fd gets that high).
+// Reads go to the remote at the requested offset; writes are kept locally and committed as one
+// atomic whole-file write (or append) at close, so a dropped connection never leaves half a file.
+
+const fs = require('fs');
+const { fsError } = require('./errors.cjs');
+const { makeStats } = require('./stats.cjs');
+const { MAX_CHUNK } = require('./wire.cjs');
+
+const FIRST_FD = 1 << 24;
+let nextFd = FIRST_FD;
+const table = new Map(); // fd → {path, mode: 'r'|'w'|'a'|'r+', pos, buf, chunks, dirty, size}
+
+const unb64 = (s) => Buffer.from(s || '', 'base64');
+
+function isVirtual(fd) {
+  return typeof fd === 'number' && fd >= FIRST_FD && table.has(fd);
+}
+
+function get(fd, syscall = 'read') {
+  const f = table.get(fd);
+  if (!f) throw fsError({ code: 'EBADF', syscall });
+  return f;
+}
+
+// 'r' | 'r+' | 'w' | 'wx' | 'a' | 'ax' … (or O_* numbers) → {mode, flag}
+function parseFlags(flags) {
+  if (typeof flags === 'number') {
+    const { O_WRONLY, O_RDWR, O_APPEND, O_EXCL, O_TRUNC, O_CREAT } = fs.constants;
+    const x = flags & O_EXCL ? 'x' : '';
+    if (flags & O_APPEND) return { mode: 'a', flag: 'a' + x };
+    if (flags & (O_TRUNC | O_CREAT)) return { mode: 'w', flag: 'w' + x };
+    if (flags & (O_WRONLY | O_RDWR)) return { mode: 'r+' };
+    return { mode: 'r' };
+  }
+  const f = String(flags).replace('s', '');
+  const x = f.includes('x') ? 'x' : '';
+  if (f.startsWith('a')) return { mode: 'a', flag: 'a' + x };
+  if (f.startsWith('w')) return { mode: 'w', flag: 'w' + x };
+  if (f === 'r+') return { mode: 'r+' };
+  return { mode: 'r' };
+}
+
+function* open(p, flags, mode) {
+  const { mode: kind, flag } = parseFlags(flags);
+  let size = 0;
+  if (flag) {
+    // Create (or truncate) now, as open(2) would, so EEXIST/EISDIR/ENOENT surface here.
+    yield ['fs.write', { path: p, data: '', flag, ...(mode === undefined ? {} : { mode }) }];
+  } else {
+    const st = yield ['fs.stat', { path: p, lstat: false }];
+    size = st.size;
+  }
+  const fd = nextFd++;
+  table.set(fd, { path: p, mode: kind, pos: 0, buf: kind === 'w' ? Buffer.alloc(0) : null, chunks: [], dirty: false, size });
+  return fd;
+}
+
+// Node's read argument shapes → {buffer, offset, length, position}.
+function readArgs(rest) {
+  let [buffer, offset, length, position] = rest;
+  if (buffer && !ArrayBuffer.isView(buffer) && typeof buffer === 'object') {
+    ({ buffer = Buffer.alloc(16384), offset = 0, length, position = null } = buffer);
+  } else if (buffer === undefined) {
+    buffer = Buffer.alloc(16384);
+  } else if (offset !== null && typeof offset === 'object') {
+    ({ offset = 0, length, position = null } = offset);
+  }
+  offset = offset || 0;
+  if (length === undefined || length === null) length = buffer.byteLength - offset;
+  if (typeof position === 'bigint') position = Number(position);
+  return { buffer, offset, length, position };
+}
+
+function* read(fd, _form, rest) {
+  const f = get(fd);
+  const { buffer, offset, length, position } = readArgs(rest);
+  const at = typeof position === 'number' && position >= 0 ? position : f.pos;
+  let bytesRead = 0;
+  if (f.mode === 'w') {
+    bytesRead = f.buf.copy(Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength), offset, at, at + length);
+  } else if (length > 0) {
+    const r = yield ['fs.read', { path: f.path, offset: at, length: Math.min(length, MAX_CHUNK) }];
+    const data = unb64(r.data);
+    bytesRead = data.copy(Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength), offset);
+  }
+  if (!(typeof position === 'number' && position >= 0)) f.pos += bytesRead;
+  return { bytesRead, buffer };
+}
+
+// Node's write argument shapes → {data, position}.
+function writeArgs(rest) {
+  const [first, a, b, c] = rest;
+  if (typeof first === 'string') return { data: Buffer.from(first, typeof b === 'string' ? b : 'utf8'), position: a, buffer: first };
+  const whole = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
+  let offset = a;
+  let length = b;
+  let position = c;
+  if (a !== null && typeof a === 'object') ({ offset = 0, length, position = null } = a);
+  offset = offset || 0;
+  if (length === undefined || length === null) length = whole.length - offset;
+  return { data: whole.subarray(offset, offset + length), position, buffer: first };
+}
+
+function* write(fd, rest) {
+  const f = get(fd, 'write');
+  const { data, position, buffer } = writeArgs(rest);
+  if (f.mode === 'r') throw fsError({ code: 'EBADF', syscall: 'write' });
+  if (f.mode === 'r+' && f.buf === null) {
+    // First write into an existing file: take its current bytes as the base.
+    const { readAll } = require('./fsops.cjs');
+    f.buf = yield* readAll(f.path);
+    f.mode = 'w';
+  }
+  if (f.mode === 'a') f.chunks.push(Buffer.from(data));
+  else {
+    const at = typeof position === 'number' && position >= 0 ? position : f.pos;
+    if (at + data.length > f.buf.length) {
+      const grown = Buffer.alloc(at + data.length);
+      f.buf.copy(grown);
+      f.buf = grown;
+    }
+    data.copy(f.buf, at);
+    if (!(typeof position === 'number' && position >= 0)) f.pos = at + data.length;
+  }
+  f.dirty = true;
+  return { bytesWritten: data.length, buffer };
+}
+
+function* close(fd) {
+  const f = get(fd, 'close');
+  table.delete(fd);
+  if (!f.dirty) return;
+  const { writeAll } = require('./fsops.cjs');
+  if (f.mode === 'a') yield* writeAll(f.path, Buffer.concat(f.chunks), 'a', undefined);
+  else yield* writeAll(f.path, f.buf, 'w', undefined);
+}
+
+function* stat(fd, o) {
+  const f = get(fd, 'fstat');
+  return makeStats(yield ['fs.stat', { path: f.path, lstat: false }], o && o.bigint);
+}
+
+// A FileHandle-like object for fs.promises.open on a routed path.
+function handle(fd) {
+  const { runAsync } = require('./run.cjs');
+  const fsops = require('./fsops.cjs');
+  const h = {
+    fd,
+    read: (...rest) => runAsync(read(fd, 'promise', rest)),
+    write: (...rest) => runAsync(write(fd, rest)),
+    stat: (o) => runAsync(stat(fd, o)),
+    async readFile(o) {
+      const f = get(fd);
+      const { encoding } = fsops.opts(o, {});
+      const buf = await runAsync(fsops.readAll(f.path));
+      return encoding && encoding !== 'buffer' ? buf.toString(encoding) : buf;
+    },
+    async writeFile(data, o) {
+      const { encoding } = fsops.opts(o, {});
+      const f = get(fd, 'write');
+      if (f.mode !== 'a') f.pos = 0;
+      await runAsync(write(fd, [fsops.toBuffer(data, encoding)]));
+    },
+    async appendFile(data, o) {
+      const { encoding } = fsops.opts(o, {});
+      await runAsync(write(fd, [fsops.toBuffer(data, encoding)]));
+    },
+    async truncate(len = 0) {
+      const f = get(fd, 'ftruncate');
+      if (f.mode === 'r') throw fsError({ code: 'EINVAL', syscall: 'ftruncate' });
+      if (f.buf === null) f.buf = await runAsync(fsops.readAll(f.path));
+      f.mode = 'w';
+      const next = Buffer.alloc(len);
+      f.buf.copy(next, 0, 0, len);
+      f.buf = next;
+      f.dirty = true;
+    },
+    async sync() {},
+    async datasync() {},
+    close: () => (table.has(fd) ? runAsync(close(fd)) : Promise.resolve()),
+    [Symbol.asyncDispose]() {
+      return h.close();
+    },
+  };
+  return h;
+}
+
+module.exports = { isVirtual, get, open, read, write, close, stat, handle, FIRST_FD };

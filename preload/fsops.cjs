@@ -1,0 +1,336 @@
+'use strict';
+// The table of routed fs operations. Each entry says which arguments are paths (or a virtual
+// fd) and how to do the operation as a generator of remote calls (see run.cjs); fs.cjs turns
+// every entry into its sync, callback and promise forms. `c` is the call context:
+//   c.p[i]    absolute remote path of path argument i      c.disp[i]  the path as the user gave it
+//   c.form    'sync' | 'callback' | 'promise'
+
+const fs = require('fs');
+const path = require('path');
+const { MAX_CHUNK } = require('./wire.cjs');
+const { fsError, errnoOf, WIRE } = require('./errors.cjs');
+const { makeStats, makeDirent } = require('./stats.cjs');
+const fds = require('./fds.cjs');
+
+const b64 = (buf) => buf.toString('base64');
+const unb64 = (s) => Buffer.from(s || '', 'base64');
+
+// Node's option shorthands: a string is the encoding; null/undefined the defaults.
+function opts(o, defaults) {
+  if (o === null || o === undefined || typeof o === 'function') return { ...defaults };
+  if (typeof o === 'string') return { ...defaults, encoding: o };
+  return { ...defaults, ...o };
+}
+
+function encodeOut(buf, encoding) {
+  return encoding && encoding !== 'buffer' ? buf.toString(encoding) : buf;
+}
+
+function encodeName(name, encoding) {
+  return encoding === 'buffer' ? Buffer.from(name, 'utf8') : name;
+}
+
+function toBuffer(data, encoding) {
+  if (typeof data === 'string') return Buffer.from(data, encoding || 'utf8');
+  if (Buffer.isBuffer(data)) return data;
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  return Buffer.from(String(data), encoding || 'utf8');
+}
+
+function parseMode(mode, dflt) {
+  if (mode === undefined || mode === null) return dflt;
+  if (typeof mode === 'string') return parseInt(mode, 8);
+  return mode;
+}
+
+// Node's flags → the wire's whole-file write flag (w, wx, a, ax).
+function writeFlag(flag, dflt) {
+  if (flag === undefined || flag === null) return dflt;
+  if (typeof flag === 'number') {
+    const { O_APPEND, O_EXCL } = fs.constants;
+    return (flag & O_APPEND ? 'a' : 'w') + (flag & O_EXCL ? 'x' : '');
+  }
+  const f = String(flag);
+  return (f.includes('a') ? 'a' : 'w') + (f.includes('x') ? 'x' : '');
+}
+
+// Node's toUnixTimestamp, then [sec, nsec].
+function toTime(t) {
+  let secs;
+  if (typeof t === 'string' && +t == t) secs = +t; // eslint-disable-line eqeqeq
+  else if (typeof t === 'number' && Number.isFinite(t)) secs = t < 0 ? Date.now() / 1000 : t;
+  else if (t instanceof Date) secs = t.getTime() / 1000;
+  else if (typeof t === 'bigint') secs = Number(t);
+  else {
+    const err = new TypeError(`The "time" argument must be of type number. Received ${typeof t}`);
+    err.code = 'ERR_INVALID_ARG_TYPE';
+    throw err;
+  }
+  const sec = Math.floor(secs);
+  const nsec = Math.min(999_999_999, Math.max(0, Math.round((secs - sec) * 1e9)));
+  return [sec, nsec];
+}
+
+// Read a whole remote file in MAX_CHUNK pieces until its size (as of the first read) is reached.
+function* readAll(p) {
+  const parts = [];
+  let offset = 0;
+  for (;;) {
+    const r = yield ['fs.read', { path: p, offset, length: MAX_CHUNK }];
+    const data = unb64(r.data);
+    if (data.length === 0) break;
+    parts.push(data);
+    offset += data.length;
+    if (offset >= r.size) break;
+  }
+  return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+}
+
+// Write a whole file: one fs.write when it fits, else an upload (atomic, bounded frames).
+function* writeAll(p, buf, flag, mode) {
+  if (buf.length <= MAX_CHUNK) {
+    yield ['fs.write', { path: p, data: b64(buf), flag, ...(mode === undefined ? {} : { mode }) }];
+    return;
+  }
+  const { id } = yield ['fs.upload.begin', { path: p, flag, ...(mode === undefined ? {} : { mode }) }];
+  try {
+    for (let off = 0; off < buf.length; off += MAX_CHUNK) {
+      yield ['fs.upload.chunk', { id, data: b64(buf.subarray(off, off + MAX_CHUNK)) }];
+    }
+    yield ['fs.upload.commit', { id }];
+  } catch (err) {
+    try {
+      yield ['fs.upload.abort', { id }];
+    } catch {
+      /* the first error is the one to report */
+    }
+    throw err;
+  }
+}
+
+function* writeFileOp(c, _p, data, o, dfltFlag) {
+  const { encoding, flag, mode } = opts(o, {});
+  const buf = toBuffer(data, encoding);
+  yield* writeAll(c.p[0], buf, writeFlag(flag, dfltFlag), parseMode(mode, undefined));
+}
+
+function* statOp(c, lstat, o) {
+  const { bigint, throwIfNoEntry } = opts(o, {});
+  try {
+    return makeStats(yield ['fs.stat', { path: c.p[0], lstat }], bigint);
+  } catch (err) {
+    if (c.form === 'sync' && throwIfNoEntry === false && err.code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+const fdArg = { fd: true };
+
+const OPS = {
+  access: {
+    paths: [0],
+    *run(c, _p, mode) {
+      yield ['fs.access', { path: c.p[0], mode: mode == null ? 0 : mode }];
+    },
+  },
+  exists: {
+    paths: [0],
+    *run(c) {
+      try {
+        yield ['fs.stat', { path: c.p[0], lstat: false }];
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  },
+  stat: { paths: [0], *run(c, _p, o) { return yield* statOp(c, false, o); } },
+  lstat: { paths: [0], *run(c, _p, o) { return yield* statOp(c, true, o); } },
+  readdir: {
+    paths: [0],
+    *run(c, _p, o) {
+      const { encoding, withFileTypes, recursive } = opts(o, { encoding: 'utf8' });
+      const entries = yield ['fs.readdir', { path: c.p[0], recursive: !!recursive }];
+      if (!withFileTypes) return entries.map((e) => encodeName(e.name, encoding));
+      return entries.map((e) => {
+        const slash = e.name.lastIndexOf('/');
+        const parent = slash < 0 ? c.disp[0] : path.join(c.disp[0], e.name.slice(0, slash));
+        return makeDirent(encodeName(e.name.slice(slash + 1), encoding), e.kind, parent);
+      });
+    },
+  },
+  readFile: {
+    paths: [0],
+    // Node reports a directory as `EISDIR: …, read` without a path.
+    errShape: (e) => (e.code === 'EISDIR' ? { syscall: 'read', path: undefined } : null),
+    *run(c, _p, o) {
+      const { encoding } = opts(o, {});
+      return encodeOut(yield* readAll(c.p[0]), encoding);
+    },
+  },
+  writeFile: { paths: [0], *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'w'); } },
+  appendFile: { paths: [0], *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'a'); } },
+  mkdir: {
+    paths: [0],
+    *run(c, _p, o) {
+      const { recursive, mode } = typeof o === 'number' || typeof o === 'string' ? { mode: o } : opts(o, {});
+      const m = parseMode(mode, undefined);
+      const r = yield ['fs.mkdir', { path: c.p[0], recursive: !!recursive, ...(m === undefined ? {} : { mode: m }) }];
+      if (!recursive) return undefined;
+      return r && r.first ? path.join(c.disp[0], path.relative(c.p[0], r.first)) : undefined;
+    },
+  },
+  rmdir: {
+    paths: [0],
+    *run(c, _p, o) {
+      if (o && o.recursive) yield ['fs.rm', { path: c.p[0], recursive: true, force: false }];
+      else yield ['fs.rmdir', { path: c.p[0] }];
+    },
+  },
+  rm: {
+    paths: [0],
+    errShape: (e) => (e.code === 'EISDIR' && e.syscall === 'rm' ? { systemError: 'ERR_FS_EISDIR' } : null),
+    *run(c, _p, o) {
+      const { recursive, force } = opts(o, {});
+      yield ['fs.rm', { path: c.p[0], recursive: !!recursive, force: !!force }];
+    },
+  },
+  unlink: { paths: [0], *run(c) { yield ['fs.unlink', { path: c.p[0] }]; } },
+  rename: {
+    paths: [0, 1],
+    errShape: (e, c) => ({ syscall: 'rename', path: c.disp[0], dest: c.disp[1] }),
+    *run(c) {
+      yield ['fs.rename', { from: c.p[0], to: c.p[1] }];
+    },
+  },
+  copyFile: {
+    paths: [0, 1],
+    errShape: (e, c) => ({ syscall: 'copyfile', path: c.disp[0], dest: c.disp[1] }),
+    *run(c, _s, _d, mode) {
+      yield ['fs.copyFile', { from: c.p[0], to: c.p[1], exclusive: !!((mode | 0) & fs.constants.COPYFILE_EXCL) }];
+    },
+  },
+  link: {
+    paths: [0, 1],
+    errShape: (e, c) => ({ syscall: 'link', path: c.disp[0], dest: c.disp[1] }),
+    *run(c) {
+      yield ['fs.link', { from: c.p[0], to: c.p[1] }];
+    },
+  },
+  symlink: {
+    paths: [1], // the target is only text
+    errShape: (e, c) => ({ syscall: 'symlink', path: c.args[0], dest: c.disp[0] }),
+    *run(c, target) {
+      yield ['fs.symlink', { target: String(target), path: c.p[0] }];
+    },
+  },
+  realpath: {
+    paths: [0],
+    *run(c, _p, o) {
+      const { encoding } = opts(o, {});
+      const r = yield ['fs.realpath', { path: c.p[0] }];
+      return encoding === 'buffer' ? Buffer.from(r) : r;
+    },
+  },
+  readlink: {
+    paths: [0],
+    *run(c, _p, o) {
+      const { encoding } = opts(o, {});
+      const r = yield ['fs.readlink', { path: c.p[0] }];
+      return encoding === 'buffer' ? Buffer.from(r) : r;
+    },
+  },
+  chmod: {
+    paths: [0],
+    *run(c, _p, mode) {
+      yield ['fs.chmod', { path: c.p[0], mode: parseMode(mode, 0) }];
+    },
+  },
+  utimes: {
+    paths: [0],
+    errShape: () => ({ syscall: 'utime' }),
+    *run(c, _p, atime, mtime) {
+      yield ['fs.utimes', { path: c.p[0], atime: toTime(atime), mtime: toTime(mtime), lstat: false }];
+    },
+  },
+  lutimes: {
+    paths: [0],
+    errShape: () => ({ syscall: 'lutime' }),
+    *run(c, _p, atime, mtime) {
+      yield ['fs.utimes', { path: c.p[0], atime: toTime(atime), mtime: toTime(mtime), lstat: true }];
+    },
+  },
+  truncate: {
+    paths: [0],
+    *run(c, _p, len) {
+      yield ['fs.truncate', { path: c.p[0], length: Math.max(0, len | 0) }];
+    },
+  },
+  mkdtemp: {
+    paths: [0],
+    errShape: (e, c) => ({ syscall: 'mkdtemp', path: `${c.disp[0]}XXXXXX` }),
+    *run(c, _prefix, o) {
+      const { encoding } = opts(o, {});
+      const r = yield ['fs.mkdtemp', { prefix: c.p[0] }];
+      // Keep the caller's (possibly relative) prefix, as Node does.
+      const made = c.disp[0] + r.slice(c.p[0].length);
+      return encoding === 'buffer' ? Buffer.from(made) : made;
+    },
+  },
+  open: {
+    paths: [0],
+    errShape: () => ({ syscall: 'open' }),
+    *run(c, _p, flags, mode) {
+      const fd = yield* fds.open(c.p[0], flags === undefined || flags === null ? 'r' : flags, parseMode(mode, undefined));
+      return c.form === 'promise' ? fds.handle(fd) : fd;
+    },
+  },
+  // Operations on virtual fds (fds.cjs): the first argument is the fd.
+  read: {
+    ...fdArg,
+    syncOut: (v) => v.bytesRead,
+    cbArgs: (v) => [v.bytesRead, v.buffer],
+    *run(c, fd, ...rest) {
+      return yield* fds.read(fd, c.form, rest);
+    },
+  },
+  write: {
+    ...fdArg,
+    syncOut: (v) => v.bytesWritten,
+    cbArgs: (v) => [v.bytesWritten, v.buffer],
+    *run(c, fd, ...rest) {
+      return yield* fds.write(fd, rest);
+    },
+  },
+  close: { ...fdArg, *run(c, fd) { yield* fds.close(fd); } },
+  fstat: { ...fdArg, *run(c, fd, o) { return yield* fds.stat(fd, opts(o, {})); } },
+};
+
+// Rebuild a wire error the way Node would have reported this call.
+function reshape(err, op, c) {
+  const wire = err && err[WIRE];
+  if (!wire) return err;
+  const e = { ...wire };
+  c.p.forEach((abs, i) => {
+    if (e.path === abs) e.path = c.disp[i];
+    if (e.dest === abs) e.dest = c.disp[i];
+  });
+  const shape = op.errShape ? op.errShape(e, c) : null;
+  if (shape && shape.systemError) return systemError(shape.systemError, e);
+  const out = fsError({ ...e, ...shape });
+  out.stack = `${out.message}\n${err.stack.split('\n').slice(1).join('\n')}`;
+  return out;
+}
+
+// Node's SystemError for rm on a directory without `recursive`.
+function systemError(code, e) {
+  const err = new Error(`Path is a directory: rm returned EISDIR (is a directory) ${e.path}`);
+  err.name = 'SystemError';
+  err.code = code;
+  err.errno = -errnoOf('EISDIR');
+  err.syscall = 'rm';
+  err.path = e.path;
+  return err;
+}
+
+module.exports = { OPS, reshape, opts, toBuffer, readAll, writeAll, unb64, b64 };

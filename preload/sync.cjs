@@ -1,0 +1,85 @@
+'use strict';
+// Blocking calls: the main thread hands a request to the helper worker (worker.cjs) and sleeps
+// in Atomics.wait until the reply is there, then takes it with receiveMessageOnPort. The helper
+// is started lazily on the first call (~20 ms, once per process) and never keeps node alive.
+
+const path = require('path');
+const { Worker, MessageChannel, receiveMessageOnPort } = require('worker_threads');
+const { fromRpcError, transportError } = require('./errors.cjs');
+
+const SPIN_NS = 150_000n; // spin this long before sleeping: a loopback round trip often fits
+
+let session = null; // {endpoint, token, rpcTimeoutMs}
+let helper = null; // {port, ctl, worker}
+let nextId = 1;
+let deadReason = null;
+
+function configure(s) {
+  session = s;
+}
+
+function start() {
+  const ctl = new Int32Array(new SharedArrayBuffer(8)); // [doorbell, dead]
+  const { port1, port2 } = new MessageChannel();
+  const worker = new Worker(path.join(__dirname, 'worker.cjs'), {
+    workerData: { piiHelper: true, port: port2, ctl, endpoint: session.endpoint, token: session.token },
+    transferList: [port2],
+    execArgv: [], // no preload in the helper: a blocking call from it would deadlock
+    env: {},
+  });
+  worker.unref();
+  worker.on('error', (e) => {
+    deadReason = `helper thread failed: ${e.message}`;
+    Atomics.store(ctl, 1, 1);
+  });
+  port1.unref();
+  helper = { port: port1, ctl, worker };
+}
+
+function fail(reason) {
+  deadReason = deadReason || reason;
+  return transportError(`lost the connection to pii (${deadReason})`);
+}
+
+// Wait until the doorbell moves past `seen`, or the deadline passes. Returns false on timeout.
+function waitForBell(ctl, seen, deadline) {
+  const spinUntil = process.hrtime.bigint() + SPIN_NS;
+  while (Atomics.load(ctl, 0) === seen) {
+    const now = process.hrtime.bigint();
+    if (now < spinUntil) continue;
+    const ms = Number(deadline - now) / 1e6;
+    if (ms <= 0) return false;
+    Atomics.wait(ctl, 0, seen, ms);
+  }
+  return true;
+}
+
+// Call `method` and return its result, or throw a Node-shaped error.
+function call(method, params) {
+  if (!session) throw transportError('not configured');
+  if (!helper) start();
+  const { port, ctl } = helper;
+  if (Atomics.load(ctl, 1)) throw fail('connection to pii closed');
+  const id = nextId++;
+  const timeoutMs = (session.rpcTimeoutMs || 30000) + 2000; // pii times out first, with a reply
+  const deadline = process.hrtime.bigint() + BigInt(timeoutMs) * 1_000_000n;
+  port.postMessage({ id, method, params });
+  for (;;) {
+    const seen = Atomics.load(ctl, 0);
+    // Take every reply that is already there; stale ones (earlier timed-out calls) are dropped.
+    let m;
+    while ((m = receiveMessageOnPort(port))) {
+      const msg = m.message;
+      if (msg.dead) throw fail(msg.dead);
+      if (msg.id !== id) continue;
+      if (msg.error) throw fromRpcError(msg.error);
+      return msg.result;
+    }
+    if (Atomics.load(ctl, 1)) throw fail('connection to pii closed');
+    if (!waitForBell(ctl, seen, deadline)) {
+      throw transportError(`${method} got no answer within ${timeoutMs} ms`, 'ETIMEDOUT');
+    }
+  }
+}
+
+module.exports = { configure, call };
