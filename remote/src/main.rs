@@ -1,1 +1,122 @@
-fn main() {}
+//! `pi-bridge-agent --stdio`: the remote half of pi-bridge.
+//!
+//! It speaks JSON-RPC 2.0 (newline-delimited frames, see `pi_bridge_protocol`) on stdin/stdout,
+//! after announcing itself with the magic line. Nothing else is ever written to stdout: logs go to
+//! stderr, and only when `PI_BRIDGE_AGENT_LOG` is set (to a `tracing` filter such as `debug`).
+
+extern crate pi_bridge_protocol as protocol;
+
+mod facts;
+mod fs;
+mod proc;
+mod sandbox;
+mod server;
+mod watch;
+
+use anyhow::Context as _;
+use clap::Parser;
+use std::os::fd::{AsFd, OwnedFd};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pi-bridge-agent",
+    version,
+    about = "The remote half of pi-bridge (speaks JSON-RPC on stdin/stdout)."
+)]
+struct Cli {
+    /// Serve one session on stdin/stdout (the only mode).
+    #[arg(long)]
+    stdio: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if !cli.stdio {
+        eprintln!(
+            "pi-bridge-agent: nothing to do; it is started by pii as `pi-bridge-agent --stdio`"
+        );
+        std::process::exit(2);
+    }
+    if let Ok(filter) = std::env::var("PI_BRIDGE_AGENT_LOG") {
+        let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("debug"));
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("pi-bridge-agent: {e:#}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run() -> anyhow::Result<()> {
+    // Take private close-on-exec copies of stdin/stdout, then point fds 0 and 1 at /dev/null: a
+    // child can never inherit the session pipes (the client would miss EOF), and a stray print
+    // can never corrupt the frame stream.
+    let input = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("dup stdin")?;
+    let output = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("dup stdout")?;
+    let devnull = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: dup2 onto the standard fds with a valid fd; nothing else holds raw copies of them.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::dup2(devnull.as_raw_fd(), 0);
+        libc::dup2(devnull.as_raw_fd(), 1);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let reader = async_reader(input)?;
+        let writer = async_writer(output)?;
+        server::serve(reader, writer).await
+    })
+}
+
+type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
+/// A non-blocking reader for a pipe or socket; a blocking-pool file reader for anything else.
+fn async_reader(fd: OwnedFd) -> anyhow::Result<BoxRead> {
+    let file = std::fs::File::from(fd);
+    let ft = file.metadata()?.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        Ok(Box::new(tokio::net::unix::pipe::Receiver::from_file(file)?))
+    } else if ft.is_socket() {
+        let s = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
+        s.set_nonblocking(true)?;
+        Ok(Box::new(tokio::net::UnixStream::from_std(s)?))
+    } else {
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+}
+
+fn async_writer(fd: OwnedFd) -> anyhow::Result<BoxWrite> {
+    let file = std::fs::File::from(fd);
+    let ft = file.metadata()?.file_type();
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_fifo() {
+        Ok(Box::new(tokio::net::unix::pipe::Sender::from_file(file)?))
+    } else if ft.is_socket() {
+        let s = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
+        s.set_nonblocking(true)?;
+        Ok(Box::new(tokio::net::UnixStream::from_std(s)?))
+    } else {
+        Ok(Box::new(tokio::fs::File::from_std(file)))
+    }
+}

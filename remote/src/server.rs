@@ -1,0 +1,575 @@
+//! The stdio loop and the method table.
+//!
+//! [`serve`] writes the magic line, then reads newline-delimited JSON-RPC frames. Each request
+//! runs in a task of its own (a slow call never blocks the others) and hands its response, and
+//! for subscriptions each notification, to one writer task that serialises output. A blank line
+//! is a heartbeat and is echoed at once. Every bad input gets a JSON-RPC error and the loop goes
+//! on; only the end of the input ends the session, after every process group the agent started
+//! was killed.
+//!
+//! Dispatch goes through jsonrpsee's [`RpcModule::raw_json_request`]. The handlers live in a
+//! [`Table`] keyed by the protocol's method names ([`register`] takes the name and the param and
+//! result types from a [`protocol::Method`]), which the module wraps, and which `fs.batch` calls
+//! directly.
+
+use crate::{facts, fs, proc, sandbox::Sandbox, watch};
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use jsonrpsee::types::ErrorObjectOwned;
+use jsonrpsee::{PendingSubscriptionSink, RpcModule, SubscriptionSink};
+use protocol::methods::*;
+use protocol::{Errno, ErrorCode, Method, Subscription};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+use tokio::sync::{mpsc, OnceCell};
+
+/// Notifications a subscription may have queued before its producer waits (backpressure).
+const SUB_BUFFER: usize = 16;
+/// Frames queued for the writer before request tasks wait for it.
+const OUT_BUFFER: usize = 256;
+
+/// A failed call: an OS error (code -32000, `data` = [`Errno`]) or a protocol error.
+#[derive(Debug)]
+pub enum Failure {
+    Os(Errno),
+    Code(ErrorCode, String),
+}
+
+impl From<Errno> for Failure {
+    fn from(e: Errno) -> Self {
+        Failure::Os(e)
+    }
+}
+
+impl Failure {
+    pub fn not_ready() -> Self {
+        Failure::Code(ErrorCode::NotReady, "call `hello` first".into())
+    }
+
+    pub fn into_error_object(self) -> ErrorObjectOwned {
+        match self {
+            Failure::Os(e) => ErrorObjectOwned::owned(ErrorCode::Os.code(), e.message(), Some(e)),
+            Failure::Code(c, m) => ErrorObjectOwned::owned::<()>(c.code(), m, None),
+        }
+    }
+}
+
+impl From<Failure> for ErrorObjectOwned {
+    fn from(f: Failure) -> Self {
+        f.into_error_object()
+    }
+}
+
+/// What `hello` established: the sandbox and the facts.
+pub struct Session {
+    pub sandbox: Sandbox,
+    pub login: Arc<facts::LoginEnv>,
+}
+
+/// The state of one connection.
+pub struct Agent {
+    session: RwLock<Option<Arc<Session>>>,
+    probe: OnceCell<Arc<facts::Probe>>,
+    pub uploads: fs::Uploads,
+    pub procs: proc::Procs,
+    table: std::sync::OnceLock<Arc<Table>>,
+}
+
+impl Agent {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Agent {
+            session: RwLock::new(None),
+            probe: OnceCell::new(),
+            uploads: fs::Uploads::default(),
+            procs: proc::Procs::default(),
+            table: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The session, or `NotReady` before `hello`.
+    pub fn session(&self) -> Result<Arc<Session>, Failure> {
+        match self.session.read() {
+            Ok(s) => s.clone().ok_or_else(Failure::not_ready),
+            Err(_) => Err(Failure::not_ready()),
+        }
+    }
+
+    /// Install the session `hello` established (a second `hello` replaces it).
+    pub fn set_session(&self, session: Session) {
+        if let Ok(mut s) = self.session.write() {
+            *s = Some(Arc::new(session));
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.session.read().map(|s| s.is_some()).unwrap_or(false)
+    }
+
+    /// The host facts, probed once (started when the session starts, awaited by `hello`).
+    pub async fn probe(&self) -> Arc<facts::Probe> {
+        self.probe
+            .get_or_init(|| async { Arc::new(facts::probe().await) })
+            .await
+            .clone()
+    }
+
+    /// Kill every process group this agent started, drop unfinished uploads.
+    pub async fn shutdown(&self) {
+        self.uploads.abort_all();
+        self.procs.kill_all().await;
+    }
+}
+
+type Handler = Arc<
+    dyn Fn(Arc<Agent>, Option<&str>) -> BoxFuture<'static, Result<Box<RawValue>, ErrorObjectOwned>>
+        + Send
+        + Sync,
+>;
+
+/// Plain methods by name.
+#[derive(Default)]
+pub struct Table {
+    map: HashMap<&'static str, Handler>,
+}
+
+impl Table {
+    /// Run a plain method (what `fs.batch` uses).
+    pub async fn call(
+        &self,
+        agent: Arc<Agent>,
+        method: &str,
+        params: &str,
+    ) -> Result<Box<RawValue>, ErrorObjectOwned> {
+        match self.map.get(method) {
+            Some(h) => h(agent, Some(params)).await,
+            None => Err(ErrorObjectOwned::owned::<()>(
+                ErrorCode::MethodNotFound.code(),
+                format!("no method `{method}`"),
+                None,
+            )),
+        }
+    }
+}
+
+fn invalid_params(e: serde_json::Error) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned::<()>(
+        ErrorCode::InvalidParams.code(),
+        format!("invalid params: {e}"),
+        None,
+    )
+}
+
+fn internal(msg: impl std::fmt::Display) -> ErrorObjectOwned {
+    ErrorObjectOwned::owned::<()>(-32603, msg.to_string(), None)
+}
+
+/// Register an async handler for method `M`: params parsed as `M::Params`, result `M::Result`.
+pub fn register<M, F, Fut>(table: &mut Table, f: F)
+where
+    M: Method,
+    F: Fn(Arc<Agent>, M::Params) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<M::Result, Failure>> + Send + 'static,
+{
+    let h: Handler = Arc::new(move |agent, raw| {
+        match serde_json::from_str::<M::Params>(raw.unwrap_or("null")) {
+            Err(e) => futures::future::ready(Err(invalid_params(e))).boxed(),
+            Ok(p) => {
+                let fut = f(agent, p);
+                async move {
+                    let r = fut.await.map_err(Failure::into_error_object)?;
+                    serde_json::value::to_raw_value(&r).map_err(internal)
+                }
+                .boxed()
+            }
+        }
+    });
+    let dup = table.map.insert(M::NAME, h);
+    debug_assert!(dup.is_none(), "{} registered twice", M::NAME);
+}
+
+/// Register a blocking handler for method `M` (run on tokio's blocking pool) that needs the
+/// session.
+pub fn register_blocking<M, F>(table: &mut Table, f: F)
+where
+    M: Method,
+    F: Fn(&Agent, &Session, M::Params) -> Result<M::Result, Failure>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    register::<M, _, _>(table, move |agent: Arc<Agent>, p| {
+        let f = f.clone();
+        async move {
+            let session = agent.session()?;
+            tokio::task::spawn_blocking(move || f(&agent, &session, p))
+                .await
+                .map_err(|e| Failure::Code(ErrorCode::Os, format!("worker failed: {e}")))?
+        }
+    });
+}
+
+/// The sending side of a subscription, typed by the protocol's item.
+pub struct Events<S: Subscription> {
+    sink: SubscriptionSink,
+    _s: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: Subscription> Events<S> {
+    /// Send one item; waits while the client side is backed up. `false` once unsubscribed.
+    pub async fn send(&self, item: &S::Item) -> bool {
+        match serde_json::value::to_raw_value(item) {
+            Ok(raw) => self.sink.send(raw).await.is_ok(),
+            Err(e) => {
+                tracing::error!("cannot serialise a {} item: {e}", S::NOTIFICATION);
+                false
+            }
+        }
+    }
+
+    /// Resolves when the client unsubscribed or the connection closed.
+    pub async fn closed(&self) {
+        self.sink.closed().await
+    }
+}
+
+/// Register subscription `S`: params parsed as `S::Params`, items of type `S::Item`.
+fn register_subscription<S, F, Fut>(module: &mut RpcModule<Agent>, f: F)
+where
+    S: Subscription,
+    F: Fn(Arc<Agent>, Arc<Session>, S::Params, Events<S>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let res = module.register_subscription(
+        S::NAME,
+        S::NOTIFICATION,
+        S::UNSUBSCRIBE,
+        move |params, pending: PendingSubscriptionSink, agent, _ext| {
+            let f = f.clone();
+            async move {
+                let p = match serde_json::from_str::<S::Params>(params.as_str().unwrap_or("null")) {
+                    Ok(p) => p,
+                    Err(e) => return pending.reject(invalid_params(e)).await,
+                };
+                let session = match agent.session() {
+                    Ok(s) => s,
+                    Err(e) => return pending.reject(e).await,
+                };
+                let Ok(sink) = pending.accept().await else {
+                    return;
+                };
+                f(
+                    agent,
+                    session,
+                    p,
+                    Events {
+                        sink,
+                        _s: std::marker::PhantomData,
+                    },
+                )
+                .await
+            }
+        },
+    );
+    if let Err(e) = res {
+        panic!("registering {}: {e}", S::NAME);
+    }
+}
+
+/// Every plain method of the agent.
+pub fn table() -> Table {
+    let mut t = Table::default();
+    register::<HelloCall, _, _>(&mut t, facts::hello);
+    fs::register_all(&mut t);
+    register::<Batch, _, _>(&mut t, batch);
+    proc::register_all(&mut t);
+    t
+}
+
+/// `fs.batch`: each call through the same table, in order, each with its own outcome.
+async fn batch(
+    agent: Arc<Agent>,
+    p: protocol::fs::BatchParams,
+) -> Result<Vec<protocol::fs::BatchResult>, Failure> {
+    use protocol::fs::BatchResult;
+    agent.session()?;
+    let table = agent.table.get().cloned().ok_or_else(Failure::not_ready)?;
+    let mut out = Vec::with_capacity(p.calls.len());
+    for call in p.calls {
+        let r = if !call.method.starts_with("fs.") || call.method == Batch::NAME {
+            Err(ErrorObjectOwned::owned::<()>(
+                ErrorCode::InvalidParams.code(),
+                format!("`{}` cannot run inside fs.batch", call.method),
+                None,
+            ))
+        } else {
+            table
+                .call(agent.clone(), &call.method, &call.params.to_string())
+                .await
+        };
+        out.push(match r {
+            Ok(raw) => {
+                BatchResult::Ok(serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null))
+            }
+            Err(e) => BatchResult::Err {
+                code: e.code(),
+                message: e.message().to_string(),
+                data: e.data().and_then(|d| serde_json::from_str(d.get()).ok()),
+            },
+        });
+    }
+    Ok(out)
+}
+
+/// The jsonrpsee module: every plain method of [`table`] plus the two subscriptions.
+pub fn module(agent: Arc<Agent>) -> RpcModule<Agent> {
+    let table = Arc::new(table());
+    let _ = agent.table.set(table.clone());
+    let mut module = RpcModule::from_arc(agent);
+    for (&name, h) in &table.map {
+        let h = h.clone();
+        let res = module.register_async_method(name, move |params, agent, _ext| {
+            let fut = h(agent, params.as_str());
+            async move { fut.await }
+        });
+        if let Err(e) = res {
+            panic!("registering {name}: {e}");
+        }
+    }
+    register_subscription::<Spawn, _, _>(&mut module, proc::spawn_subscription);
+    register_subscription::<Watch, _, _>(&mut module, watch::run);
+    module
+}
+
+/// The leading fields of a request, enough to route and to answer errors with the right id.
+#[derive(Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    method: Option<std::borrow::Cow<'a, str>>,
+    #[allow(dead_code)]
+    params: Option<IgnoredAny>,
+}
+
+#[derive(Serialize)]
+struct ErrorReply<'a> {
+    jsonrpc: &'static str,
+    id: &'a RawValue,
+    error: ErrorBody,
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: i32,
+    message: String,
+}
+
+fn null_id() -> &'static RawValue {
+    // A valid JSON literal, so this cannot fail.
+    serde_json::from_str("null").unwrap_or_else(|_| unreachable!())
+}
+
+/// An error reply frame.
+fn error_frame(id: Option<&RawValue>, code: ErrorCode, message: impl Into<String>) -> Box<str> {
+    let id: &RawValue = match id {
+        Some(id) => id,
+        None => null_id(),
+    };
+    let reply = ErrorReply {
+        jsonrpc: "2.0",
+        id,
+        error: ErrorBody {
+            code: code.code(),
+            message: message.into(),
+        },
+    };
+    serde_json::to_string(&reply)
+        .unwrap_or_else(|_| {
+            r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"internal error"}}"#
+                .into()
+        })
+        .into_boxed_str()
+}
+
+/// Serve one session on `reader`/`writer` until `reader` ends.
+pub async fn serve<R, W>(reader: R, writer: W) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let agent = Agent::new();
+    let module = Arc::new(module(agent.clone()));
+    let (out_tx, out_rx) = mpsc::channel::<Box<str>>(OUT_BUFFER);
+    let magic = protocol::Magic::current().line().into_boxed_str();
+    let writer_task = tokio::spawn(write_loop(writer, magic, out_rx));
+    // Probe the host while the client is still getting ready: `hello` then finds it done.
+    {
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            agent.probe().await;
+        });
+    }
+    let mut frames = protocol::FrameReader::new(BufReader::with_capacity(256 * 1024, reader));
+    loop {
+        let line = match frames.next_frame().await {
+            Ok(Some(line)) => line,
+            Ok(None) => break,
+            Err(protocol::FrameError::TooLarge { len, max }) => {
+                let msg = format!("frame of {len} bytes or more exceeds the {max}-byte limit");
+                let _ = out_tx
+                    .send(error_frame(None, ErrorCode::FrameTooLarge, msg))
+                    .await;
+                continue;
+            }
+            Err(protocol::FrameError::NotUtf8) => {
+                let _ = out_tx
+                    .send(error_frame(
+                        None,
+                        ErrorCode::ParseError,
+                        "frame is not valid UTF-8",
+                    ))
+                    .await;
+                continue;
+            }
+            Err(protocol::FrameError::Io(e)) => {
+                tracing::debug!("reading stdin: {e}");
+                break;
+            }
+        };
+        if line.trim().is_empty() {
+            if out_tx.send("".into()).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        tokio::spawn(handle(module.clone(), agent.clone(), out_tx.clone(), line));
+    }
+    tracing::debug!("input closed; shutting down");
+    agent.shutdown().await;
+    drop(out_tx);
+    // Let queued replies out, but never wait on subscriptions that outlive the input.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), writer_task).await;
+    Ok(())
+}
+
+/// Answer one frame.
+async fn handle(
+    module: Arc<RpcModule<Agent>>,
+    agent: Arc<Agent>,
+    out: mpsc::Sender<Box<str>>,
+    line: String,
+) {
+    let trimmed = line.trim_start();
+    if trimmed.starts_with('[') {
+        let reply = match serde_json::from_str::<IgnoredAny>(trimmed) {
+            Ok(_) => error_frame(
+                None,
+                ErrorCode::InvalidRequest,
+                "batch requests are not supported",
+            ),
+            Err(e) => error_frame(None, ErrorCode::ParseError, format!("parse error: {e}")),
+        };
+        let _ = out.send(reply).await;
+        return;
+    }
+    let probe = match serde_json::from_str::<Probe>(&line) {
+        Ok(p) => p,
+        Err(e) => {
+            let reply = match e.classify() {
+                serde_json::error::Category::Data => error_frame(
+                    None,
+                    ErrorCode::InvalidRequest,
+                    format!("invalid request: {e}"),
+                ),
+                _ => error_frame(None, ErrorCode::ParseError, format!("parse error: {e}")),
+            };
+            let _ = out.send(reply).await;
+            return;
+        }
+    };
+    let Some(id) = probe.id else {
+        // A notification: JSON-RPC forbids a reply, and the agent takes none.
+        tracing::debug!("ignoring notification {:?}", probe.method);
+        return;
+    };
+    let method = probe.method.as_deref().unwrap_or("");
+    if method != HelloCall::NAME && !agent.is_ready() {
+        let _ = out
+            .send(error_frame(
+                Some(id),
+                ErrorCode::NotReady,
+                "call `hello` first",
+            ))
+            .await;
+        return;
+    }
+    let id: Box<RawValue> = id.to_owned();
+    match module.raw_json_request(&line, SUB_BUFFER).await {
+        Ok((resp, mut rx)) => {
+            let resp: Box<str> = resp.into();
+            let resp = if resp.len() > protocol::MAX_FRAME {
+                let msg = format!(
+                    "the response ({} bytes) exceeds the {}-byte frame limit",
+                    resp.len(),
+                    protocol::MAX_FRAME
+                );
+                error_frame(Some(&id), ErrorCode::FrameTooLarge, msg)
+            } else {
+                resp
+            };
+            if out.send(resp).await.is_err() {
+                return;
+            }
+            while let Some(n) = rx.recv().await {
+                if out.send(n.into()).await.is_err() {
+                    return;
+                }
+            }
+        }
+        Err(e) => {
+            let _ = out
+                .send(error_frame(
+                    Some(&id),
+                    ErrorCode::InvalidRequest,
+                    format!("invalid request: {e}"),
+                ))
+                .await;
+        }
+    }
+}
+
+/// The single writer: magic line first, then frames, flushed whenever the queue runs dry.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    writer: W,
+    magic: Box<str>,
+    mut rx: mpsc::Receiver<Box<str>>,
+) {
+    let mut w = BufWriter::with_capacity(256 * 1024, writer);
+    let res: std::io::Result<()> = async {
+        w.write_all(magic.as_bytes()).await?;
+        w.write_all(b"\n").await?;
+        w.flush().await?;
+        while let Some(frame) = rx.recv().await {
+            w.write_all(frame.as_bytes()).await?;
+            w.write_all(b"\n").await?;
+            while let Ok(frame) = rx.try_recv() {
+                w.write_all(frame.as_bytes()).await?;
+                w.write_all(b"\n").await?;
+            }
+            w.flush().await?;
+        }
+        w.shutdown().await
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::debug!("writing stdout: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,1 @@
+//! Server tests over tokio::io::duplex.
