@@ -1,1 +1,389 @@
-fn main() {}
+//! pii: run the pi coding agent locally on a remote project, over ssh.
+
+extern crate pi_bridge_protocol as protocol;
+
+mod config;
+mod endpoint;
+mod install;
+mod launch;
+mod session;
+mod ssh;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Run pi (the coding agent) on your machine against a project on a remote host over ssh.
+///
+/// Files are read and written on the remote and every command pi runs runs there; API keys,
+/// pi's settings and sessions stay local. The remote needs nothing but sshd: pii uploads its
+/// small agent (into ~/.cache/pi-bridge/agent/) on first use.
+#[derive(Parser, Debug)]
+#[command(
+    name = "pii",
+    version,
+    after_help = "\
+Examples:
+  pii --ssh user@host:/srv/app
+  pii --ssh bastion-alias:~/app -- -p \"fix the failing test\"
+  pii --local ./some/dir --pi ./node_modules/@mariozechner/pi-coding-agent/dist/cli.js
+
+Environment:
+  PII_PI     pi's cli.js (default: `pi` on PATH, symlinks followed)
+  PII_NODE   node binary (default: `node` on PATH; needs >= 20.18.1)
+  PII_LOG    log level/filter for the log file (default: info), e.g. debug, pii=trace
+
+Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json, keys sandboxRoot,
+authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms), sshOptions (array of -o values).
+Flags win over the file."
+)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["ssh", "local"])))]
+struct Cli {
+    /// Remote project: DEST:PATH. DEST is anything ssh accepts (host, user@host, a Host alias,
+    /// [v6addr]); PATH may be absolute, ~, ~/dir, relative to the remote home, or empty (home).
+    #[arg(long, value_name = "DEST:PATH")]
+    ssh: Option<String>,
+
+    /// Run the agent as a local child process on DIR (no ssh; for development and tests).
+    #[arg(long, value_name = "DIR")]
+    local: Option<PathBuf>,
+
+    /// ssh config file (ssh -F).
+    #[arg(
+        short = 'F',
+        long = "ssh-config",
+        value_name = "FILE",
+        requires = "ssh"
+    )]
+    ssh_config: Option<PathBuf>,
+
+    /// ssh option (ssh -o), repeatable, e.g. -o Compression=yes.
+    #[arg(short = 'o', value_name = "SSH_OPTION", requires = "ssh")]
+    ssh_option: Vec<String>,
+
+    /// ssh port (ssh -p).
+    #[arg(short = 'p', value_name = "PORT", requires = "ssh")]
+    port: Option<u16>,
+
+    /// ssh identity file (ssh -i).
+    #[arg(short = 'i', value_name = "IDENTITY", requires = "ssh")]
+    identity: Option<PathBuf>,
+
+    /// ssh jump host(s) (ssh -J).
+    #[arg(short = 'J', value_name = "JUMP", requires = "ssh")]
+    jump: Option<String>,
+
+    /// pi's cli.js [default: $PII_PI, else `pi` on PATH resolved to its cli.js].
+    #[arg(long, value_name = "PI_CLI")]
+    pi: Option<PathBuf>,
+
+    /// The pi-bridge-agent binary to run or upload [default: next to pii, then
+    /// ~/.local/share/pi-bridge/agents/<target>/pi-bridge-agent].
+    #[arg(long, value_name = "AGENT_BIN")]
+    agent: Option<PathBuf>,
+
+    /// The node binary [default: $PII_NODE, else `node` on PATH].
+    #[arg(long, value_name = "NODE")]
+    node: Option<PathBuf>,
+
+    /// Log file [default: ~/.cache/pi-bridge/pii.log]. Level from $PII_LOG.
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+
+    /// Print the ssh command line and the remote's facts before pi starts.
+    #[arg(long)]
+    verbose: bool,
+
+    /// Arguments for pi.
+    #[arg(last = true, value_name = "PI_ARGS")]
+    pi_args: Vec<OsString>,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pii: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("pii: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+}
+
+fn default_log_file() -> Option<PathBuf> {
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".cache")))?;
+    Some(cache.join("pi-bridge").join("pii.log"))
+}
+
+fn init_logging(file: Option<&Path>) -> Result<Option<PathBuf>> {
+    let Some(path) = file.map(Path::to_path_buf).or_else(default_log_file) else {
+        return Ok(None);
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating the log directory {}", dir.display()))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening the log file {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PII_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(Mutex::new(f))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .init();
+    Ok(Some(path))
+}
+
+/// The last lines a child wrote on stderr (also copied to the log).
+type Tail = Arc<Mutex<VecDeque<String>>>;
+
+fn capture_stderr(stderr: tokio::process::ChildStderr, who: &'static str) -> Tail {
+    let tail: Tail = Arc::default();
+    let t = tail.clone();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        loop {
+            match lines.next_line().await {
+                Ok(Some(l)) => {
+                    tracing::info!(target: "pii::remote", "{who}: {l}");
+                    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.len() >= 30 {
+                        t.pop_front();
+                    }
+                    t.push_back(l);
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    // Not UTF-8 or a read error: keep draining raw so the child never blocks.
+                    tracing::debug!("{who} stderr: {e}");
+                }
+            }
+        }
+    });
+    tail
+}
+
+fn tail_text(t: &Tail) -> String {
+    t.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Wait for a child to exit, killing it after `grace`.
+async fn reap(
+    child: &mut tokio::process::Child,
+    grace: Duration,
+) -> Option<std::process::ExitStatus> {
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(st) => st.ok(),
+        Err(_) => {
+            tracing::warn!("the agent link did not exit within {grace:?}; killing it");
+            let _ = child.kill().await;
+            child.wait().await.ok()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<i32> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let cfg = config::load(&cwd, home().as_deref())?;
+    let log = init_logging(cli.log_file.as_deref())?;
+    tracing::info!(
+        "pii {} starting (config: {:?})",
+        protocol::VERSION,
+        cfg.source
+    );
+
+    // Everything local first, so a bad setup fails before any connection.
+    let node = launch::find_node(cli.node.as_deref())?;
+    let node_version = launch::check_node(&node)?;
+    let pi = launch::find_pi(cli.pi.as_deref())?;
+    if !launch::PRELOAD_FILES
+        .iter()
+        .any(|(n, _)| *n == launch::PRELOAD_ENTRY)
+    {
+        bail!(launch::LaunchError::NoPreload);
+    }
+
+    let timing = session::Timing::new(Duration::from_millis(cfg.rpc_timeout_ms));
+    let (mut child, reader, root, stderr_tail, dest) = if let Some(dir) = &cli.local {
+        let agent = install::find_local_agent(cli.agent.as_deref())?;
+        let root =
+            std::fs::canonicalize(dir).with_context(|| format!("--local {}", dir.display()))?;
+        if cli.verbose {
+            eprintln!(
+                "pii: agent {} --stdio (local, in {})",
+                agent.display(),
+                root.display()
+            );
+        }
+        let mut child = tokio::process::Command::new(&agent)
+            .arg("--stdio")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting the agent {}", agent.display()))?;
+        let tail = capture_stderr(child.stderr.take().expect("piped"), "agent");
+        let stdout = child.stdout.take().expect("piped");
+        let mut reader = BufReader::new(session::Activity::new(stdout));
+        match install::read_announce(&mut reader).await? {
+            Some(install::Announce::Agent(_)) => {}
+            Some(install::Announce::Install(u)) => {
+                bail!(install::InstallError::UnexpectedInstall(u))
+            }
+            None => {
+                let st = reap(&mut child, Duration::from_secs(3)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                bail!(
+                    "the agent {} exited ({st:?}) before announcing itself:\n{}",
+                    agent.display(),
+                    tail_text(&tail)
+                );
+            }
+        }
+        (
+            child,
+            reader,
+            root.to_string_lossy().into_owned(),
+            tail,
+            None,
+        )
+    } else {
+        let target = cli.ssh.as_deref().expect("clap requires --ssh or --local");
+        let (dest, path) = ssh::parse_target(target)?;
+        let mut options = cfg.ssh_options.clone();
+        options.extend(cli.ssh_option.iter().cloned());
+        let opts = ssh::SshOptions {
+            config_file: cli.ssh_config.clone(),
+            options,
+            port: cli.port,
+            identity: cli.identity.clone(),
+            jump: cli.jump.clone(),
+        };
+        let (child, reader, tail) =
+            install::connect_ssh(&opts, &dest, cli.agent.as_deref(), cli.verbose).await?;
+        (child, reader, path, tail, Some(dest))
+    };
+
+    let mut stdin = child.stdin.take().expect("piped");
+    let _ = &mut stdin;
+    let counter = reader.get_ref().counter();
+    let session = session::Session::start(reader, stdin, Some(counter), timing);
+    let hello = match tokio::time::timeout(
+        timing.rpc_timeout,
+        session.hello(&root, cfg.sandbox_root.as_deref()),
+    )
+    .await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => bail!("handshake with the agent failed: {e}"),
+        Err(_) => bail!(
+            "the agent did not answer `hello` within {} ms:\n{}",
+            timing.rpc_timeout.as_millis(),
+            tail_text(&stderr_tail)
+        ),
+    };
+    let facts = hello.facts.clone();
+    tracing::info!("connected: {facts:?}");
+    if cli.verbose {
+        eprintln!(
+            "pii: agent {} on {} ({} {}), user {} (home {}), project {} (sandbox {}), login PATH {}, git {}, rg {}, fd {}; node {} ({}), pi {}",
+            hello.agent_version,
+            facts.hostname,
+            facts.os,
+            facts.arch,
+            facts.user,
+            facts.home,
+            facts.project_root,
+            facts.sandbox_root,
+            facts.login_path,
+            facts.git_version.as_deref().unwrap_or("none"),
+            facts.has_rg,
+            facts.has_fd,
+            node.display(),
+            node_version,
+            pi.display()
+        );
+        if let Some(l) = &log {
+            eprintln!("pii: logging to {}", l.display());
+        }
+    }
+    let _ = dest;
+
+    let token = endpoint::new_token(cfg.auth_token_length);
+    let info = protocol::endpoint::SessionInfo {
+        agent_version: hello.agent_version.clone(),
+        facts: facts.clone(),
+    };
+    let ep = endpoint::Endpoint::bind(session.clone(), info, token.clone())
+        .await
+        .context("opening the loopback endpoint")?;
+    let env = launch::session_env(ep.addr, &facts, cfg.rpc_timeout_ms);
+    let server = tokio::spawn(ep.serve());
+
+    let scratch = launch::Scratch::create(&std::env::temp_dir())?;
+    let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
+    tracing::info!(
+        "starting {} --require {} {} {:?}",
+        node.display(),
+        preload.display(),
+        pi.display(),
+        cli.pi_args
+    );
+    let status = launch::run_node(
+        &node,
+        &preload,
+        &pi,
+        &cli.pi_args,
+        &scratch.cwd(),
+        &token,
+        &env,
+    )
+    .await;
+
+    // Teardown: close the agent's stdin (it kills its processes and exits), wait, clean up.
+    server.abort();
+    session.close();
+    let link_status = reap(&mut child, Duration::from_secs(3)).await;
+    tracing::info!("agent link ended: {link_status:?}");
+    drop(scratch);
+    let status = status?;
+    let code = launch::exit_code(status);
+    tracing::info!("node exited: {status:?} → {code}");
+    Ok(code)
+}

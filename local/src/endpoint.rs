@@ -1,0 +1,487 @@
+//! The loopback endpoint the preload talks to (see `protocol::endpoint`).
+//!
+//! `127.0.0.1:<ephemeral>`. A connection's first line must arrive within [`TOKEN_DEADLINE`] and
+//! equal the token (compared in constant time, independent of length); otherwise the connection
+//! is closed at once and nothing it sent is parsed or executed. After it: JSON-RPC frames.
+//! `session.info` is answered here; every other request goes to the agent (fresh id there, the
+//! client's own id on the answer). Subscription notifications reach the connection that
+//! subscribed, verbatim.
+
+use crate::session::{Reply, Session};
+use protocol::endpoint::SessionInfo;
+use protocol::ErrorCode;
+use rand::RngCore;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A fresh token: `len` random bytes from the OS, lowercase hex.
+pub fn new_token(len: usize) -> String {
+    let mut bytes = vec![0u8; len.max(protocol::endpoint::TOKEN_BYTES)];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Constant-time equality whose timing depends on neither the content nor the length of
+/// `given` relative to `expected` (both are hashed first; the digests are compared fully).
+pub fn token_matches(expected: &str, given: &[u8]) -> bool {
+    let a = Sha256::digest(expected.as_bytes());
+    let b = Sha256::digest(given);
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    listener: TcpListener,
+    token: Arc<String>,
+    session: Session,
+    info: Arc<SessionInfo>,
+}
+
+impl Endpoint {
+    pub async fn bind(
+        session: Session,
+        info: SessionInfo,
+        token: String,
+    ) -> std::io::Result<Endpoint> {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        Ok(Endpoint {
+            addr,
+            listener,
+            token: Arc::new(token),
+            session,
+            info: Arc::new(info),
+        })
+    }
+
+    /// Serve connections until the task is dropped.
+    pub async fn serve(self) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let token = self.token.clone();
+                    let session = self.session.clone();
+                    let info = self.info.clone();
+                    tokio::spawn(async move {
+                        serve_connection(stream, peer, token, session, info).await;
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!("accept on the loopback endpoint failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ClientRequest<'a> {
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    method: String,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    token: Arc<String>,
+    session: Session,
+    info: Arc<SessionInfo>,
+) {
+    let (r, mut w) = stream.into_split();
+    let mut reader = BufReader::new(r);
+    // The token line: at most token+2 bytes are looked at; nothing after a bad one is parsed.
+    let mut line = Vec::with_capacity(token.len() + 2);
+    let limit = (token.len() + 2) as u64;
+    let got = tokio::time::timeout(
+        TOKEN_DEADLINE,
+        (&mut reader).take(limit).read_until(b'\n', &mut line),
+    )
+    .await;
+    let ok = match got {
+        Ok(Ok(_)) if line.last() == Some(&b'\n') => {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            token_matches(&token, &line)
+        }
+        _ => false,
+    };
+    if !ok {
+        tracing::warn!("loopback connection from {peer} refused: missing or wrong token");
+        return; // dropping both halves closes the connection
+    }
+    tracing::debug!("loopback connection from {peer} authenticated");
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let writer = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut buf = first.into_bytes();
+            while buf.len() < 1 << 20 {
+                match rx.try_recv() {
+                    Ok(more) => buf.extend_from_slice(more.as_bytes()),
+                    Err(_) => break,
+                }
+            }
+            if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let mut frames = protocol::FrameReader::new(reader);
+    loop {
+        match frames.next_frame().await {
+            Ok(Some(text)) => {
+                if text.trim().is_empty() {
+                    continue;
+                }
+                handle_frame(&text, &tx, &session, &info);
+            }
+            Ok(None) => break,
+            Err(e) if e.is_recoverable() => {
+                let _ = tx.send(parse_error(&e.to_string(), ErrorCode::FrameTooLarge));
+            }
+            Err(e) => {
+                tracing::debug!("loopback connection from {peer}: {e}");
+                break;
+            }
+        }
+    }
+    drop(tx);
+    // Let in-flight answers drain; the writer ends when every sender is gone.
+    let _ = writer.await;
+}
+
+fn parse_error(msg: &str, code: ErrorCode) -> String {
+    Reply::error(code, msg).to_frame(&RawValue::from_string("null".into()).expect("null is JSON"))
+}
+
+fn handle_frame(
+    text: &str,
+    tx: &mpsc::UnboundedSender<String>,
+    session: &Session,
+    info: &Arc<SessionInfo>,
+) {
+    let value: &RawValue = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = tx.send(parse_error(
+                &format!("not JSON: {e}"),
+                ErrorCode::ParseError,
+            ));
+            return;
+        }
+    };
+    let req: ClientRequest = match serde_json::from_str(value.get()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.send(parse_error(
+                &format!("not a JSON-RPC request: {e}"),
+                ErrorCode::InvalidRequest,
+            ));
+            return;
+        }
+    };
+    let Some(id) = req.id.filter(|id| {
+        let t = id.get();
+        t.starts_with('"') || t.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+    }) else {
+        match req.id {
+            None => tracing::debug!("client notification `{}` ignored", req.method),
+            Some(_) => {
+                let _ = tx.send(parse_error(
+                    "the id must be a number or a string",
+                    ErrorCode::InvalidRequest,
+                ));
+            }
+        }
+        return;
+    };
+    let id: Box<RawValue> = id.to_owned();
+    if req.method == "session.info" {
+        let reply = match serde_json::value::to_raw_value(&**info) {
+            Ok(r) => Reply::Result(r),
+            Err(e) => Reply::error(ErrorCode::InvalidRequest, &e.to_string()),
+        };
+        let _ = tx.send(reply.to_frame(&id));
+        return;
+    }
+    let method = req.method;
+    let params: Option<Box<RawValue>> = req.params.map(|p| p.to_owned());
+    let session = session.clone();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let sink = protocol::subscription(&method).map(|_| (tx.clone(), id.clone()));
+        let reply = session.call(&method, params.as_deref(), sink).await;
+        if let Reply::Delivered = reply {
+            return;
+        }
+        if let Reply::Result(_) = &reply {
+            if protocol::SUBSCRIPTIONS
+                .iter()
+                .any(|(_, _, unsub)| *unsub == method)
+            {
+                if let Some(sub) = params.as_deref().and_then(first_param) {
+                    session.forget_subscription(&sub);
+                }
+            }
+        }
+        let _ = tx.send(reply.to_frame(&id));
+    });
+}
+
+/// The subscription id in an unsubscribe call: `[id]` or `{"subscription": id}`.
+fn first_param(p: &RawValue) -> Option<Box<RawValue>> {
+    let v: serde_json::Value = serde_json::from_str(p.get()).ok()?;
+    let id = match v {
+        serde_json::Value::Array(a) => a.into_iter().next()?,
+        serde_json::Value::Object(mut o) => o.remove("subscription")?,
+        _ => return None,
+    };
+    serde_json::value::to_raw_value(&id).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::tests::{connect, facts, fast};
+    use tokio::io::AsyncBufReadExt;
+
+    async fn start() -> (SocketAddr, String, crate::session::tests::Received) {
+        let (session, received) = connect(fast());
+        let info = SessionInfo {
+            agent_version: "0.1.0".into(),
+            facts: facts(),
+        };
+        let token = new_token(32);
+        let ep = Endpoint::bind(session, info, token.clone()).await.unwrap();
+        let addr = ep.addr;
+        tokio::spawn(ep.serve());
+        (addr, token, received)
+    }
+
+    async fn closed_without_reply(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 64];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(7), stream.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
+    }
+
+    fn agent_frames(received: &crate::session::tests::Received) -> Vec<String> {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| !l.is_empty())
+            .cloned()
+            .collect()
+    }
+
+    #[test]
+    fn token_shape_and_compare() {
+        let t = new_token(32);
+        assert_eq!(t.len(), 64);
+        assert!(t
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(t, new_token(32));
+        assert_eq!(new_token(48).len(), 96);
+        assert!(token_matches(&t, t.as_bytes()));
+        assert!(!token_matches(&t, &t.as_bytes()[..63]));
+        assert!(!token_matches(&t, b""));
+        assert!(!token_matches(&t, format!("{t}0").as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn wrong_token_closes_and_nothing_reaches_the_agent() {
+        let (addr, token, received) = start().await;
+        let mut wrong = token.clone().into_bytes();
+        wrong[10] = if wrong[10] == b'a' { b'b' } else { b'a' };
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&wrong).await.unwrap();
+        s.write_all(b"\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{}}\n")
+            .await
+            .unwrap();
+        assert!(closed_without_reply(&mut s).await);
+        // A token plus garbage, and a longer line, are refused too.
+        for bad in [
+            format!("{token}x\n"),
+            format!("x{token}\n"),
+            "\n".to_string(),
+        ] {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(bad.as_bytes()).await.unwrap();
+            s.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{}}\n")
+                .await
+                .unwrap();
+            assert!(closed_without_reply(&mut s).await, "{bad:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            agent_frames(&received).is_empty(),
+            "{:?}",
+            agent_frames(&received)
+        );
+    }
+
+    #[tokio::test]
+    async fn short_or_missing_token_closes() {
+        let (addr, token, received) = start().await;
+        // Short token, no newline: closed after the deadline.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&token.as_bytes()[..10]).await.unwrap();
+        let t = std::time::Instant::now();
+        assert!(closed_without_reply(&mut s).await);
+        assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
+        // Nothing at all.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert!(closed_without_reply(&mut s).await);
+        // A correct token cut short by close.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(token.as_bytes()).await.unwrap();
+        s.shutdown().await.unwrap();
+        assert!(closed_without_reply(&mut s).await);
+        assert!(agent_frames(&received).is_empty());
+    }
+
+    async fn client(
+        addr: SocketAddr,
+        token: &str,
+    ) -> (
+        tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (r, mut w) = s.into_split();
+        w.write_all(format!("{token}\n").as_bytes()).await.unwrap();
+        (BufReader::new(r).lines(), w)
+    }
+
+    async fn next_json(
+        lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+    ) -> serde_json::Value {
+        let l = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(&l).unwrap()
+    }
+
+    #[tokio::test]
+    async fn right_token_calls_work_ids_preserved_errors_for_bad_frames() {
+        let (addr, token, received) = start().await;
+        let (mut lines, mut w) = client(addr, &token).await;
+        w.write_all(
+            b"{\"jsonrpc\":\"2.0\",\"id\":\"abc\",\"method\":\"echo\",\"params\":{\"x\":[1,2]}}\n",
+        )
+        .await
+        .unwrap();
+        let v = next_json(&mut lines).await;
+        assert_eq!(
+            v,
+            serde_json::json!({"jsonrpc":"2.0","id":"abc","result":{"x":[1,2]}})
+        );
+        // The agent saw a fresh numeric id, not the client's.
+        let f = agent_frames(&received);
+        assert!(
+            f.iter()
+                .any(|l| l.contains("\"echo\"") && !l.contains("abc")),
+            "{f:?}"
+        );
+
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"session.info\"}\n")
+            .await
+            .unwrap();
+        let v = next_json(&mut lines).await;
+        assert_eq!(v["id"], 7);
+        assert_eq!(v["result"]["facts"]["projectRoot"], "/home/dev/app");
+        assert_eq!(v["result"]["agentVersion"], "0.1.0");
+
+        w.write_all(b"this is not json\n").await.unwrap();
+        let v = next_json(&mut lines).await;
+        assert_eq!(v["error"]["code"], -32700);
+        assert_eq!(v["id"], serde_json::Value::Null);
+        w.write_all(b"{\"id\":1}\n").await.unwrap();
+        assert_eq!(next_json(&mut lines).await["error"]["code"], -32600);
+        w.write_all(b"{\"id\":{},\"method\":\"echo\"}\n")
+            .await
+            .unwrap();
+        assert_eq!(next_json(&mut lines).await["error"]["code"], -32600);
+
+        // Still alive, errors from the agent pass through.
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"fs.nope\",\"params\":{}}\n")
+            .await
+            .unwrap();
+        let v = next_json(&mut lines).await;
+        assert_eq!(v["id"], 8);
+        assert_eq!(v["error"]["data"]["code"], "ENOENT");
+
+        // Subscriptions: the response, then the events, on this connection.
+        w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"proc.spawn\",\"params\":{}}\n")
+            .await
+            .unwrap();
+        let mut got = vec![];
+        for _ in 0..3 {
+            got.push(next_json(&mut lines).await);
+        }
+        assert!(
+            got.iter().any(|v| v["id"] == 9 && v["result"] == "s1"),
+            "{got:?}"
+        );
+        assert!(
+            got.iter()
+                .any(|v| v["params"]["result"]["type"] == "spawned"),
+            "{got:?}"
+        );
+        assert_eq!(got[2]["params"]["result"]["type"], "exit", "{got:?}");
+    }
+
+    #[tokio::test]
+    async fn many_concurrent_connections() {
+        let (addr, token, _) = start().await;
+        let mut tasks = vec![];
+        for c in 0..20 {
+            let token = token.clone();
+            tasks.push(tokio::spawn(async move {
+                let (mut lines, mut w) = client(addr, &token).await;
+                for i in 0..20 {
+                    w.write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"echo\",\"params\":[{c},{i}]}}\n").as_bytes())
+                        .await
+                        .unwrap();
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for _ in 0..20 {
+                    let v = next_json(&mut lines).await;
+                    let i = v["id"].as_u64().unwrap();
+                    assert_eq!(v["result"], serde_json::json!([c, i]));
+                    seen.insert(i);
+                }
+                assert_eq!(seen.len(), 20);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! Starting node with the preload and pi: the private scratch dir, the environment contract
+//! (`PII_TOKEN`, `PII_SESSION`), signals, and the exit code.
+
+use protocol::endpoint::{SessionEnv, SESSION_ENV, TOKEN_ENV};
+use rand::RngCore;
+use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+
+include!(concat!(env!("OUT_DIR"), "/preload_files.rs"));
+
+/// The preload file node loads with `--require`.
+pub const PRELOAD_ENTRY: &str = "index.cjs";
+/// Oldest node pi's dependencies run on.
+pub const MIN_NODE: (u64, u64, u64) = (20, 18, 1);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot create the scratch directory under {}: {source}", dir.display())]
+    Scratch {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("this pii was built without the preload (no preload/{PRELOAD_ENTRY} when it was compiled); rebuild it with the preload present")]
+    NoPreload,
+    #[error(
+        "node not found: {0}. Install Node.js >= 20.18.1, or name it with --node PATH or PII_NODE"
+    )]
+    NodeNotFound(String),
+    #[error("{node}: Node.js {found} is too old; pi needs >= 20.18.1. Use --node PATH or PII_NODE to pick another")]
+    NodeTooOld { node: String, found: String },
+    #[error("cannot run {node} --version: {msg}")]
+    NodeVersion { node: String, msg: String },
+    #[error("pi not found: {0}. Install it (npm install -g @mariozechner/pi-coding-agent) or name its cli.js with --pi PATH or PII_PI")]
+    PiNotFound(String),
+    #[error("cannot start {node}: {source}")]
+    Spawn {
+        node: String,
+        source: std::io::Error,
+    },
+    #[error("waiting for node failed: {0}")]
+    Wait(std::io::Error),
+}
+
+/// A private directory (0700) removed on drop: `cwd/` (node's real cwd) and `preload/`.
+pub struct Scratch {
+    pub root: PathBuf,
+}
+
+impl Scratch {
+    pub fn create(base: &Path) -> Result<Scratch, LaunchError> {
+        let err = |source| LaunchError::Scratch {
+            dir: base.to_path_buf(),
+            source,
+        };
+        let mut attempt = 0;
+        let root = loop {
+            let mut r = [0u8; 8];
+            rand::rngs::OsRng.fill_bytes(&mut r);
+            let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            let root = base.join(format!("pii-{name}"));
+            match std::fs::DirBuilder::new().mode(0o700).create(&root) {
+                Ok(()) => break root,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempt < 10 => {
+                    attempt += 1
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
+        let scratch = Scratch { root };
+        for sub in ["cwd", "preload"] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(scratch.root.join(sub))
+                .map_err(err)?;
+        }
+        Ok(scratch)
+    }
+
+    pub fn cwd(&self) -> PathBuf {
+        self.root.join("cwd")
+    }
+
+    /// Write the embedded preload files; returns the entry file's path.
+    pub fn write_preload(&self, files: &[(&str, &[u8])]) -> Result<PathBuf, LaunchError> {
+        if !files.iter().any(|(n, _)| *n == PRELOAD_ENTRY) {
+            return Err(LaunchError::NoPreload);
+        }
+        let dir = self.root.join("preload");
+        for (name, bytes) in files {
+            let path = dir.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|source| LaunchError::Scratch {
+                    dir: path.clone(),
+                    source,
+                })?;
+            std::io::Write::write_all(&mut f, bytes).map_err(|source| LaunchError::Scratch {
+                dir: path.clone(),
+                source,
+            })?;
+        }
+        Ok(dir.join(PRELOAD_ENTRY))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.root) {
+            tracing::warn!("could not remove {}: {e}", self.root.display());
+        }
+    }
+}
+
+/// `name` looked up in PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// node: `--node`, else `PII_NODE`, else `node` on PATH.
+pub fn find_node(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
+    let chosen = flag
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("PII_NODE").map(PathBuf::from));
+    match chosen {
+        Some(p) if p.components().count() == 1 && !p.is_absolute() => which(&p.to_string_lossy())
+            .ok_or_else(|| LaunchError::NodeNotFound(format!("`{}` is not on PATH", p.display()))),
+        Some(p) => Ok(p),
+        None => {
+            which("node").ok_or_else(|| LaunchError::NodeNotFound("`node` is not on PATH".into()))
+        }
+    }
+}
+
+/// Parse `v20.18.1` (any suffix ignored).
+pub fn parse_node_version(s: &str) -> Option<(u64, u64, u64)> {
+    let s = s.trim().strip_prefix('v').unwrap_or(s.trim());
+    let mut it = s.split(|c: char| !c.is_ascii_digit());
+    Some((
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+        it.next()?.parse().ok()?,
+    ))
+}
+
+pub fn check_node(node: &Path) -> Result<String, LaunchError> {
+    let name = node.display().to_string();
+    let out = std::process::Command::new(node)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                LaunchError::NodeNotFound(format!("{name} does not exist"))
+            } else {
+                LaunchError::NodeVersion {
+                    node: name.clone(),
+                    msg: e.to_string(),
+                }
+            }
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match parse_node_version(&text) {
+        Some(v) if v >= MIN_NODE => Ok(text),
+        Some(_) => Err(LaunchError::NodeTooOld {
+            node: name,
+            found: text,
+        }),
+        None => Err(LaunchError::NodeVersion {
+            node: name,
+            msg: format!("unexpected output {text:?}"),
+        }),
+    }
+}
+
+/// pi's cli.js: `--pi`, else `PII_PI`, else `pi` on PATH with symlinks followed.
+pub fn find_pi(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
+    let chosen = flag
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("PII_PI").map(PathBuf::from));
+    let p = match chosen {
+        Some(p) => p,
+        None => which("pi").ok_or_else(|| LaunchError::PiNotFound("`pi` is not on PATH".into()))?,
+    };
+    let real = std::fs::canonicalize(&p)
+        .map_err(|e| LaunchError::PiNotFound(format!("{}: {e}", p.display())))?;
+    if !real.is_file() {
+        return Err(LaunchError::PiNotFound(format!(
+            "{} is not a file",
+            real.display()
+        )));
+    }
+    Ok(real)
+}
+
+/// The `PII_SESSION` value.
+pub fn session_env(
+    endpoint: std::net::SocketAddr,
+    facts: &protocol::Facts,
+    rpc_timeout_ms: u64,
+) -> SessionEnv {
+    SessionEnv {
+        endpoint: endpoint.to_string(),
+        cwd: facts.project_root.clone(),
+        routes: vec![facts.sandbox_root.clone()],
+        remote_path: facts.login_path.clone(),
+        remote_home: facts.home.clone(),
+        rpc_timeout_ms,
+    }
+}
+
+/// Run `node --require <preload> <pi> <args>` in `cwd`, with the token and session in its
+/// environment only. Returns node's exit status. SIGINT is ignored meanwhile (the terminal sends
+/// it to node itself); SIGTERM and SIGHUP are forwarded to node.
+pub async fn run_node(
+    node: &Path,
+    preload: &Path,
+    pi: &Path,
+    pi_args: &[OsString],
+    cwd: &Path,
+    token: &str,
+    session: &SessionEnv,
+) -> Result<ExitStatus, LaunchError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let session_json = serde_json::to_string(session).expect("SessionEnv serializes");
+    let mut cmd = tokio::process::Command::new(node);
+    cmd.arg("--require")
+        .arg(preload)
+        .arg(pi)
+        .args(pi_args)
+        .current_dir(cwd)
+        .env(TOKEN_ENV, token)
+        .env(SESSION_ENV, session_json)
+        .kill_on_drop(true);
+    // Handlers before the spawn so a Ctrl+C right at start does not kill pii and orphan node.
+    let mut int = signal(SignalKind::interrupt()).ok();
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let mut child = cmd.spawn().map_err(|source| LaunchError::Spawn {
+        node: node.display().to_string(),
+        source,
+    })?;
+    let pid = child.id();
+    tracing::info!("node started, pid {pid:?}");
+    async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+        match s {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+    let forward = |sig: libc::c_int| {
+        if let Some(pid) = pid {
+            // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
+            unsafe { libc::kill(pid as libc::pid_t, sig) };
+        }
+    };
+    loop {
+        tokio::select! {
+            st = child.wait() => return st.map_err(LaunchError::Wait),
+            _ = recv(&mut int) => tracing::debug!("SIGINT ignored (node gets it from the terminal)"),
+            _ = recv(&mut term) => { tracing::info!("SIGTERM: forwarding to node"); forward(libc::SIGTERM) }
+            _ = recv(&mut hup) => { tracing::info!("SIGHUP: forwarding to node"); forward(libc::SIGHUP) }
+        }
+    }
+}
+
+/// An exit status as a shell reports it (signal → 128 + n).
+pub fn exit_code(st: ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    st.code()
+        .or_else(|| st.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn node_versions() {
+        assert_eq!(parse_node_version("v20.18.1\n"), Some((20, 18, 1)));
+        assert_eq!(parse_node_version("v22.0.0-nightly"), Some((22, 0, 0)));
+        assert_eq!(parse_node_version("garbage"), None);
+        assert!(parse_node_version("v20.18.0").unwrap() < MIN_NODE);
+        assert!(parse_node_version("v20.20.2").unwrap() >= MIN_NODE);
+    }
+
+    #[test]
+    fn scratch_is_private_unique_and_removed() {
+        let base = tempfile::tempdir().unwrap();
+        let a = Scratch::create(base.path()).unwrap();
+        let b = Scratch::create(base.path()).unwrap();
+        assert_ne!(a.root, b.root);
+        let mode = std::fs::metadata(&a.root).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        assert!(a.cwd().is_dir() && std::fs::read_dir(a.cwd()).unwrap().next().is_none());
+        assert!(matches!(
+            a.write_preload(&[("x.cjs", b"1")]),
+            Err(LaunchError::NoPreload)
+        ));
+        let entry = a
+            .write_preload(&[("index.cjs", b"require('./x.cjs')"), ("y.cjs", b"2")])
+            .unwrap();
+        assert_eq!(std::fs::read(&entry).unwrap(), b"require('./x.cjs')");
+        let root = a.root.clone();
+        drop(a);
+        assert!(!root.exists());
+        assert!(b.root.exists());
+    }
+
+    #[test]
+    fn exit_codes() {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(
+            exit_code(ExitStatus::from_raw(libc::SIGTERM)),
+            128 + libc::SIGTERM
+        );
+    }
+
+    #[tokio::test]
+    async fn node_gets_env_not_argv_and_exit_code_passes_through() {
+        let Some(node) = which("node") else { return };
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out.json");
+        let pi = dir.path().join("cli.js");
+        std::fs::write(
+            &pi,
+            format!(
+                "require('fs').writeFileSync({:?}, JSON.stringify({{argv: process.argv.slice(2), cwd: process.cwd(), token: process.env.PII_TOKEN, session: JSON.parse(process.env.PII_SESSION), pre: globalThis.preloaded}})); process.exit(7)",
+                out.display().to_string()
+            ),
+        )
+        .unwrap();
+        let preload = dir.path().join("index.cjs");
+        std::fs::write(&preload, "globalThis.preloaded = true").unwrap();
+        let cwd = dir.path().join("cwd");
+        std::fs::create_dir(&cwd).unwrap();
+        let env = session_env(
+            "127.0.0.1:9".parse().unwrap(),
+            &crate::session::tests::facts(),
+            1234,
+        );
+        let st = run_node(
+            &node,
+            &preload,
+            &pi,
+            &["a b".into(), "-p".into()],
+            &cwd,
+            "deadbeef",
+            &env,
+        )
+        .await
+        .unwrap();
+        assert_eq!(exit_code(st), 7);
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        assert_eq!(v["argv"], serde_json::json!(["a b", "-p"]));
+        assert_eq!(v["token"], "deadbeef");
+        assert_eq!(v["pre"], true);
+        assert_eq!(v["session"]["cwd"], "/home/dev/app");
+        assert_eq!(v["session"]["routes"], serde_json::json!(["/home/dev/app"]));
+        assert_eq!(v["session"]["rpcTimeoutMs"], 1234);
+        assert_eq!(
+            std::fs::canonicalize(v["cwd"].as_str().unwrap()).unwrap(),
+            std::fs::canonicalize(&cwd).unwrap()
+        );
+    }
+}

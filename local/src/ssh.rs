@@ -1,0 +1,335 @@
+//! The ssh command line, `DEST:PATH` parsing, and making sense of ssh's failures.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Options passed through to ssh.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SshOptions {
+    pub config_file: Option<PathBuf>,
+    /// `-o` options, config file's first, then the command line's.
+    pub options: Vec<String>,
+    pub port: Option<u16>,
+    pub identity: Option<PathBuf>,
+    pub jump: Option<String>,
+}
+
+/// Defaults pii adds unless the user's `-o` sets the same key.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("ServerAliveInterval", "30"),
+    ("ServerAliveCountMax", "3"),
+    ("ConnectTimeout", "15"),
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TargetError {
+    #[error("--ssh wants DEST:PATH (e.g. user@host:~/app or host:/srv/app); {0:?} has no ':'")]
+    NoColon(String),
+    #[error("--ssh {0:?}: the destination before ':' is empty")]
+    EmptyDest(String),
+    #[error("--ssh {0:?}: unbalanced '[' in the destination")]
+    Bracket(String),
+    #[error("--ssh {0:?}: the destination must not start with '-'")]
+    Dash(String),
+}
+
+/// Split `DEST:PATH` at the first ':' outside `[...]`. `[v6]` brackets are removed from the
+/// destination (ssh wants the bare address). PATH is returned as written.
+pub fn parse_target(s: &str) -> Result<(String, String), TargetError> {
+    let mut depth = 0i32;
+    let mut split = None;
+    for (i, c) in s.char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth -= 1,
+            ':' if depth == 0 => {
+                split = Some(i);
+                break;
+            }
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(TargetError::Bracket(s.into()));
+        }
+    }
+    if depth != 0 {
+        return Err(TargetError::Bracket(s.into()));
+    }
+    let i = split.ok_or_else(|| TargetError::NoColon(s.into()))?;
+    let (dest, path) = (&s[..i], &s[i + 1..]);
+    if dest.is_empty() {
+        return Err(TargetError::EmptyDest(s.into()));
+    }
+    if dest.starts_with('-') {
+        return Err(TargetError::Dash(s.into()));
+    }
+    // user@[::1] → user@::1
+    let dest = match dest.rfind('@') {
+        Some(at) => format!("{}@{}", &dest[..at], unbracket(&dest[at + 1..])),
+        None => unbracket(dest).to_string(),
+    };
+    Ok((dest, path.to_string()))
+}
+
+fn unbracket(h: &str) -> &str {
+    h.strip_prefix('[')
+        .and_then(|x| x.strip_suffix(']'))
+        .unwrap_or(h)
+}
+
+/// The key of an `-o` option (`Key=Value` or `Key Value`), lowercase.
+fn option_key(o: &str) -> String {
+    o.trim_start()
+        .split(|c: char| c == '=' || c.is_whitespace())
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
+}
+
+/// Quote `s` for a POSIX shell: `'...'` with `'` as `'\''`.
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// ssh's argv (without the program): `-T`, defaults, the user's options, DEST, then the remote
+/// command as one argument (`sh -c '<script>'`, so the login shell's flavour does not matter).
+pub fn argv(opts: &SshOptions, dest: &str, script: &str) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec!["-T".into()];
+    let user_keys: Vec<String> = opts.options.iter().map(|o| option_key(o)).collect();
+    for (k, v) in DEFAULTS {
+        if !user_keys.iter().any(|u| u == &k.to_ascii_lowercase()) {
+            a.push("-o".into());
+            a.push(format!("{k}={v}").into());
+        }
+    }
+    if let Some(f) = &opts.config_file {
+        a.push("-F".into());
+        a.push(f.into());
+    }
+    if let Some(p) = opts.port {
+        a.push("-p".into());
+        a.push(p.to_string().into());
+    }
+    if let Some(i) = &opts.identity {
+        a.push("-i".into());
+        a.push(i.into());
+    }
+    if let Some(j) = &opts.jump {
+        a.push("-J".into());
+        a.push(j.into());
+    }
+    for o in &opts.options {
+        a.push("-o".into());
+        a.push(o.into());
+    }
+    a.push("--".into());
+    a.push(dest.into());
+    a.push(format!("sh -c {}", sh_quote(script)).into());
+    a
+}
+
+/// A shell-like rendering of a command line (for --verbose).
+pub fn display(program: &str, args: &[OsString]) -> String {
+    let mut s = program.to_string();
+    for a in args {
+        let a = a.to_string_lossy();
+        s.push(' ');
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_=.,/:@%+".contains(c))
+        {
+            s.push_str(&a);
+        } else {
+            s.push_str(&sh_quote(&a));
+        }
+    }
+    s
+}
+
+/// Why ssh failed, from its stderr.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SshError {
+    #[error("ssh: authentication failed for {dest} (check your key, ssh-agent, -i, or the remote user)\n{tail}")]
+    PermissionDenied { dest: String, tail: String },
+    #[error("ssh: cannot resolve the host name of {dest}\n{tail}")]
+    UnknownHost { dest: String, tail: String },
+    #[error("ssh: connection to {dest} refused (is sshd running, is the port right?)\n{tail}")]
+    Refused { dest: String, tail: String },
+    #[error("ssh: host key verification failed for {dest} (run `ssh {dest}` once to check and accept the key)\n{tail}")]
+    HostKey { dest: String, tail: String },
+    #[error("ssh: timed out connecting to {dest}\n{tail}")]
+    Timeout { dest: String, tail: String },
+    #[error("ssh: no route to {dest}\n{tail}")]
+    Unreachable { dest: String, tail: String },
+    #[error("ssh to {dest} ended before the agent started ({status})\n{tail}")]
+    Other {
+        dest: String,
+        status: String,
+        tail: String,
+    },
+    #[error("cannot run ssh: {0}")]
+    Spawn(String),
+}
+
+/// Map ssh's stderr tail (and exit status) to a clear error.
+pub fn classify(dest: &str, stderr_tail: &str, status: &str) -> SshError {
+    let d = dest.to_string();
+    let tail = stderr_tail.trim_end().to_string();
+    let has = |s: &str| stderr_tail.contains(s);
+    if has("Host key verification failed") || has("REMOTE HOST IDENTIFICATION HAS CHANGED") {
+        SshError::HostKey { dest: d, tail }
+    } else if has("Permission denied") || has("Too many authentication failures") {
+        SshError::PermissionDenied { dest: d, tail }
+    } else if has("Could not resolve hostname") || has("Name or service not known") {
+        SshError::UnknownHost { dest: d, tail }
+    } else if has("Connection refused") {
+        SshError::Refused { dest: d, tail }
+    } else if has("timed out") {
+        SshError::Timeout { dest: d, tail }
+    } else if has("No route to host") || has("Network is unreachable") {
+        SshError::Unreachable { dest: d, tail }
+    } else {
+        SshError::Other {
+            dest: d,
+            status: status.to_string(),
+            tail,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[OsString]) -> Vec<String> {
+        v.iter().map(|x| x.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn targets() {
+        let ok = |t: &str, d: &str, p: &str| {
+            assert_eq!(parse_target(t), Ok((d.into(), p.into())), "{t}")
+        };
+        ok("host:/srv/app", "host", "/srv/app");
+        ok("user@host:~/app", "user@host", "~/app");
+        ok("alias:", "alias", "");
+        ok("alias:~", "alias", "~");
+        ok("h:rel/dir", "h", "rel/dir");
+        ok("h:/a:b", "h", "/a:b");
+        ok("[::1]:/p", "::1", "/p");
+        ok("u@[fe80::1%eth0]:x", "u@fe80::1%eth0", "x");
+        assert!(matches!(parse_target("host"), Err(TargetError::NoColon(_))));
+        assert!(matches!(
+            parse_target(":/p"),
+            Err(TargetError::EmptyDest(_))
+        ));
+        assert!(matches!(
+            parse_target("[::1:/p"),
+            Err(TargetError::Bracket(_))
+        ));
+        assert!(matches!(
+            parse_target("-oProxyCommand=x:/p"),
+            Err(TargetError::Dash(_))
+        ));
+    }
+
+    #[test]
+    fn argv_defaults_and_passthrough() {
+        let a = s(&argv(&SshOptions::default(), "h", "echo hi"));
+        assert_eq!(
+            a,
+            [
+                "-T",
+                "-o",
+                "ServerAliveInterval=30",
+                "-o",
+                "ServerAliveCountMax=3",
+                "-o",
+                "ConnectTimeout=15",
+                "--",
+                "h",
+                "sh -c 'echo hi'"
+            ]
+        );
+        let opts = SshOptions {
+            config_file: Some("/c".into()),
+            options: vec![
+                "serveraliveinterval=5".into(),
+                "ConnectTimeout 3".into(),
+                "Compression=yes".into(),
+            ],
+            port: Some(2222),
+            identity: Some("/k".into()),
+            jump: Some("b@j:22".into()),
+        };
+        let a = s(&argv(&opts, "u@h", "x"));
+        assert_eq!(
+            a,
+            [
+                "-T",
+                "-o",
+                "ServerAliveCountMax=3",
+                "-F",
+                "/c",
+                "-p",
+                "2222",
+                "-i",
+                "/k",
+                "-J",
+                "b@j:22",
+                "-o",
+                "serveraliveinterval=5",
+                "-o",
+                "ConnectTimeout 3",
+                "-o",
+                "Compression=yes",
+                "--",
+                "u@h",
+                "sh -c 'x'"
+            ]
+        );
+    }
+
+    #[test]
+    fn quoting_survives_a_real_shell() {
+        let script = r#"printf '%s|' "it's" 'a "b"' '$HOME' \; ; echo"#;
+        let q = format!("sh -c {}", sh_quote(script));
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&q)
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "it's|a \"b\"|$HOME|;|\n"
+        );
+    }
+
+    #[test]
+    fn classify_stderr() {
+        let c = |t: &str| classify("h", t, "exit 255");
+        assert!(matches!(
+            c("u@h: Permission denied (publickey).\n"),
+            SshError::PermissionDenied { .. }
+        ));
+        assert!(matches!(
+            c("ssh: Could not resolve hostname nope: Name or service not known\n"),
+            SshError::UnknownHost { .. }
+        ));
+        assert!(matches!(
+            c("ssh: connect to host h port 22: Connection refused\n"),
+            SshError::Refused { .. }
+        ));
+        assert!(matches!(
+            c("Host key verification failed.\n"),
+            SshError::HostKey { .. }
+        ));
+        assert!(matches!(
+            c("ssh: connect to host h port 22: Connection timed out\n"),
+            SshError::Timeout { .. }
+        ));
+        let e = c("weird\n");
+        assert!(matches!(e, SshError::Other { .. }));
+        assert!(e.to_string().contains("weird") && e.to_string().contains("exit 255"));
+    }
+}
