@@ -254,10 +254,16 @@ class RemoteChild extends EventEmitter {
   }
 
   // Returns false once the process has exited, as Node does (ESRCH).
-  kill(sig, group = false) {
+  kill(sig) {
+    const ok = this._signal(sig, false);
+    if (ok) this.killed = true;
+    return ok;
+  }
+
+  // Send a signal to the remote process (or its group), once it is spawned.
+  _signal(sig, group) {
     if (this._done) return false;
     const signal = signalName(sig);
-    this.killed = true;
     this._afterSpawn((ok) => {
       if (ok) rpc.call('proc.kill', { pid: this._remotePid, signal, group }).catch(() => {});
     });
@@ -544,7 +550,7 @@ function install() {
     }
     if (child._done) throw errnoError('ESRCH', 'kill');
     if (sig === 0 || sig === '0') return true;
-    child.kill(sig, pid < 0);
+    child._signal(sig === undefined ? 'SIGTERM' : sig, pid < 0);
     return true;
   };
 }
