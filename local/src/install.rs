@@ -1,8 +1,16 @@
 //! Finding the agent binary, the remote bootstrap script, and the upload (ARCHITECTURE.md §2).
 
+use crate::session::Activity;
+use crate::ssh::{SshError, SshOptions};
 use protocol::Magic;
+use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStderr, ChildStdout};
 
 /// What the remote bootstrap prints when it needs the agent binary.
 pub const INSTALL_PREFIX: &str = "PI-BRIDGE-INSTALL";
@@ -16,8 +24,6 @@ const MAX_NOISE_LINE: usize = 64 * 1024;
 pub enum InstallError {
     #[error("{0}")]
     VersionMismatch(String),
-    #[error("the agent's output ended before it announced itself{}", tail_note(.0))]
-    NoMagic(String),
     #[error("reading from the agent failed: {0}")]
     Io(#[from] std::io::Error),
     #[error("the remote bootstrap failed: {0}")]
@@ -35,14 +41,8 @@ pub enum InstallError {
     UnsupportedRemote(String),
     #[error("the local agent asked to be installed ({0}); --local needs a runnable agent binary")]
     UnexpectedInstall(String),
-}
-
-fn tail_note(tail: &str) -> String {
-    if tail.trim().is_empty() {
-        String::new()
-    } else {
-        format!(":\n{}", tail.trim_end())
-    }
+    #[error(transparent)]
+    Ssh(#[from] SshError),
 }
 
 fn for_what(s: &Option<String>) -> String {
@@ -121,22 +121,326 @@ pub fn sibling_agent() -> Option<PathBuf> {
 
 /// The link a connection gives: the child (ssh or agent), its stdout after the announcement,
 /// and the tail of its stderr.
-pub type Link = (
-    tokio::process::Child,
-    tokio::io::BufReader<crate::session::Activity<tokio::process::ChildStdout>>,
-    std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
-);
+pub type Link = (Child, BufReader<Activity<ChildStdout>>, Tail);
 
-/// Connect over ssh (not yet implemented).
+/// The last lines a child wrote on stderr (each also goes to the log).
+pub type Tail = Arc<Mutex<VecDeque<String>>>;
+
+/// Drain a child's stderr into the log, keeping the last lines for error messages.
+pub fn capture_stderr(stderr: ChildStderr, who: &'static str) -> Tail {
+    let tail: Tail = Arc::default();
+    let t = tail.clone();
+    tokio::spawn(async move {
+        let mut r = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match (&mut r).take(64 * 1024).read_until(b'\n', &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    let l = String::from_utf8_lossy(&buf).trim_end().to_string();
+                    tracing::info!(target: "pii::remote", "{who}: {l}");
+                    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
+                    if t.len() >= 30 {
+                        t.pop_front();
+                    }
+                    t.push_back(l);
+                }
+            }
+        }
+    });
+    tail
+}
+
+pub fn tail_text(t: &Tail) -> String {
+    t.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Remote architectures the agent is built for: (`uname -m`, ELF e_machine).
+pub const ARCHES: &[(&str, u16)] = &[("x86_64", 62), ("aarch64", 183)];
+
+/// The arch for a `uname -sm` answer.
+pub fn arch_of(uname: &str) -> Result<(&'static str, u16), InstallError> {
+    let mut it = uname.split_whitespace();
+    let (os, m) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+    let m = if m == "arm64" { "aarch64" } else { m };
+    if os != "Linux" {
+        return Err(InstallError::UnsupportedRemote(uname.to_string()));
+    }
+    ARCHES
+        .iter()
+        .copied()
+        .find(|(a, _)| *a == m)
+        .ok_or_else(|| InstallError::UnsupportedRemote(uname.to_string()))
+}
+
+/// The ELF e_machine of a 64-bit Linux-or-SysV ELF file, `None` if it is not one.
+pub fn elf_machine(path: &Path) -> Option<u16> {
+    let mut f = std::fs::File::open(path).ok()?;
+    let mut h = [0u8; 20];
+    std::io::Read::read_exact(&mut f, &mut h).ok()?;
+    if h[..4] != *b"\x7fELF" || h[4] != 2 {
+        return None;
+    }
+    match h[5] {
+        1 => Some(u16::from_le_bytes([h[18], h[19]])),
+        2 => Some(u16::from_be_bytes([h[18], h[19]])),
+        _ => None,
+    }
+}
+
+/// Where an agent binary for `arch` is looked for, in order.
+pub fn agent_candidates(arch: &str, flag: Option<&Path>) -> Vec<PathBuf> {
+    let mut v = vec![];
+    if let Some(f) = flag {
+        v.push(f.to_path_buf());
+    }
+    if let Some(exe) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.join(AGENT_NAME)))
+    {
+        v.push(exe);
+    }
+    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        let dir = PathBuf::from(home).join(".local/share/pi-bridge/agents");
+        for libc in ["musl", "gnu"] {
+            v.push(
+                dir.join(format!("{arch}-unknown-linux-{libc}"))
+                    .join(AGENT_NAME),
+            );
+        }
+    }
+    v
+}
+
+/// The first candidate that is an ELF binary for `arch`; and every path looked at.
+pub fn find_agent(arch: &str, machine: u16, flag: Option<&Path>) -> (Option<PathBuf>, Vec<String>) {
+    let mut looked = vec![];
+    for c in agent_candidates(arch, flag) {
+        match elf_machine(&c) {
+            Some(m) if m == machine => return (Some(c), looked),
+            Some(m) => looked.push(format!("{} (ELF machine {m}, not {arch})", c.display())),
+            None if c.exists() => looked.push(format!("{} (not a 64-bit ELF binary)", c.display())),
+            None => looked.push(format!("{} (missing)", c.display())),
+        }
+    }
+    (None, looked)
+}
+
+/// sha256 of a file, lowercase hex.
+pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = std::io::Read::read(&mut f, &mut buf)?;
+        if k == 0 {
+            break;
+        }
+        n += k as u64;
+        h.update(&buf[..k]);
+    }
+    Ok((hex(&h.finalize()), n))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The versioned directory name of an agent build: `<version>-<first 12 hex of sha256>`.
+pub fn dir_name(sha: &str) -> String {
+    format!("{}-{}", protocol::VERSION, &sha[..12.min(sha.len())])
+}
+
+/// The remote bootstrap (POSIX sh, one line so any login shell passes it on intact).
+///
+/// `known`: (`uname -sm`, dir name) of the binaries pii could upload. If the cached agent for
+/// this remote's arch exists, it is exec'd; else the script prints `PI-BRIDGE-INSTALL <uname>`,
+/// reads `<size> <sha256> <dirname>`, receives the bytes, verifies, installs 0700 atomically,
+/// prunes other versions and execs. Failures print `PI-BRIDGE-ERROR <why>` and exit 1.
+pub fn bootstrap_script(known: &[(String, String)]) -> String {
+    let mut cases = String::new();
+    for (uname, dir) in known {
+        cases.push_str(&format!("{}) d={dir};; ", crate::ssh::sh_quote(uname)));
+    }
+    let v = protocol::VERSION;
+    [
+        "umask 077",
+        "base=\"$HOME/.cache/pi-bridge/agent\"",
+        "u=\"$(uname -sm)\"",
+        &format!("d=; case \"$u\" in {cases}*) ;; esac"),
+        "if test -n \"$d\" && test -x \"$base/$d/pi-bridge-agent\"; then exec \"$base/$d/pi-bridge-agent\" --stdio; fi",
+        &format!("if test -z \"$d\"; then for c in \"$base\"/{v}-*/pi-bridge-agent; do if test -x \"$c\"; then exec \"$c\" --stdio; fi; done; fi"),
+        "fail() { echo \"PI-BRIDGE-ERROR $*\"; exit 1; }",
+        "echo \"PI-BRIDGE-INSTALL $u\"",
+        "read size sum dir || fail no upload header received",
+        "case \"$dir\" in ''|*/*|.*) fail bad directory name \"$dir\";; esac",
+        "test \"$size\" -ge 0 2>/dev/null || fail bad size \"$size\"",
+        "d=\"$base/$dir\"",
+        "mkdir -p \"$d\" || fail cannot create \"$d\"",
+        "chmod 700 \"$HOME/.cache/pi-bridge\" \"$base\" \"$d\" || fail cannot chmod \"$d\"",
+        "t=\"$d/.upload.$$\"",
+        "head -c \"$size\" > \"$t\" || { rm -f \"$t\"; fail cannot write \"$t\"; }",
+        "if command -v sha256sum >/dev/null 2>&1; then got=$(sha256sum \"$t\"); elif command -v shasum >/dev/null 2>&1; then got=$(shasum -a 256 \"$t\"); else rm -f \"$t\"; rmdir \"$d\" 2>/dev/null; fail neither sha256sum nor shasum is installed; fi",
+        "got=\"${got%% *}\"",
+        "if test \"$got\" = \"$sum\"; then :; else rm -f \"$t\"; rmdir \"$d\" 2>/dev/null; fail \"sha256 mismatch: expected $sum, got $got (upload of $size bytes corrupted)\"; fi",
+        "chmod 700 \"$t\" && mv -f \"$t\" \"$d/pi-bridge-agent\" || { rm -f \"$t\"; fail cannot install \"$d/pi-bridge-agent\"; }",
+        "for o in \"$base\"/*; do if test \"$o\" = \"$d\"; then :; else rm -rf \"$o\"; fi; done",
+        "exec \"$d/pi-bridge-agent\" --stdio",
+    ]
+    .join("; ")
+}
+
+/// One agent binary pii can upload.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub uname: String,
+    pub path: PathBuf,
+    pub sha: String,
+    pub size: u64,
+}
+
+/// The binaries pii has for each supported remote arch.
+pub fn known_agents(flag: Option<&Path>) -> Vec<Upload> {
+    let mut v = vec![];
+    for (arch, machine) in ARCHES {
+        if let (Some(path), _) = find_agent(arch, *machine, flag) {
+            match sha256_file(&path) {
+                Ok((sha, size)) => v.push(Upload {
+                    uname: format!("Linux {arch}"),
+                    path,
+                    sha,
+                    size,
+                }),
+                Err(e) => tracing::warn!("cannot hash {}: {e}", path.display()),
+            }
+        }
+    }
+    v
+}
+
+/// Run ssh with the bootstrap, install the agent if asked, and return the link positioned
+/// after the agent's magic line.
 pub async fn connect_ssh(
-    _opts: &crate::ssh::SshOptions,
-    _dest: &str,
-    _agent: Option<&Path>,
-    _verbose: bool,
-) -> Result<Link, crate::ssh::SshError> {
-    Err(crate::ssh::SshError::Spawn(
-        "--ssh is not implemented yet".into(),
-    ))
+    opts: &SshOptions,
+    dest: &str,
+    agent: Option<&Path>,
+    verbose: bool,
+) -> Result<Link, InstallError> {
+    let known = known_agents(agent);
+    let mut table: Vec<(String, String)> = known
+        .iter()
+        .map(|k| (k.uname.clone(), dir_name(&k.sha)))
+        .collect();
+    if table.iter().any(|(u, _)| u == "Linux aarch64") {
+        let d = table
+            .iter()
+            .find(|(u, _)| u == "Linux aarch64")
+            .map(|(_, d)| d.clone())
+            .unwrap_or_default();
+        table.push(("Linux arm64".into(), d));
+    }
+    let script = bootstrap_script(&table);
+    let args = crate::ssh::argv(opts, dest, &script);
+    let shown = crate::ssh::display("ssh", &args[..args.len() - 1]) + " 'sh -c <bootstrap>'";
+    tracing::info!("running {}", crate::ssh::display("ssh", &args));
+    if verbose {
+        eprintln!("pii: {shown}");
+    }
+    let child = tokio::process::Command::new("ssh")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| SshError::Spawn(format!("ssh: {e} (is OpenSSH installed and on PATH?)")))?;
+    bootstrap(child, &known, agent, dest, verbose).await
+}
+
+/// Drive a started bootstrap (ssh, or `sh -c` in tests) until the agent announces itself.
+pub async fn bootstrap(
+    mut child: Child,
+    known: &[Upload],
+    agent: Option<&Path>,
+    dest: &str,
+    verbose: bool,
+) -> Result<Link, InstallError> {
+    let tail = capture_stderr(child.stderr.take().expect("piped"), "ssh");
+    let mut reader = BufReader::new(Activity::new(child.stdout.take().expect("piped")));
+    let mut uploaded = false;
+    loop {
+        match read_announce(&mut reader).await? {
+            Some(Announce::Agent(m)) => {
+                tracing::info!("agent {} (protocol {}) is up", m.version, m.protocol);
+                return Ok((child, reader, tail));
+            }
+            Some(Announce::Install(uname)) if !uploaded => {
+                let (arch, machine) = arch_of(&uname)?;
+                let up = match known.iter().find(|k| k.uname == format!("Linux {arch}")) {
+                    Some(u) => u.clone(),
+                    None => {
+                        let (_, looked) = find_agent(arch, machine, agent);
+                        return Err(InstallError::NoAgentForArch {
+                            uname,
+                            need: format!("Linux {arch} ELF"),
+                            target: format!("{arch}-unknown-linux-musl"),
+                            looked: looked.join("; "),
+                        });
+                    }
+                };
+                if verbose {
+                    eprintln!(
+                        "pii: installing {} ({} bytes) on the remote ({uname})",
+                        up.path.display(),
+                        up.size
+                    );
+                }
+                tracing::info!(
+                    "uploading {} ({} bytes, sha256 {}) for {uname}",
+                    up.path.display(),
+                    up.size,
+                    up.sha
+                );
+                let stdin = child.stdin.as_mut().expect("piped");
+                let bytes = tokio::fs::read(&up.path).await?;
+                // The file may have changed since it was hashed: hash what is sent.
+                let sha = hex(&Sha256::digest(&bytes));
+                let header = format!("{} {} {}\n", bytes.len(), sha, dir_name(&sha));
+                let sent = async {
+                    stdin.write_all(header.as_bytes()).await?;
+                    stdin.write_all(&bytes).await?;
+                    stdin.flush().await
+                }
+                .await;
+                if let Err(e) = sent {
+                    tracing::warn!("upload failed: {e}");
+                }
+                uploaded = true;
+            }
+            Some(Announce::Install(uname)) => {
+                return Err(InstallError::Remote(format!(
+                    "the remote ({uname}) asked for the agent again after the upload"
+                )))
+            }
+            None => {
+                let status = match tokio::time::timeout(Duration::from_secs(5), child.wait()).await
+                {
+                    Ok(Ok(st)) => st.to_string(),
+                    _ => "still running".into(),
+                };
+                // Let the stderr reader catch up with the last lines.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return Err(crate::ssh::classify(dest, &tail_text(&tail), &status).into());
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +473,242 @@ mod tests {
         assert_eq!(announce(b"only noise\n").await.unwrap(), None);
         let long = vec![b'x'; 200_000];
         assert_eq!(announce(&long).await.unwrap(), None);
+    }
+
+    const FAKE: &str = "#!/bin/sh\necho noise-from-agent-rc\necho 'PI-BRIDGE-AGENT protocol=1 version=0.1.0'\necho \"args: $*\" >&2\ncat >/dev/null\n";
+
+    fn uname() -> String {
+        let o = std::process::Command::new("uname")
+            .arg("-sm")
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    }
+
+    struct Run {
+        child: std::process::Child,
+        out: std::io::BufReader<std::process::ChildStdout>,
+    }
+
+    impl Run {
+        fn start(home: &Path, script: &str) -> Run {
+            let mut child = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("HOME", home)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let out = std::io::BufReader::new(child.stdout.take().unwrap());
+            Run { child, out }
+        }
+        fn line(&mut self) -> String {
+            let mut l = String::new();
+            std::io::BufRead::read_line(&mut self.out, &mut l).unwrap();
+            l.trim_end().to_string()
+        }
+        fn send(&mut self, b: &[u8]) {
+            std::io::Write::write_all(self.child.stdin.as_mut().unwrap(), b).unwrap();
+        }
+        fn finish(mut self) -> i32 {
+            drop(self.child.stdin.take());
+            self.child.wait().unwrap().code().unwrap_or(-1)
+        }
+    }
+
+    fn sha(b: &[u8]) -> String {
+        hex(&Sha256::digest(b))
+    }
+
+    fn mode(p: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn bootstrap_script_installs_verifies_reuses_and_prunes() {
+        let home = tempfile::tempdir().unwrap();
+        let base = home.path().join(".cache/pi-bridge/agent");
+        let stale = base.join("0.0.9-aaaaaaaaaaaa");
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::write(stale.join(AGENT_NAME), "old").unwrap();
+        let u = uname();
+        let bin = FAKE.as_bytes();
+        let dir = dir_name(&sha(bin));
+        let script = bootstrap_script(&[(u.clone(), dir.clone())]);
+        assert!(!script.contains('\n'));
+
+        // First run: asks, receives, verifies, installs, prunes, execs.
+        let mut r = Run::start(home.path(), &script);
+        assert_eq!(r.line(), format!("PI-BRIDGE-INSTALL {u}"));
+        r.send(format!("{} {} {dir}\n", bin.len(), sha(bin)).as_bytes());
+        r.send(bin);
+        assert_eq!(r.line(), "noise-from-agent-rc");
+        assert_eq!(r.line(), "PI-BRIDGE-AGENT protocol=1 version=0.1.0");
+        assert_eq!(r.finish(), 0);
+        let installed = base.join(&dir).join(AGENT_NAME);
+        assert_eq!(std::fs::read(&installed).unwrap(), bin);
+        assert_eq!(mode(&installed), 0o700);
+        assert_eq!(mode(&base.join(&dir)), 0o700);
+        assert_eq!(mode(&base), 0o700);
+        assert!(!stale.exists(), "old version pruned");
+        assert_eq!(
+            std::fs::read_dir(base.join(&dir)).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+
+        // Second run: straight to the agent.
+        let mut r = Run::start(home.path(), &script);
+        assert_eq!(r.line(), "noise-from-agent-rc");
+        assert_eq!(r.line(), "PI-BRIDGE-AGENT protocol=1 version=0.1.0");
+        assert_eq!(r.finish(), 0);
+
+        // A new build whose bytes arrive corrupted: refused, nothing installed, old kept.
+        let bin2 = format!("{FAKE}# v2\n").into_bytes();
+        let dir2 = dir_name(&sha(&bin2));
+        let script2 = bootstrap_script(&[(u.clone(), dir2.clone())]);
+        let mut r = Run::start(home.path(), &script2);
+        assert_eq!(r.line(), format!("PI-BRIDGE-INSTALL {u}"));
+        let mut bad = bin2.clone();
+        bad[3] ^= 1;
+        r.send(format!("{} {} {dir2}\n", bad.len(), sha(&bin2)).as_bytes());
+        r.send(&bad);
+        let l = r.line();
+        assert!(l.starts_with("PI-BRIDGE-ERROR sha256 mismatch"), "{l}");
+        assert_eq!(r.finish(), 1);
+        assert!(!base.join(&dir2).exists());
+        assert!(installed.exists());
+
+        // A short upload (connection cut) is a mismatch too.
+        let mut r = Run::start(home.path(), &script2);
+        r.line();
+        r.send(format!("{} {} {dir2}\n", bin2.len(), sha(&bin2)).as_bytes());
+        r.send(&bin2[..10]);
+        drop(r.child.stdin.take());
+        assert!(r.line().starts_with("PI-BRIDGE-ERROR sha256 mismatch"));
+        assert!(!base.join(&dir2).exists());
+
+        // Hostile header: refused before anything is written.
+        for header in ["1 x ../evil\n", "1 x a/b\n", "-1 x ok\n", "\n"] {
+            let mut r = Run::start(home.path(), &script2);
+            r.line();
+            r.send(header.as_bytes());
+            let l = r.line();
+            assert!(l.starts_with("PI-BRIDGE-ERROR"), "{header:?}: {l}");
+            assert_eq!(r.finish(), 1);
+        }
+        assert!(!home.path().join(".cache/pi-bridge/evil").exists());
+        assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn elf_headers() {
+        let d = tempfile::tempdir().unwrap();
+        let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1];
+        h.resize(18, 0);
+        h.extend_from_slice(&62u16.to_le_bytes());
+        std::fs::write(d.path().join("x86"), &h).unwrap();
+        assert_eq!(elf_machine(&d.path().join("x86")), Some(62));
+        std::fs::write(d.path().join("sh"), FAKE).unwrap();
+        assert_eq!(elf_machine(&d.path().join("sh")), None);
+        assert_eq!(elf_machine(&d.path().join("missing")), None);
+        let (found, looked) = find_agent("aarch64", 183, Some(&d.path().join("x86")));
+        assert!(found.is_none() || found.as_deref() != Some(&d.path().join("x86")));
+        assert!(looked[0].contains("ELF machine 62"), "{looked:?}");
+        assert_eq!(
+            find_agent("x86_64", 62, Some(&d.path().join("x86"))).0,
+            Some(d.path().join("x86"))
+        );
+        assert_eq!(arch_of("Linux x86_64").unwrap().0, "x86_64");
+        assert_eq!(arch_of("Linux arm64").unwrap().0, "aarch64");
+        assert!(matches!(
+            arch_of("Darwin arm64"),
+            Err(InstallError::UnsupportedRemote(_))
+        ));
+        assert!(matches!(
+            arch_of("Linux riscv64"),
+            Err(InstallError::UnsupportedRemote(_))
+        ));
+    }
+
+    fn sh_child(home: &Path, script: &str) -> Child {
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("HOME", home)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn pii_uploads_through_the_bootstrap() {
+        let home = tempfile::tempdir().unwrap();
+        let bin = home.path().join("fake-agent");
+        std::fs::write(&bin, FAKE).unwrap();
+        let (sha, size) = sha256_file(&bin).unwrap();
+        let u = uname();
+        let known = vec![Upload {
+            uname: u.clone(),
+            path: bin.clone(),
+            sha: sha.clone(),
+            size,
+        }];
+        let script = bootstrap_script(&[(u, dir_name(&sha))]);
+        let (mut child, _reader, _tail) =
+            bootstrap(sh_child(home.path(), &script), &known, None, "test", false)
+                .await
+                .unwrap();
+        let installed = home
+            .path()
+            .join(".cache/pi-bridge/agent")
+            .join(dir_name(&sha))
+            .join(AGENT_NAME);
+        assert_eq!(std::fs::read(&installed).unwrap(), FAKE.as_bytes());
+        drop(child.stdin.take());
+        assert!(child.wait().await.unwrap().success());
+        // Second time: no upload needed (an empty table would still find it).
+        let (mut child, _r, _t) = bootstrap(
+            sh_child(home.path(), &bootstrap_script(&[])),
+            &[],
+            None,
+            "test",
+            false,
+        )
+        .await
+        .unwrap();
+        drop(child.stdin.take());
+        child.wait().await.unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn no_binary_for_the_arch_says_how_to_build_one() {
+        let home = tempfile::tempdir().unwrap();
+        let e = match bootstrap(
+            sh_child(home.path(), &bootstrap_script(&[])),
+            &[],
+            Some(Path::new("/nonexistent/agent")),
+            "test",
+            false,
+        )
+        .await
+        {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("no agent to upload, yet connected"),
+        };
+        assert!(
+            e.contains("cargo build --release -p pi-bridge-agent --target"),
+            "{e}"
+        );
+        assert!(e.contains("/nonexistent/agent (missing)"), "{e}");
     }
 
     #[tokio::test]

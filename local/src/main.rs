@@ -11,13 +11,12 @@ mod ssh;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::BufReader;
 
 /// Run pi (the coding agent) on your machine against a project on a remote host over ssh.
 ///
@@ -164,44 +163,6 @@ fn init_logging(file: Option<&Path>) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
-/// The last lines a child wrote on stderr (also copied to the log).
-type Tail = Arc<Mutex<VecDeque<String>>>;
-
-fn capture_stderr(stderr: tokio::process::ChildStderr, who: &'static str) -> Tail {
-    let tail: Tail = Arc::default();
-    let t = tail.clone();
-    tokio::spawn(async move {
-        let mut lines = BufReader::new(stderr).lines();
-        loop {
-            match lines.next_line().await {
-                Ok(Some(l)) => {
-                    tracing::info!(target: "pii::remote", "{who}: {l}");
-                    let mut t = t.lock().unwrap_or_else(|p| p.into_inner());
-                    if t.len() >= 30 {
-                        t.pop_front();
-                    }
-                    t.push_back(l);
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    // Not UTF-8 or a read error: keep draining raw so the child never blocks.
-                    tracing::debug!("{who} stderr: {e}");
-                }
-            }
-        }
-    });
-    tail
-}
-
-fn tail_text(t: &Tail) -> String {
-    t.lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .cloned()
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 /// Wait for a child to exit, killing it after `grace`.
 async fn reap(
     child: &mut tokio::process::Child,
@@ -258,7 +219,7 @@ async fn run(cli: Cli) -> Result<i32> {
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting the agent {}", agent.display()))?;
-        let tail = capture_stderr(child.stderr.take().expect("piped"), "agent");
+        let tail = install::capture_stderr(child.stderr.take().expect("piped"), "agent");
         let stdout = child.stdout.take().expect("piped");
         let mut reader = BufReader::new(session::Activity::new(stdout));
         match install::read_announce(&mut reader).await? {
@@ -272,7 +233,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 bail!(
                     "the agent {} exited ({st:?}) before announcing itself:\n{}",
                     agent.display(),
-                    tail_text(&tail)
+                    install::tail_text(&tail)
                 );
             }
         }
@@ -315,7 +276,7 @@ async fn run(cli: Cli) -> Result<i32> {
         Err(_) => bail!(
             "the agent did not answer `hello` within {} ms:\n{}",
             timing.rpc_timeout.as_millis(),
-            tail_text(&stderr_tail)
+            install::tail_text(&stderr_tail)
         ),
     };
     let facts = hello.facts.clone();
@@ -376,6 +337,7 @@ async fn run(cli: Cli) -> Result<i32> {
     )
     .await;
 
+    let link_lost_early = session.dead_reason().is_some();
     // Teardown: close the agent's stdin (it kills its processes and exits), wait, clean up.
     server.abort();
     session.close();
@@ -383,6 +345,9 @@ async fn run(cli: Cli) -> Result<i32> {
     tracing::info!("agent link ended: {link_status:?}");
     drop(scratch);
     let status = status?;
+    if let Some(why) = session.dead_reason().filter(|_| link_lost_early) {
+        eprintln!("pii: the connection to the agent was lost while pi ran: {why}");
+    }
     let code = launch::exit_code(status);
     tracing::info!("node exited: {status:?} → {code}");
     Ok(code)

@@ -304,7 +304,8 @@ impl Session {
             .clone()
     }
 
-    /// Resolves when the link dies.
+    /// Resolves when the link dies (for the coming reconnect logic).
+    #[allow(dead_code)]
     pub async fn closed(&self) {
         let mut rx = self.inner.dead_tx.subscribe();
         while !*rx.borrow_and_update() {
