@@ -333,10 +333,8 @@ pub fn module(agent: Arc<Agent>) -> RpcModule<Agent> {
     let mut module = RpcModule::from_arc(agent);
     for (&name, h) in &table.map {
         let h = h.clone();
-        let res = module.register_async_method(name, move |params, agent, _ext| {
-            let fut = h(agent, params.as_str());
-            async move { fut.await }
-        });
+        let res = module
+            .register_async_method(name, move |params, agent, _ext| h(agent, params.as_str()));
         if let Err(e) = res {
             panic!("registering {name}: {e}");
         }
