@@ -249,6 +249,58 @@ pub fn sha256_file(path: &Path) -> std::io::Result<(String, u64)> {
     Ok((hex(&h.finalize()), n))
 }
 
+/// [`sha256_file`], remembered in `~/.cache/pi-bridge/agent-hashes` by (path, size, mtime,
+/// inode), so a debug-built pii does not re-hash a 60 MB debug agent on every start.
+pub fn cached_sha256(path: &Path) -> std::io::Result<(String, u64)> {
+    let cache = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| PathBuf::from(h).join(".cache/pi-bridge/agent-hashes"));
+    match cache {
+        Some(c) => cached_sha256_in(path, &c),
+        None => sha256_file(path),
+    }
+}
+
+fn cached_sha256_in(path: &Path, cache: &Path) -> std::io::Result<(String, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let real = std::fs::canonicalize(path)?;
+    let m = std::fs::metadata(&real)?;
+    let key = format!(
+        "{} {} {} {} {}",
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ino(),
+        real.display()
+    );
+    let old = std::fs::read_to_string(cache).unwrap_or_default();
+    for line in old.lines() {
+        if let Some((sha, k)) = line.split_once(' ') {
+            if k == key && sha.len() == 64 {
+                return Ok((sha.to_string(), m.size()));
+            }
+        }
+    }
+    let (sha, size) = sha256_file(&real)?;
+    // Best effort: keep the newest 20 entries, other paths' first.
+    let mut lines: Vec<String> = old
+        .lines()
+        .filter(|l| !l.ends_with(&format!(" {}", real.display())))
+        .map(str::to_string)
+        .collect();
+    lines.push(format!("{sha} {key}"));
+    let keep = lines.len().saturating_sub(20);
+    let text = lines[keep..].join("\n") + "\n";
+    if let Some(dir) = cache.parent() {
+        let _ = std::fs::create_dir_all(dir);
+        let tmp = dir.join(format!(".agent-hashes.{}", std::process::id()));
+        if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, cache).is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+    Ok((sha, size))
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -311,7 +363,7 @@ pub fn known_agents(flag: Option<&Path>) -> Vec<Upload> {
     let mut v = vec![];
     for (arch, machine) in ARCHES {
         if let (Some(path), _) = find_agent(arch, *machine, flag) {
-            match sha256_file(&path) {
+            match cached_sha256(&path) {
                 Ok((sha, size)) => v.push(Upload {
                     uname: format!("Linux {arch}"),
                     path,
@@ -605,6 +657,23 @@ mod tests {
     }
 
     #[test]
+    fn hash_cache_follows_content_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("agent");
+        let cache = d.path().join("cache/agent-hashes");
+        std::fs::write(&f, "one").unwrap();
+        let (a, n) = cached_sha256_in(&f, &cache).unwrap();
+        assert_eq!((a.as_str(), n), (sha(b"one").as_str(), 3));
+        assert!(std::fs::read_to_string(&cache).unwrap().starts_with(&a));
+        assert_eq!(cached_sha256_in(&f, &cache).unwrap().0, a);
+        // A rebuilt file (new size/mtime/inode) is hashed again.
+        std::fs::remove_file(&f).unwrap();
+        std::fs::write(&f, "two!").unwrap();
+        assert_eq!(cached_sha256_in(&f, &cache).unwrap().0, sha(b"two!"));
+        assert_eq!(std::fs::read_to_string(&cache).unwrap().lines().count(), 1);
+    }
+
+    #[test]
     fn elf_headers() {
         let d = tempfile::tempdir().unwrap();
         let mut h = vec![0x7f, b'E', b'L', b'F', 2, 1];
@@ -634,6 +703,7 @@ mod tests {
         ));
     }
 
+    #[cfg(target_os = "linux")]
     fn sh_child(home: &Path, script: &str) -> Child {
         tokio::process::Command::new("sh")
             .arg("-c")

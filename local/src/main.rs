@@ -63,19 +63,19 @@ struct Cli {
     ssh_config: Option<PathBuf>,
 
     /// ssh option (ssh -o), repeatable, e.g. -o Compression=yes.
-    #[arg(short = 'o', value_name = "SSH_OPTION", requires = "ssh")]
+    #[arg(short = 'o', value_name = "SSH_OPTION", conflicts_with = "local")]
     ssh_option: Vec<String>,
 
     /// ssh port (ssh -p).
-    #[arg(short = 'p', value_name = "PORT", requires = "ssh")]
+    #[arg(short = 'p', value_name = "PORT", conflicts_with = "local")]
     port: Option<u16>,
 
     /// ssh identity file (ssh -i).
-    #[arg(short = 'i', value_name = "IDENTITY", requires = "ssh")]
+    #[arg(short = 'i', value_name = "IDENTITY", conflicts_with = "local")]
     identity: Option<PathBuf>,
 
     /// ssh jump host(s) (ssh -J).
-    #[arg(short = 'J', value_name = "JUMP", requires = "ssh")]
+    #[arg(short = 'J', value_name = "JUMP", conflicts_with = "local")]
     jump: Option<String>,
 
     /// pi's cli.js [default: $PII_PI, else `pi` on PATH resolved to its cli.js].
