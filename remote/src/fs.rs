@@ -8,7 +8,7 @@
 //! `O_APPEND` directly.
 
 use crate::sandbox::{Follow, Sandbox};
-use crate::server::{register, register_blocking, Agent, Failure, Session, Table};
+use crate::server::{register, register_blocking, register_inline, Agent, Failure, Session, Table};
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno};
@@ -25,8 +25,8 @@ use std::time::UNIX_EPOCH;
 
 /// Register every `fs.*` method except `fs.batch`.
 pub fn register_all(t: &mut Table) {
-    register_blocking::<m::Stat, _>(t, |_, s, p| stat(s, p));
-    register_blocking::<m::Access, _>(t, |_, s, p| access(s, p));
+    register_inline::<m::Stat, _>(t, stat);
+    register_inline::<m::Access, _>(t, access);
     register_blocking::<m::ReadDir, _>(t, |_, s, p| readdir(s, p));
     register_blocking::<m::Read, _>(t, |_, s, p| read(s, p));
     register_blocking::<m::Write, _>(t, |_, s, p| write(s, p));
@@ -55,12 +55,12 @@ pub fn register_all(t: &mut Table) {
         Ok(Empty)
     });
     register_blocking::<m::CopyFile, _>(t, |_, s, p| copy_file(s, p));
-    register_blocking::<m::Realpath, _>(t, |_, s, p| {
+    register_inline::<m::Realpath, _>(t, |s, p| {
         let r = s.sandbox.resolve(&p.path, Follow::All, "realpath")?;
         std::fs::symlink_metadata(&r).map_err(|e| os(&e, "realpath", &p.path))?;
         Ok(r.to_string_lossy().into_owned())
     });
-    register_blocking::<m::Readlink, _>(t, |_, s, p| {
+    register_inline::<m::Readlink, _>(t, |s, p| {
         let r = s.sandbox.resolve(&p.path, Follow::NotLast, "readlink")?;
         let target = std::fs::read_link(&r).map_err(|e| os(&e, "readlink", &p.path))?;
         Ok(target.to_string_lossy().into_owned())

@@ -214,6 +214,21 @@ where
     });
 }
 
+/// Register a handler for method `M` that runs right on the runtime thread: for the hot,
+/// metadata-only calls (stat, access, realpath, readlink). Measured over pipes (release build,
+/// 10 000 sequential `fs.stat`): 53–58 µs a call inline vs 66–92 µs through the blocking pool.
+/// The price: a file system that hangs on lstat stalls the agent for that long.
+pub fn register_inline<M, F>(table: &mut Table, f: F)
+where
+    M: Method,
+    F: Fn(&Session, M::Params) -> Result<M::Result, Failure> + Send + Sync + Clone + 'static,
+{
+    register::<M, _, _>(table, move |agent: Arc<Agent>, p| {
+        let r = agent.session().and_then(|s| f(&s, p));
+        futures::future::ready(r)
+    });
+}
+
 /// The sending side of a subscription, typed by the protocol's item.
 pub struct Events<S: Subscription> {
     sink: SubscriptionSink,
