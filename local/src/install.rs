@@ -399,7 +399,8 @@ pub async fn connect_ssh(
         table.push(("Linux arm64".into(), d));
     }
     let script = bootstrap_script(&table);
-    let args = crate::ssh::argv(opts, dest, &script);
+    let preset = crate::ssh::preset_keys(opts, dest).await;
+    let args = crate::ssh::argv(opts, dest, &script, &preset);
     let shown = crate::ssh::display("ssh", &args[..args.len() - 1]) + " 'sh -c <bootstrap>'";
     tracing::info!("running {}", crate::ssh::display("ssh", &args));
     if verbose {

@@ -247,8 +247,9 @@ async fn run(cli: Cli) -> Result<i32> {
     } else {
         let target = cli.ssh.as_deref().expect("clap requires --ssh or --local");
         let (dest, path) = ssh::parse_target(target)?;
-        let mut options = cfg.ssh_options.clone();
-        options.extend(cli.ssh_option.iter().cloned());
+        // ssh keeps the first value it sees for an option: the command line's come first.
+        let mut options = cli.ssh_option.clone();
+        options.extend(cfg.ssh_options.iter().cloned());
         let opts = ssh::SshOptions {
             config_file: cli.ssh_config.clone(),
             options,

@@ -93,15 +93,34 @@ pub fn sh_quote(s: &str) -> String {
 
 /// ssh's argv (without the program): `-T`, defaults, the user's options, DEST, then the remote
 /// command as one argument (`sh -c '<script>'`, so the login shell's flavour does not matter).
-pub fn argv(opts: &SshOptions, dest: &str, script: &str) -> Vec<OsString> {
+/// A default is left out when the user's `-o` sets its key, or when `preset` (keys the user's
+/// ssh config sets, from [`preset_keys`]) names it.
+pub fn argv(opts: &SshOptions, dest: &str, script: &str, preset: &[String]) -> Vec<OsString> {
     let mut a: Vec<OsString> = vec!["-T".into()];
+    a.extend(defaults(opts, preset));
+    a.extend(passthrough(opts));
+    a.push("--".into());
+    a.push(dest.into());
+    a.push(format!("sh -c {}", sh_quote(script)).into());
+    a
+}
+
+fn defaults(opts: &SshOptions, preset: &[String]) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![];
     let user_keys: Vec<String> = opts.options.iter().map(|o| option_key(o)).collect();
     for (k, v) in DEFAULTS {
-        if !user_keys.iter().any(|u| u == &k.to_ascii_lowercase()) {
+        let k_low = k.to_ascii_lowercase();
+        if !user_keys.contains(&k_low) && !preset.contains(&k_low) {
             a.push("-o".into());
             a.push(format!("{k}={v}").into());
         }
     }
+    a
+}
+
+/// `-F -p -i -J -o` as the user gave them.
+fn passthrough(opts: &SshOptions) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![];
     if let Some(f) = &opts.config_file {
         a.push("-F".into());
         a.push(f.into());
@@ -122,10 +141,46 @@ pub fn argv(opts: &SshOptions, dest: &str, script: &str) -> Vec<OsString> {
         a.push("-o".into());
         a.push(o.into());
     }
-    a.push("--".into());
-    a.push(dest.into());
-    a.push(format!("sh -c {}", sh_quote(script)).into());
     a
+}
+
+/// Which of [`DEFAULTS`] the user's ssh configuration already sets for `dest` (asked with
+/// `ssh -G`, which reads the config without connecting). Empty if ssh cannot tell.
+pub async fn preset_keys(opts: &SshOptions, dest: &str) -> Vec<String> {
+    let mut args = passthrough(opts);
+    args.insert(0, "-G".into());
+    args.push("--".into());
+    args.push(dest.into());
+    let out = tokio::process::Command::new("ssh")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    match tokio::time::timeout(std::time::Duration::from_secs(5), out).await {
+        Ok(Ok(o)) if o.status.success() => preset_in(&String::from_utf8_lossy(&o.stdout)),
+        _ => vec![],
+    }
+}
+
+/// Keys of [`DEFAULTS`] whose value in `ssh -G` output differs from ssh's built-in default.
+pub fn preset_in(effective: &str) -> Vec<String> {
+    let builtin = [
+        ("serveraliveinterval", "0"),
+        ("serveralivecountmax", "3"),
+        ("connecttimeout", "none"),
+    ];
+    let mut v = vec![];
+    for line in effective.lines() {
+        let mut it = line.split_whitespace();
+        let (Some(k), Some(val)) = (it.next(), it.next()) else {
+            continue;
+        };
+        let k = k.to_ascii_lowercase();
+        if builtin.iter().any(|(bk, bv)| *bk == k && *bv != val) {
+            v.push(k);
+        }
+    }
+    v
 }
 
 /// A shell-like rendering of a command line (for --verbose).
@@ -235,7 +290,7 @@ mod tests {
 
     #[test]
     fn argv_defaults_and_passthrough() {
-        let a = s(&argv(&SshOptions::default(), "h", "echo hi"));
+        let a = s(&argv(&SshOptions::default(), "h", "echo hi", &[]));
         assert_eq!(
             a,
             [
@@ -262,7 +317,7 @@ mod tests {
             identity: Some("/k".into()),
             jump: Some("b@j:22".into()),
         };
-        let a = s(&argv(&opts, "u@h", "x"));
+        let a = s(&argv(&opts, "u@h", "x", &[]));
         assert_eq!(
             a,
             [
@@ -288,6 +343,57 @@ mod tests {
                 "sh -c 'x'"
             ]
         );
+    }
+
+    #[test]
+    fn ssh_config_settings_are_respected() {
+        let g = "user u\nserveraliveinterval 10\nserveralivecountmax 3\nconnecttimeout none\n";
+        assert_eq!(preset_in(g), vec!["serveraliveinterval".to_string()]);
+        let a = s(&argv(&SshOptions::default(), "h", "x", &preset_in(g)));
+        assert_eq!(
+            a,
+            [
+                "-T",
+                "-o",
+                "ServerAliveCountMax=3",
+                "-o",
+                "ConnectTimeout=15",
+                "--",
+                "h",
+                "sh -c 'x'"
+            ]
+        );
+        let g = "serveraliveinterval 0\nserveralivecountmax 5\nconnecttimeout 4\n";
+        assert_eq!(
+            preset_in(g),
+            vec![
+                "serveralivecountmax".to_string(),
+                "connecttimeout".to_string()
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn preset_keys_from_a_real_ssh_config() {
+        if crate::launch::which("ssh").is_none() {
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let cfg = d.path().join("config");
+        std::fs::write(
+            &cfg,
+            "Host alias\n  HostName 127.0.0.1\n  ConnectTimeout 7\n",
+        )
+        .unwrap();
+        let opts = SshOptions {
+            config_file: Some(cfg),
+            ..Default::default()
+        };
+        assert_eq!(
+            preset_keys(&opts, "alias").await,
+            vec!["connecttimeout".to_string()]
+        );
+        assert!(preset_keys(&opts, "other").await.is_empty());
     }
 
     #[test]
