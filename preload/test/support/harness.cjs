@@ -23,11 +23,11 @@ function result(r) {
 }
 
 function runPlain(dir, script, args = [], env = {}) {
-  return result(cp.spawnSync(process.execPath, [script, ...args], { cwd: dir, env: { ...process.env, ...env }, timeout: 60000 }));
+  return result(cp.spawnSync(process.execPath, [script, ...args], { cwd: dir, env: { ...process.env, PII_PROBE: '1', ...env }, timeout: 60000 }));
 }
 
 function runPii(dir, script, args = [], env = {}) {
-  const r = cp.spawnSync(piiBin(), ['--local', dir, '--pi', script, '--', ...args], { cwd: os.tmpdir(), env: { ...process.env, ...env }, timeout: 60000 });
+  const r = cp.spawnSync(piiBin(), ['--local', dir, '--pi', script, '--', ...args], { cwd: os.tmpdir(), env: { ...process.env, PII_PROBE: '1', ...env }, timeout: 60000 });
   return result(r);
 }
 
@@ -52,7 +52,7 @@ async function runFake(dir, script, args = [], env = {}) {
     const r = await new Promise((resolve) => {
       const c = cp.spawn(process.execPath, ['--require', path.join(PRELOAD_DIR, 'index.cjs'), script, ...args], {
         cwd: scratch,
-        env: { ...process.env, ...env, PII_TOKEN: fake.token, PII_SESSION: JSON.stringify(fake.session) },
+        env: { ...process.env, PII_PROBE: '1', ...env, PII_TOKEN: fake.token, PII_SESSION: JSON.stringify(fake.session) },
       });
       const out = [];
       const err = [];

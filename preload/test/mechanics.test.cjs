@@ -1,0 +1,88 @@
+'use strict';
+// The preload's machinery against the fake endpoint (support/fake-endpoint.cjs): the whole probe
+// reports must equal plain node's, a dead endpoint must fail fast with EIO, and non-routed calls
+// and worker threads must be untouched.
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const cp = require('child_process');
+const h = require('./support/harness.cjs');
+const populate = require('./scripts/populate.cjs');
+
+async function differential(script) {
+  const t = h.twinProjects(populate);
+  try {
+    const plain = h.runPlain(t.plain, script);
+    const bridged = await h.runFake(t.bridged, script);
+    assert.strictEqual(plain.status, 0, plain.stderr);
+    assert.strictEqual(bridged.status, 0, bridged.stderr);
+    assert.deepStrictEqual(JSON.parse(bridged.stdout), JSON.parse(plain.stdout));
+  } finally {
+    t.cleanup();
+  }
+}
+
+test('fs probe: same report as plain node', () => differential(path.join(__dirname, 'scripts', 'fs-probe.cjs')));
+test('child_process probe: same report as plain node', () => differential(path.join(__dirname, 'scripts', 'cp-probe.cjs')));
+
+function runWithSession(session, code) {
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mech-')), 's.cjs');
+  fs.writeFileSync(file, code);
+  return cp.spawnSync(process.execPath, ['--require', path.join(h.PRELOAD_DIR, 'index.cjs'), file], {
+    env: { ...process.env, PII_TOKEN: 'ab', PII_SESSION: JSON.stringify(session) },
+    encoding: 'utf8',
+    timeout: 20000,
+  });
+}
+
+test('a dead endpoint fails fast with EIO; existsSync stays false; local paths work', async () => {
+  const srv = require('net').createServer((s) => s.destroy());
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const port = srv.address().port;
+  srv.close();
+  const r = runWithSession(
+    { endpoint: `127.0.0.1:${port}`, cwd: '/remote/p', routes: ['/remote/p'], remotePath: '/usr/bin', remoteHome: '/h', rpcTimeoutMs: 30000 },
+    `const fs = require('fs');
+     const t0 = Date.now();
+     let e1; try { fs.statSync('x'); } catch (e) { e1 = e; }
+     let e2; try { fs.readFileSync('/remote/p/y'); } catch (e) { e2 = e; }
+     const out = { code: e1.code, msg: e1.message, code2: e2.code, exists: fs.existsSync('z'), ms: Date.now() - t0,
+       cwd: process.cwd(), local: fs.readFileSync(__filename, 'utf8').length > 0, env: [process.env.PII_TOKEN, process.env.PII_SESSION] };
+     fs.promises.stat('q').catch((e) => { out.async = e.code; console.log(JSON.stringify(out)); });`,
+  );
+  assert.strictEqual(r.status, 0, r.stderr);
+  const out = JSON.parse(r.stdout);
+  assert.strictEqual(out.code, 'EIO');
+  assert.match(out.msg, /pi-bridge/);
+  assert.strictEqual(out.code2, 'EIO');
+  assert.strictEqual(out.exists, false);
+  assert.ok(out.ms < 5000, `took ${out.ms} ms`);
+  assert.strictEqual(out.cwd, '/remote/p');
+  assert.strictEqual(out.local, true);
+  assert.deepStrictEqual(out.env, [null, null]);
+  assert.strictEqual(out.async, 'EIO');
+});
+
+test('without PII_* the preload does nothing', () => {
+  const r = cp.spawnSync(process.execPath, ['--require', path.join(h.PRELOAD_DIR, 'index.cjs'), '-e', 'console.log(process.cwd(), require("fs").existsSync("/"))'], { encoding: 'utf8', cwd: os.tmpdir(), env: { ...process.env, PII_TOKEN: '', PII_SESSION: '' } });
+  assert.strictEqual(r.stdout.trim(), `${fs.realpathSync(os.tmpdir())} true`);
+});
+
+test('worker threads of the program are untouched and the process exits', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mech-w-'));
+  fs.writeFileSync(path.join(dir, 'f.txt'), 'remote');
+  const script = path.join(dir, 'w.cjs');
+  fs.writeFileSync(
+    script,
+    `if (process.env.PII_PROBE !== '1') process.exit(0);
+     const { Worker } = require('worker_threads');
+     const fs = require('fs');
+     console.log(fs.readFileSync('f.txt', 'utf8'));
+     new Worker('require("worker_threads").parentPort.postMessage(process.cwd())', { eval: true }).on('message', (m) => console.log(m === process.cwd() ? 'worker shares the virtual cwd' : 'worker has the real cwd, unpatched'));`,
+  );
+  const r = await h.runFake(dir, script);
+  assert.strictEqual(r.status, 0, r.stderr);
+  assert.deepStrictEqual(r.stdout.trim().split('\n'), ['remote', 'worker has the real cwd, unpatched']);
+});

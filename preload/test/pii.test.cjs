@@ -1,0 +1,60 @@
+'use strict';
+// Differential tests through the real bridge: the same probe script run plainly with node on one
+// copy of a project and under `pii --local` on an identical copy must print identical reports.
+// A missing pii binary FAILS these tests (harness.piiBin throws); it never skips them.
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const h = require('./support/harness.cjs');
+const populate = require('./scripts/populate.cjs');
+
+function differential(script) {
+  h.piiBin();
+  const t = h.twinProjects(populate);
+  try {
+    const plain = h.runPlain(t.plain, script);
+    const bridged = h.runPii(t.bridged, script);
+    assert.strictEqual(plain.status, 0, plain.stderr);
+    assert.strictEqual(bridged.status, 0, `pii exited ${bridged.status}: ${bridged.stderr}`);
+    const a = JSON.parse(plain.stdout);
+    const b = JSON.parse(bridged.stdout);
+    // Compare entry by entry for a readable failure.
+    for (let i = 0; i < Math.max(a.length, b.length); i++) assert.deepStrictEqual(b[i], a[i], `entry ${i} (${a[i] && a[i][0]})`);
+  } finally {
+    t.cleanup();
+  }
+}
+
+test('pii binary is present', () => {
+  assert.ok(fs.existsSync(h.piiBin()));
+});
+
+test('fs through pii --local: same report as plain node', () => differential(path.join(__dirname, 'scripts', 'fs-probe.cjs')));
+
+test('child_process through pii --local: same report as plain node', () => differential(path.join(__dirname, 'scripts', 'cp-probe.cjs')));
+
+test('statSync round trip cost through pii --local (reported)', () => {
+  h.piiBin();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-bench-'));
+  fs.writeFileSync(path.join(dir, 'a.txt'), 'x');
+  const script = path.join(dir, 'bench.cjs');
+  fs.writeFileSync(
+    script,
+    `const fs = require('fs'); fs.statSync('a.txt');
+     const N = 2000, t0 = process.hrtime.bigint();
+     for (let i = 0; i < N; i++) fs.statSync('a.txt');
+     console.log(JSON.stringify({ usPerCall: Number(process.hrtime.bigint() - t0) / N / 1000 }));`,
+  );
+  try {
+    const r = h.runPii(dir, script);
+    assert.strictEqual(r.status, 0, r.stderr);
+    const { usPerCall } = JSON.parse(r.stdout);
+    test.diagnostic?.(`statSync through pii --local: ${usPerCall.toFixed(1)} µs per call`);
+    process.stdout.write(`# statSync through pii --local: ${usPerCall.toFixed(1)} us per call\n`);
+    assert.ok(usPerCall < 5000, `${usPerCall} µs per statSync`);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
