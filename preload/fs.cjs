@@ -4,6 +4,7 @@
 // its original arguments.
 
 const fs = require('fs');
+const util = require('util');
 const fsp = require('fs/promises');
 const route = require('./route.cjs');
 const fds = require('./fds.cjs');
@@ -81,6 +82,31 @@ function callbackForm(op, orig) {
   }, orig);
 }
 
+// util.promisify(fs.read / fs.write / fs.exists) uses a custom form that resolves an object (or
+// a boolean); give the patched functions one that routes the same way.
+function promisifyCustom(fn, op, orig) {
+  // fs.read/fs.write declare their result names through an internal symbol, not .custom.
+  if (!op.promisifyKeys && !orig[util.promisify.custom]) return fn;
+  const custom = util.promisify(orig);
+  Object.defineProperty(fn, util.promisify.custom, {
+    configurable: true,
+    value: function (...args) {
+      if (!prepare(op, args)) return Reflect.apply(custom, this, args);
+      return new Promise((resolve, reject) =>
+        Reflect.apply(fn, this, [
+          ...args,
+          (err, ...vals) => {
+            if (op.existsStyle) return resolve(err);
+            if (err) return reject(err);
+            resolve(op.promisifyKeys ? { [op.promisifyKeys[0]]: vals[0], [op.promisifyKeys[1]]: vals[1] } : vals[0]);
+          },
+        ]),
+      );
+    },
+  });
+  return fn;
+}
+
 function promiseForm(op, orig) {
   return keepShape(function (...args) {
     const c = prepare(op, args);
@@ -147,6 +173,8 @@ const FORMS = {
 };
 
 OPS.exists.existsStyle = true;
+OPS.read.promisifyKeys = ['bytesRead', 'buffer'];
+OPS.write.promisifyKeys = ['bytesWritten', 'buffer'];
 OPS.rename.syscall = 'rename';
 OPS.link.syscall = 'link';
 OPS.copyFile.syscall = 'copyfile';
@@ -157,7 +185,7 @@ function install() {
   for (const [name, [syncName, cbName, promName]] of Object.entries(FORMS)) {
     const op = OPS[name];
     if (syncName) fs[syncName] = syncForm(op, fs[syncName]);
-    if (cbName) fs[cbName] = callbackForm(op, fs[cbName]);
+    if (cbName) fs[cbName] = promisifyCustom(callbackForm(op, fs[cbName]), op, fs[cbName]);
     if (promName) fsp[promName] = promiseForm(op, fsp[promName]);
   }
   fs.existsSync = existsSyncForm(fs.existsSync);

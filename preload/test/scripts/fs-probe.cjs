@@ -190,6 +190,13 @@ const cb = (name, fn) =>
     }),
   );
 
+  await prom('promisify(fs.read)', async () => {
+    const fd = fs.openSync('bin.dat', 'r');
+    const r = await require('util').promisify(fs.read)(fd, Buffer.alloc(2), 0, 2, 0);
+    fs.closeSync(fd);
+    return [r.bytesRead, r.buffer];
+  });
+  await prom('promisify(fs.exists)', () => require('util').promisify(fs.exists)('a.txt'));
   await prom('fsp.stat', () => fsp.stat('a.txt'));
   await prom('fsp.readFile', () => fsp.readFile('a.txt', 'utf8'));
   await prom('fsp.readFile missing', () => fsp.readFile('missing'));
