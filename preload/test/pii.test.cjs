@@ -58,3 +58,23 @@ test('statSync round trip cost through pii --local (reported)', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('watch, watchFile, chdir and sandbox refusal through pii --local', () => {
+  h.piiBin();
+  const t = h.twinProjects(populate);
+  try {
+    const r = h.runPii(t.bridged, path.join(__dirname, 'scripts', 'misc-probe.cjs'));
+    assert.strictEqual(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.deepStrictEqual(out.watch, ['rename', 'new.txt']);
+    assert.deepStrictEqual(out.watchMissing && [out.watchMissing.code, out.watchMissing.syscall], ['ENOENT', 'watch']);
+    assert.deepStrictEqual(out.watchFile, [14, 6]);
+    assert.deepStrictEqual(out.chdir, ['sub', '1']);
+    assert.strictEqual(out.chdirMissing, "ENOENT: no such file or directory, chdir '<cwd>/sub' -> 'nope'");
+    assert.strictEqual(out.escape.code, 'EACCES');
+    assert.strictEqual(out.escape.errno, -os.constants.errno.EACCES);
+    assert.strictEqual(out.escape.mentionsBridge, true);
+  } finally {
+    t.cleanup();
+  }
+});
