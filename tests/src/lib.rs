@@ -10,6 +10,7 @@
 pub mod llm;
 pub mod paths;
 pub mod pi;
+pub mod pii;
 pub mod sshd;
 
 pub use llm::FakeLlm;

@@ -1,0 +1,92 @@
+//! Running the `pii` binary against a fixture.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::{paths, Sshd};
+
+/// `pii --ssh <dest> -F <config> --log-file <log> --pi <cli> <flags> -- <args>`, stdin from
+/// /dev/null, output piped. `cli` is any Node script (pi's cli.js, or a test script); `flags` are
+/// more pii flags.
+pub fn pii_ssh(sshd: &Sshd, log: &Path, cli: &Path, flags: &[&str], args: &[&str]) -> Command {
+    let mut cmd = Command::new(paths::bin("pii"));
+    cmd.arg("--ssh")
+        .arg(sshd.dest())
+        .arg("-F")
+        .arg(sshd.ssh_config())
+        .arg("--log-file")
+        .arg(log)
+        .arg("--pi")
+        .arg(cli)
+        .args(flags)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `pii --local <dir> --log-file <log> --pi <cli> -- <args>`.
+pub fn pii_local(dir: &Path, log: &Path, cli: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(paths::bin("pii"));
+    cmd.arg("--local")
+        .arg(dir)
+        .arg("--log-file")
+        .arg(log)
+        .arg("--pi")
+        .arg(cli)
+        .arg("--")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Panics with everything useful unless `out` succeeded.
+pub fn assert_success(what: &str, out: &Output, log: &Path) {
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\nstdout: {}\nstderr: {}\npii log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+}
+
+/// Local processes whose command line contains `needle` (excluding this test process).
+pub fn local_processes_matching(needle: &str) -> Vec<String> {
+    let me = std::process::id();
+    let mut found = vec![];
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmdline.contains(needle) {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // Zombies of reaped-later children are not running.
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|s| s.trim_start().starts_with('Z'))
+            {
+                continue;
+            }
+            found.push(format!("{pid} {cmdline}"));
+        }
+    }
+    found
+}
