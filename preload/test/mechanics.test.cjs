@@ -86,3 +86,14 @@ test('worker threads of the program are untouched and the process exits', async 
   assert.strictEqual(r.status, 0, r.stderr);
   assert.deepStrictEqual(r.stdout.trim().split('\n'), ['remote', 'worker has the real cwd, unpatched']);
 });
+
+test('ESM named, namespace and default imports see the patches', async () => {
+  const t = h.twinProjects(populate);
+  try {
+    const r = await h.runFake(t.bridged, path.join(__dirname, 'scripts', 'esm-probe.mjs'), [], { EXPECT_CWD: t.bridged });
+    assert.strictEqual(r.status, 0, r.stderr);
+    assert.deepStrictEqual(JSON.parse(r.stdout), { named: 'hello\n', exists: true, ns: '1', dflt: 6, prom: 'hello\n', exec: 'hello\n', cwd: true });
+  } finally {
+    t.cleanup();
+  }
+});
