@@ -108,6 +108,10 @@ const cb = (name, fn) =>
   sync('rmSync missing', () => fs.rmSync('m2'));
   sync('rmSync force', () => fs.rmSync('m2', { force: true }));
   sync('rmdirSync', () => fs.rmdirSync('m1'));
+  sync('rmSync dir without recursive', () => fs.rmSync('sub'));
+  sync('rmdirSync file', () => fs.rmdirSync('a.txt'));
+  sync('statSync through file', () => fs.statSync('a.txt/x'));
+  sync('readFileSync relative up', () => fs.readFileSync('sub/../a.txt', 'utf8'));
   sync('renameSync', () => {
     fs.renameSync('w2.bin', 'w3.bin');
     return fs.existsSync('w2.bin');
