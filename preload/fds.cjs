@@ -9,6 +9,8 @@ const { makeStats } = require('./stats.cjs');
 const { MAX_CHUNK } = require('./wire.cjs');
 
 const FIRST_FD = 1 << 24;
+const HANDLE = Symbol('pi-bridge.FileHandle');
+const isHandle = (h) => !!(h && typeof h === 'object' && h[HANDLE]);
 let nextFd = FIRST_FD;
 const table = new Map(); // fd → {path, mode: 'r'|'w'|'a'|'r+', pos, buf, chunks, dirty, size}
 
@@ -148,6 +150,7 @@ function handle(fd) {
   const fsops = require('./fsops.cjs');
   const h = {
     fd,
+    [HANDLE]: true,
     read: (...rest) => runAsync(read(fd, 'promise', rest)),
     write: (...rest) => runAsync(write(fd, rest)),
     stat: (o) => runAsync(stat(fd, o)),
@@ -187,4 +190,4 @@ function handle(fd) {
   return h;
 }
 
-module.exports = { isVirtual, get, open, read, write, close, stat, handle, FIRST_FD };
+module.exports = { isHandle, isVirtual, get, open, read, write, close, stat, handle, FIRST_FD };

@@ -190,6 +190,15 @@ function install() {
   }
   fs.existsSync = existsSyncForm(fs.existsSync);
 
+  // fs.promises.readFile/writeFile/appendFile also take a FileHandle: ours handle themselves.
+  for (const name of ['readFile', 'writeFile', 'appendFile']) {
+    const routed = fsp[name];
+    fsp[name] = keepShape(function (target, ...rest) {
+      if (fds.isHandle(target)) return target[name](...rest);
+      return Reflect.apply(routed, this, arguments);
+    }, routed);
+  }
+
   // realpath's .native variants take the same route (pi calls realpathSync.native).
   fs.realpathSync.native = syncForm(OPS.realpath, origNativeSync);
   fs.realpath.native = callbackForm(OPS.realpath, origNative);

@@ -219,6 +219,14 @@ const cb = (name, fn) =>
     await h.close();
     return [bytesRead, buf.subarray(0, bytesRead)];
   });
+  await prom('fsp.readFile(handle)', async () => {
+    const h = await fsp.open('a.txt', 'r');
+    try {
+      return await fsp.readFile(h, 'utf8');
+    } finally {
+      await h.close();
+    }
+  });
   await prom('fsp.open missing', () => fsp.open('missing', 'r'));
   await prom('fsp.rm', () => fsp.rm('pd', { recursive: true }));
   await prom('fsp.rename', () => fsp.rename('p.txt', 'p2.txt'));

@@ -127,7 +127,7 @@ function handle(line, send) {
     else return send({ jsonrpc: '2.0', id: m.id, error: { code: -32601, message: `no method ${m.method}` } });
     send({ jsonrpc: '2.0', id: m.id, result: result === undefined ? null : result });
   } catch (e) {
-    send({ jsonrpc: '2.0', id: m.id, error: { code: -32000, message: e.message, data: { code: e.code || 'EIO', syscall: e.syscall || 'unknown', ...(e.path ? { path: e.path } : {}), ...(e.dest ? { dest: e.dest } : {}) } } });
+    send({ jsonrpc: '2.0', id: m.id, error: { code: -32000, message: e.message, data: { code: (e.code || 'EIO').replace(/^ERR_FS_/, ''), syscall: e.syscall || 'unknown', ...(e.path ? { path: e.path } : {}), ...(e.dest ? { dest: e.dest } : {}) } } });
   }
 }
 
