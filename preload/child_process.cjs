@@ -260,13 +260,21 @@ class RemoteChild extends EventEmitter {
     return ok;
   }
 
-  // Send a signal to the remote process (or its group), once it is spawned.
+  // Send a signal to the remote process (or its group). Once it is spawned this is a blocking
+  // call, like kill(2): it also works from process.on('exit') (pi kills its tracked children
+  // there), where an async call would never leave. Before that it is queued.
   _signal(sig, group) {
     if (this._done) return false;
     const signal = signalName(sig);
-    this._afterSpawn((ok) => {
-      if (ok) rpc.call('proc.kill', { pid: this._remotePid, signal, group }).catch(() => {});
-    });
+    const send = () => {
+      try {
+        sync.call('proc.kill', { pid: this._remotePid, signal, group });
+      } catch {
+        /* already gone: its exit event is on the way */
+      }
+    };
+    if (this._remotePid !== null) send();
+    else this._afterSpawn((ok) => ok && send());
     return true;
   }
 

@@ -97,3 +97,21 @@ test('ESM named, namespace and default imports see the patches', async () => {
     t.cleanup();
   }
 });
+
+test('process.kill(-pid) from an exit handler reaches the remote process', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'mech-k-'));
+  const script = path.join(dir, 'k.cjs');
+  const marker = `${31 + Math.random()}`.slice(0, 8);
+  fs.writeFileSync(
+    script,
+    `if (process.env.PII_PROBE !== '1') process.exit(0);
+     const c = require('child_process').spawn('sleep', ['${marker}'], { detached: true, stdio: 'ignore' });
+     process.on('exit', () => process.kill(-c.pid, 'SIGKILL'));
+     c.on('spawn', () => process.exit(0));`,
+  );
+  const r = await h.runFake(dir, script);
+  assert.strictEqual(r.status, 0, r.stderr);
+  await new Promise((res) => setTimeout(res, 200));
+  const left = cp.spawnSync('pgrep', ['-f', `sleep ${marker}`], { encoding: 'utf8' }).stdout.trim();
+  assert.strictEqual(left, '', 'the remote sleep survived');
+});
