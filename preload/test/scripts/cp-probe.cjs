@@ -1,6 +1,8 @@
 'use strict';
 // Only when asked: `node --test` also runs every file under test/, and this one writes to cwd.
 if (process.env.PII_PROBE !== '1') process.exit(0);
+// …and only inside a project made by populate.cjs, never in a source tree.
+if (!require('fs').existsSync('.pii-probe-project')) throw new Error(`not a probe project: ${process.cwd()}`);
 // Exercises child_process on the project in process.cwd(); prints one JSON report (paths
 // scrubbed) so a plain run and a bridged run can be compared.
 const cp = require('child_process');

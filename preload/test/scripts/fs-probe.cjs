@@ -1,6 +1,8 @@
 'use strict';
 // Only when asked: `node --test` also runs every file under test/, and this one writes to cwd.
 if (process.env.PII_PROBE !== '1') process.exit(0);
+// …and only inside a project made by populate.cjs, never in a source tree.
+if (!require('fs').existsSync('.pii-probe-project')) throw new Error(`not a probe project: ${process.cwd()}`);
 // Exercises fs in every form on the project in process.cwd() and prints one JSON report. Run
 // plainly and through the bridge on identical copies: the two reports must be equal.
 const fs = require('fs');

@@ -1,6 +1,8 @@
 'use strict';
 // Only when asked: `node --test` also runs every file under test/, and this one writes to cwd.
 if (process.env.PII_PROBE !== '1') process.exit(0);
+// …and only inside a project made by populate.cjs, never in a source tree.
+if (!require('fs').existsSync('.pii-probe-project')) throw new Error(`not a probe project: ${process.cwd()}`);
 // Watches, chdir and the sandbox, run under the bridge only (prints one JSON report).
 const fs = require('fs');
 const path = require('path');

@@ -3,6 +3,7 @@
 const fs = require('fs');
 const path = require('path');
 module.exports = function populate(dir) {
+  fs.writeFileSync(path.join(dir, '.pii-probe-project'), ''); // the probes refuse to run elsewhere
   fs.writeFileSync(path.join(dir, 'a.txt'), 'hello\n');
   fs.writeFileSync(path.join(dir, 'bin.dat'), Buffer.from([0xff, 0x00, 0x80, 0xfe, 0x41]));
   const big = Buffer.alloc(5 * 1024 * 1024 + 123);
