@@ -166,6 +166,8 @@ const FORMS = {
   truncate: ['truncateSync', 'truncate', 'truncate'],
   mkdtemp: ['mkdtempSync', 'mkdtemp', 'mkdtemp'],
   open: ['openSync', 'open', 'open'],
+  cp: ['cpSync', 'cp', 'cp'],
+  opendir: ['opendirSync', 'opendir', 'opendir'],
   read: ['readSync', 'read', null],
   write: ['writeSync', 'write', null],
   close: ['closeSync', 'close', null],

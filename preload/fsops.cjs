@@ -124,6 +124,74 @@ function* statOp(c, lstat, o) {
   }
 }
 
+// fs.cp for routed → routed: files, and trees with `recursive` (dirs, files, symlinks).
+function* cpOp(c, o) {
+  const { recursive, force = true, errorOnExist = false } = opts(o, {});
+  const [src, dest] = c.p;
+  const st = yield ['fs.stat', { path: src, lstat: false }];
+  const copyOne = function* (from, to) {
+    try {
+      yield ['fs.copyFile', { from, to, exclusive: !force }];
+    } catch (err) {
+      if (err.code !== 'EEXIST' || force) throw err;
+      if (errorOnExist) throw nodeSystemError('ERR_FS_CP_EEXIST', 'Target already exists', 'EEXIST', 'cp', `${to} already exists`, to);
+    }
+  };
+  if ((st.mode & 0o170000) !== 0o040000) return yield* copyOne(src, dest);
+  if (!recursive) throw nodeSystemError('ERR_FS_EISDIR', 'Path is a directory', 'EISDIR', 'cp', `${c.disp[0]} is a directory (not copied)`, c.disp[0], 'EINVAL');
+  yield ['fs.mkdir', { path: dest, recursive: true }];
+  for (const e of yield ['fs.readdir', { path: src, recursive: true }]) {
+    const from = path.join(src, e.name);
+    const to = path.join(dest, e.name);
+    if (e.kind === 'dir') yield ['fs.mkdir', { path: to, recursive: true }];
+    else if (e.kind === 'symlink') yield ['fs.symlink', { target: yield ['fs.readlink', { path: from }], path: to }];
+    else yield* copyOne(from, to);
+  }
+}
+
+// Node's SystemError (ERR_FS_*): `<prefix>: <syscall> returned <CODE> (<message>) <path>`.
+function nodeSystemError(code, prefix, uv, syscall, message, p, errnoName = uv) {
+  const err = new Error(`${prefix}: ${syscall} returned ${uv} (${message}) ${p}`);
+  err.name = 'SystemError';
+  err.code = code;
+  err.errno = -errnoOf(errnoName);
+  err.syscall = syscall;
+  err.path = p;
+  return err;
+}
+
+// fs.Dir over one remote listing (opendir): read/readSync/close/closeSync and async iteration.
+function makeDir(disp, dirents) {
+  let i = 0;
+  let closed = false;
+  const next = () => (i < dirents.length ? dirents[i++] : null);
+  const later = (cb, ...a) => process.nextTick(cb, ...a);
+  return {
+    path: disp,
+    readSync: next,
+    read(cb) {
+      if (typeof cb === 'function') return later(cb, null, next());
+      return Promise.resolve(next());
+    },
+    closeSync() {
+      closed = true;
+    },
+    close(cb) {
+      closed = true;
+      if (typeof cb === 'function') return later(cb, null);
+      return Promise.resolve();
+    },
+    async *[Symbol.asyncIterator]() {
+      for (let d; !closed && (d = next()) !== null; ) yield d;
+      closed = true;
+    },
+    *[Symbol.iterator]() {
+      for (let d; !closed && (d = next()) !== null; ) yield d;
+      closed = true;
+    },
+  };
+}
+
 const fdArg = { fd: true };
 
 const OPS = {
@@ -277,6 +345,20 @@ const OPS = {
       return encoding === 'buffer' ? Buffer.from(made) : made;
     },
   },
+  cp: {
+    paths: [0, 1],
+    *run(c, _s, _d, o) {
+      yield* cpOp(c, o);
+    },
+  },
+  opendir: {
+    paths: [0],
+    errShape: () => ({ syscall: 'opendir', path: undefined }), // Node names no path here
+    *run(c) {
+      const entries = yield ['fs.readdir', { path: c.p[0], recursive: false }];
+      return makeDir(c.disp[0], entries.map((e) => makeDirent(e.name, e.kind, c.disp[0])));
+    },
+  },
   open: {
     paths: [0],
     errShape: () => ({ syscall: 'open' }),
@@ -316,21 +398,10 @@ function reshape(err, op, c) {
     if (e.dest === abs) e.dest = c.disp[i];
   });
   const shape = op.errShape ? op.errShape(e, c) : null;
-  if (shape && shape.systemError) return systemError(shape.systemError, e);
+  if (shape && shape.systemError) return nodeSystemError(shape.systemError, 'Path is a directory', 'EISDIR', 'rm', 'is a directory', e.path);
   const out = fsError({ ...e, ...shape });
   out.stack = `${out.message}\n${err.stack.split('\n').slice(1).join('\n')}`;
   return out;
-}
-
-// Node's SystemError for rm on a directory without `recursive`.
-function systemError(code, e) {
-  const err = new Error(`Path is a directory: rm returned EISDIR (is a directory) ${e.path}`);
-  err.name = 'SystemError';
-  err.code = code;
-  err.errno = -errnoOf('EISDIR');
-  err.syscall = 'rm';
-  err.path = e.path;
-  return err;
 }
 
 module.exports = { OPS, reshape, opts, toBuffer, readAll, writeAll, unb64, b64 };

@@ -254,6 +254,32 @@ const cb = (name, fn) =>
       w.on('error', reject);
     }),
   );
+  sync('cpSync file', () => {
+    fs.cpSync('a.txt', 'cp1.txt');
+    return fs.readFileSync('cp1.txt', 'utf8');
+  });
+  sync('cpSync dir without recursive', () => fs.cpSync('sub', 'cpdir'));
+  sync('cpSync tree', () => {
+    fs.cpSync('sub', 'cpdir', { recursive: true });
+    return fs.readdirSync('cpdir', { recursive: true }).sort();
+  });
+  await prom('fsp.cp', async () => {
+    await fsp.cp('sub', 'cpdir2', { recursive: true });
+    return fs.readFileSync('cpdir2/deep/two.txt', 'utf8');
+  });
+  sync('opendirSync', () => {
+    const d = fs.opendirSync('sub');
+    const names = [];
+    for (let e; (e = d.readSync()) !== null; ) names.push([e.name, e.isDirectory()]);
+    d.closeSync();
+    return [d.path, names.sort()];
+  });
+  await prom('fsp.opendir iterate', async () => {
+    const names = [];
+    for await (const e of await fsp.opendir('sub')) names.push(e.name);
+    return names.sort();
+  });
+  sync('opendirSync missing', () => fs.opendirSync('missing'));
   sync('final listing', () => fs.readdirSync('.').filter((n) => !n.startsWith('tmp-')).sort());
   process.stdout.write(JSON.stringify(report, null, 1));
 })();
