@@ -11,8 +11,9 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::io::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -192,6 +193,8 @@ impl SshdBuilder {
 /// A running throwaway sshd. Dropping it stops sshd and every process of its namespace.
 pub struct Sshd {
     child: Child,
+    /// Write end of the lifeline pipe (see SETUP_SCRIPT); never written, closed with the process.
+    _lifeline: OwnedFd,
     sshd_pid: u32,
     port: u16,
     alias: String,
@@ -230,6 +233,10 @@ if [ "$PIB_GIT" = 1 ]; then
                commit -q --allow-empty -m "fixture"' sh "$PIB_BRANCH"
 fi
 echo "pi-bridge-tests: project ready at $PIB_PROJECT"
+# Fd 3 is a pipe whose only writer is the test process: when that process dies, however it dies,
+# the read sees EOF and sshd (this namespace's pid 1) is told to stop, taking the namespace along.
+(cat <&3 >/dev/null; kill -TERM 1) </dev/null >/dev/null 2>&1 &
+exec 3<&-
 exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin /usr/sbin/sshd -D -e -f "$PIB_SSHD_CONFIG" -p "$PIB_PORT"
 "#;
 
@@ -336,7 +343,7 @@ impl Sshd {
         for _attempt in 0..5 {
             let port = free_port();
             match spawn_sshd(&opts, &user, &project, &sshd_config, port, &log) {
-                Ok(child) => {
+                Ok((child, lifeline)) => {
                     let sshd_pid = child_of(child.id()).unwrap_or_else(|| {
                         panic!("sshd is listening but its pid was not found under unshare")
                     });
@@ -344,6 +351,7 @@ impl Sshd {
                     let ssh_config = dir.path().join("ssh_config");
                     let sshd = Sshd {
                         child,
+                        _lifeline: lifeline,
                         sshd_pid,
                         port,
                         alias,
@@ -619,6 +627,17 @@ pub(crate) fn wait_deadline(
     }
 }
 
+/// A close-on-exec pipe: (read end, write end).
+fn lifeline_pipe() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 fills two fds that we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        panic!("pipe2: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: both fds were just created and are owned by nobody else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
 /// A port on 127.0.0.1 nobody listens on right now.
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
@@ -659,7 +678,9 @@ fn spawn_sshd(
     sshd_config: &Path,
     port: u16,
     log: &Path,
-) -> Result<Child, String> {
+) -> Result<(Child, OwnedFd), String> {
+    let (lifeline_read, lifeline_write) = lifeline_pipe();
+    let read_fd = lifeline_read.as_raw_fd();
     let mut cmd = Command::new("unshare");
     cmd.args([
         "--mount",
@@ -693,9 +714,26 @@ fn spawn_sshd(
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear the flag instead.
+            let ok = if read_fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0) == 0
+            } else {
+                libc::dup2(read_fd, 3) == 3
+            };
+            if ok {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
     let mut child = cmd
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run unshare (util-linux): {e}"));
+    drop(lifeline_read);
     let stderr = child.stderr.take().unwrap();
     let mut log_file = File::create(log).expect("create sshd.log");
     let (tx, rx) = mpsc::channel::<bool>();
@@ -725,7 +763,7 @@ fn spawn_sshd(
     });
     let ok = rx.recv_timeout(START_TIMEOUT).unwrap_or(false);
     if ok {
-        return Ok(child);
+        return Ok((child, lifeline_write));
     }
     // Kill sshd (or the setup script) first so that unshare reaps it, then unshare.
     if let Some(pid) = child_of(child.id()) {

@@ -116,6 +116,16 @@ fn port_forwarding_is_refused() {
         text(&out.stderr)
     );
 
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !sshd.log().contains("refused local port forward") {
+        assert!(
+            Instant::now() < deadline,
+            "sshd did not log the refusal:\n{}",
+            sshd.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
     // Control: the same request works when the fixture allows forwarding.
     let open = Sshd::builder().extra_config("DisableForwarding no").start();
     let out = forward_to_sshd_itself(&open);
