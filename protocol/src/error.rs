@@ -70,13 +70,16 @@ impl Errno {
 
     /// From an `io::Error` raised by `syscall` on `path`.
     pub fn from_io(err: &std::io::Error, syscall: &str, path: Option<&str>) -> Self {
-        let code = err.raw_os_error().map(errno_name).unwrap_or(match err.kind() {
-            std::io::ErrorKind::NotFound => "ENOENT",
-            std::io::ErrorKind::PermissionDenied => "EACCES",
-            std::io::ErrorKind::AlreadyExists => "EEXIST",
-            std::io::ErrorKind::InvalidInput => "EINVAL",
-            _ => "EIO",
-        });
+        let code = err
+            .raw_os_error()
+            .map(errno_name)
+            .unwrap_or(match err.kind() {
+                std::io::ErrorKind::NotFound => "ENOENT",
+                std::io::ErrorKind::PermissionDenied => "EACCES",
+                std::io::ErrorKind::AlreadyExists => "EEXIST",
+                std::io::ErrorKind::InvalidInput => "EINVAL",
+                _ => "EIO",
+            });
         Errno::new(code, syscall, path)
     }
 
@@ -174,7 +177,9 @@ mod tests {
             r#"{"code":"ENOENT","syscall":"open","path":"/p/x"}"#,
         );
         crate::roundtrip::check(
-            Errno::new("EXDEV", "rename", Some("/a")).with_dest("/b").with_detail("why"),
+            Errno::new("EXDEV", "rename", Some("/a"))
+                .with_dest("/b")
+                .with_detail("why"),
             r#"{"code":"EXDEV","syscall":"rename","path":"/a","dest":"/b","detail":"why"}"#,
         );
         crate::roundtrip::rejects_unknown::<Errno>(r#"{"code":"E","syscall":"s","errno":2}"#);
@@ -183,9 +188,15 @@ mod tests {
     #[test]
     fn node_shaped_message() {
         let e = Errno::new("ENOENT", "open", Some("/p/x"));
-        assert_eq!(e.message(), "ENOENT: no such file or directory, open '/p/x'");
+        assert_eq!(
+            e.message(),
+            "ENOENT: no such file or directory, open '/p/x'"
+        );
         let e = Errno::new("EEXIST", "rename", Some("/a")).with_dest("/b");
-        assert_eq!(e.message(), "EEXIST: file already exists, rename '/a' -> '/b'");
+        assert_eq!(
+            e.message(),
+            "EEXIST: file already exists, rename '/a' -> '/b'"
+        );
     }
 
     #[test]

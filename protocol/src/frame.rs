@@ -43,7 +43,11 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
     }
 
     pub fn with_limit(inner: R, max: usize) -> Self {
-        FrameReader { inner, max, buf: Vec::new() }
+        FrameReader {
+            inner,
+            max,
+            buf: Vec::new(),
+        }
     }
 
     /// The next frame, `Ok(None)` at end of stream. A final line without `\n` still counts.
@@ -78,7 +82,10 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             }
         }
         if too_large {
-            return Err(FrameError::TooLarge { len: seen, max: self.max });
+            return Err(FrameError::TooLarge {
+                len: seen,
+                max: self.max,
+            });
         }
         if self.buf.last() == Some(&b'\n') {
             self.buf.pop();
@@ -87,9 +94,14 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
             self.buf.pop();
         }
         if self.buf.len() > self.max {
-            return Err(FrameError::TooLarge { len: self.buf.len(), max: self.max });
+            return Err(FrameError::TooLarge {
+                len: self.buf.len(),
+                max: self.max,
+            });
         }
-        String::from_utf8(std::mem::take(&mut self.buf)).map(Some).map_err(|_| FrameError::NotUtf8)
+        String::from_utf8(std::mem::take(&mut self.buf))
+            .map(Some)
+            .map_err(|_| FrameError::NotUtf8)
     }
 
     /// The underlying reader (e.g. to hand it on after a handshake).
@@ -105,7 +117,10 @@ fn memchr(b: &[u8]) -> Option<usize> {
 /// Append `\n` to a serialized frame, refusing one over the cap.
 pub fn encode(json: &str) -> Result<Vec<u8>, FrameError> {
     if json.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge { len: json.len(), max: MAX_FRAME });
+        return Err(FrameError::TooLarge {
+            len: json.len(),
+            max: MAX_FRAME,
+        });
     }
     debug_assert!(!json.contains('\n'), "serde_json never emits raw newlines");
     let mut v = Vec::with_capacity(json.len() + 1);
@@ -135,7 +150,12 @@ mod tests {
         let got = frames(b"{\"a\":1}\n\n{\"bb\":22}\r\nlast", 100).await;
         assert_eq!(
             got,
-            vec![Ok("{\"a\":1}".into()), Ok("".into()), Ok("{\"bb\":22}".into()), Ok("last".into())]
+            vec![
+                Ok("{\"a\":1}".into()),
+                Ok("".into()),
+                Ok("{\"bb\":22}".into()),
+                Ok("last".into())
+            ]
         );
     }
 
@@ -145,14 +165,20 @@ mod tests {
         input.extend_from_slice(b"\nok\n");
         let got = frames(&input, 10).await;
         assert_eq!(got.len(), 2);
-        assert!(got[0].as_ref().unwrap_err().contains("exceeds the 10-byte limit"));
+        assert!(got[0]
+            .as_ref()
+            .unwrap_err()
+            .contains("exceeds the 10-byte limit"));
         assert_eq!(got[1], Ok("ok".into()));
     }
 
     #[tokio::test]
     async fn invalid_utf8_is_reported_not_fatal() {
         let got = frames(b"\xff\xfe\n{}\n", 100).await;
-        assert_eq!(got, vec![Err("frame is not valid UTF-8".into()), Ok("{}".into())]);
+        assert_eq!(
+            got,
+            vec![Err("frame is not valid UTF-8".into()), Ok("{}".into())]
+        );
     }
 
     #[test]

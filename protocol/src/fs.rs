@@ -263,7 +263,11 @@ pub struct BatchParams {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub enum BatchResult {
     Ok(serde_json::Value),
-    Err { code: i32, message: String, data: Option<serde_json::Value> },
+    Err {
+        code: i32,
+        message: String,
+        data: Option<serde_json::Value>,
+    },
 }
 
 #[cfg(test)]
@@ -275,34 +279,141 @@ mod tests {
     fn params_roundtrip() {
         check(PathParams { path: "/p".into() }, r#"{"path":"/p"}"#);
         rejects_unknown::<PathParams>(r#"{"path":"/p","x":1}"#);
-        check(StatParams { path: "/p".into(), lstat: true }, r#"{"path":"/p","lstat":true}"#);
-        assert!(!serde_json::from_str::<StatParams>(r#"{"path":"/p"}"#).unwrap().lstat);
-        rejects_unknown::<StatParams>(r#"{"path":"/p","follow":true}"#);
-        check(AccessParams { path: "/p".into(), mode: 6 }, r#"{"path":"/p","mode":6}"#);
-        check(ReadDirParams { path: "/p".into(), recursive: false }, r#"{"path":"/p","recursive":false}"#);
-        check(ReadParams { path: "/p".into(), offset: 4, length: Some(10) }, r#"{"path":"/p","offset":4,"length":10}"#);
         check(
-            WriteParams { path: "/p".into(), data: Bytes(vec![0xff, 0]), flag: WriteFlag::Exclusive, mode: Some(0o644) },
+            StatParams {
+                path: "/p".into(),
+                lstat: true,
+            },
+            r#"{"path":"/p","lstat":true}"#,
+        );
+        assert!(
+            !serde_json::from_str::<StatParams>(r#"{"path":"/p"}"#)
+                .unwrap()
+                .lstat
+        );
+        rejects_unknown::<StatParams>(r#"{"path":"/p","follow":true}"#);
+        check(
+            AccessParams {
+                path: "/p".into(),
+                mode: 6,
+            },
+            r#"{"path":"/p","mode":6}"#,
+        );
+        check(
+            ReadDirParams {
+                path: "/p".into(),
+                recursive: false,
+            },
+            r#"{"path":"/p","recursive":false}"#,
+        );
+        check(
+            ReadParams {
+                path: "/p".into(),
+                offset: 4,
+                length: Some(10),
+            },
+            r#"{"path":"/p","offset":4,"length":10}"#,
+        );
+        check(
+            WriteParams {
+                path: "/p".into(),
+                data: Bytes(vec![0xff, 0]),
+                flag: WriteFlag::Exclusive,
+                mode: Some(0o644),
+            },
             r#"{"path":"/p","data":"/wA=","flag":"wx","mode":420}"#,
         );
         rejects_unknown::<WriteParams>(r#"{"path":"/p","data":"","encoding":"utf8"}"#);
-        check(UploadBeginParams { path: "/p".into(), flag: WriteFlag::Write, mode: None }, r#"{"path":"/p","flag":"w"}"#);
-        check(UploadId { id: "u1".into() }, r#"{"id":"u1"}"#);
-        check(UploadChunkParams { id: "u1".into(), data: Bytes(vec![1]) }, r#"{"id":"u1","data":"AQ=="}"#);
-        check(MkdirParams { path: "/p".into(), recursive: true, mode: None }, r#"{"path":"/p","recursive":true}"#);
-        check(RmParams { path: "/p".into(), recursive: true, force: false }, r#"{"path":"/p","recursive":true,"force":false}"#);
-        check(RenameParams { from: "/a".into(), to: "/b".into() }, r#"{"from":"/a","to":"/b"}"#);
-        check(CopyFileParams { from: "/a".into(), to: "/b".into(), exclusive: true }, r#"{"from":"/a","to":"/b","exclusive":true}"#);
-        check(SymlinkParams { target: "x".into(), path: "/p/l".into() }, r#"{"target":"x","path":"/p/l"}"#);
-        check(ChmodParams { path: "/p".into(), mode: 0o755 }, r#"{"path":"/p","mode":493}"#);
         check(
-            UtimesParams { path: "/p".into(), atime: Time(1, 2), mtime: Time(3, 4), lstat: false },
+            UploadBeginParams {
+                path: "/p".into(),
+                flag: WriteFlag::Write,
+                mode: None,
+            },
+            r#"{"path":"/p","flag":"w"}"#,
+        );
+        check(UploadId { id: "u1".into() }, r#"{"id":"u1"}"#);
+        check(
+            UploadChunkParams {
+                id: "u1".into(),
+                data: Bytes(vec![1]),
+            },
+            r#"{"id":"u1","data":"AQ=="}"#,
+        );
+        check(
+            MkdirParams {
+                path: "/p".into(),
+                recursive: true,
+                mode: None,
+            },
+            r#"{"path":"/p","recursive":true}"#,
+        );
+        check(
+            RmParams {
+                path: "/p".into(),
+                recursive: true,
+                force: false,
+            },
+            r#"{"path":"/p","recursive":true,"force":false}"#,
+        );
+        check(
+            RenameParams {
+                from: "/a".into(),
+                to: "/b".into(),
+            },
+            r#"{"from":"/a","to":"/b"}"#,
+        );
+        check(
+            CopyFileParams {
+                from: "/a".into(),
+                to: "/b".into(),
+                exclusive: true,
+            },
+            r#"{"from":"/a","to":"/b","exclusive":true}"#,
+        );
+        check(
+            SymlinkParams {
+                target: "x".into(),
+                path: "/p/l".into(),
+            },
+            r#"{"target":"x","path":"/p/l"}"#,
+        );
+        check(
+            ChmodParams {
+                path: "/p".into(),
+                mode: 0o755,
+            },
+            r#"{"path":"/p","mode":493}"#,
+        );
+        check(
+            UtimesParams {
+                path: "/p".into(),
+                atime: Time(1, 2),
+                mtime: Time(3, 4),
+                lstat: false,
+            },
             r#"{"path":"/p","atime":[1,2],"mtime":[3,4],"lstat":false}"#,
         );
-        check(TruncateParams { path: "/p".into(), length: 3 }, r#"{"path":"/p","length":3}"#);
-        check(MkdtempParams { prefix: "/p/t-".into() }, r#"{"prefix":"/p/t-"}"#);
         check(
-            BatchParams { calls: vec![BatchCall { method: "fs.stat".into(), params: serde_json::json!({"path":"/p"}) }] },
+            TruncateParams {
+                path: "/p".into(),
+                length: 3,
+            },
+            r#"{"path":"/p","length":3}"#,
+        );
+        check(
+            MkdtempParams {
+                prefix: "/p/t-".into(),
+            },
+            r#"{"prefix":"/p/t-"}"#,
+        );
+        check(
+            BatchParams {
+                calls: vec![BatchCall {
+                    method: "fs.stat".into(),
+                    params: serde_json::json!({"path":"/p"}),
+                }],
+            },
             r#"{"calls":[{"method":"fs.stat","params":{"path":"/p"}}]}"#,
         );
     }
@@ -311,17 +422,59 @@ mod tests {
     fn results_roundtrip() {
         let t = Time(1_700_000_000, 123_456_789);
         check(
-            Stat { dev: 1, ino: 2, mode: 0o100644, nlink: 1, uid: 3, gid: 4, rdev: 0, size: 5, blksize: 4096, blocks: 8, atime: t, mtime: t, ctime: t, birthtime: Time(0, 0) },
+            Stat {
+                dev: 1,
+                ino: 2,
+                mode: 0o100644,
+                nlink: 1,
+                uid: 3,
+                gid: 4,
+                rdev: 0,
+                size: 5,
+                blksize: 4096,
+                blocks: 8,
+                atime: t,
+                mtime: t,
+                ctime: t,
+                birthtime: Time(0, 0),
+            },
             r#"{"dev":1,"ino":2,"mode":33188,"nlink":1,"uid":3,"gid":4,"rdev":0,"size":5,"blksize":4096,"blocks":8,"atime":[1700000000,123456789],"mtime":[1700000000,123456789],"ctime":[1700000000,123456789],"birthtime":[0,0]}"#,
         );
         check(
-            vec![DirEntry { name: "a".into(), kind: FileKind::Dir }, DirEntry { name: "l".into(), kind: FileKind::Symlink }],
+            vec![
+                DirEntry {
+                    name: "a".into(),
+                    kind: FileKind::Dir,
+                },
+                DirEntry {
+                    name: "l".into(),
+                    kind: FileKind::Symlink,
+                },
+            ],
             r#"[{"name":"a","kind":"dir"},{"name":"l","kind":"symlink"}]"#,
         );
-        check(ReadResult { data: Bytes(vec![0xff, 0x00, 0x80]), size: 3 }, r#"{"data":"/wCA","size":3}"#);
-        check(MkdirResult { first: Some("/p/a".into()) }, r#"{"first":"/p/a"}"#);
         check(
-            vec![BatchResult::Ok(serde_json::json!(null)), BatchResult::Err { code: -32000, message: "m".into(), data: None }],
+            ReadResult {
+                data: Bytes(vec![0xff, 0x00, 0x80]),
+                size: 3,
+            },
+            r#"{"data":"/wCA","size":3}"#,
+        );
+        check(
+            MkdirResult {
+                first: Some("/p/a".into()),
+            },
+            r#"{"first":"/p/a"}"#,
+        );
+        check(
+            vec![
+                BatchResult::Ok(serde_json::json!(null)),
+                BatchResult::Err {
+                    code: -32000,
+                    message: "m".into(),
+                    data: None,
+                },
+            ],
             r#"[{"ok":null},{"err":{"code":-32000,"message":"m","data":null}}]"#,
         );
     }

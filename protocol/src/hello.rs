@@ -21,16 +21,25 @@ pub struct Magic {
 
 impl Magic {
     pub fn current() -> Self {
-        Magic { protocol: crate::PROTOCOL_VERSION, version: crate::VERSION.to_string() }
+        Magic {
+            protocol: crate::PROTOCOL_VERSION,
+            version: crate::VERSION.to_string(),
+        }
     }
 
     pub fn line(&self) -> String {
-        format!("{MAGIC_PREFIX} protocol={} version={}", self.protocol, self.version)
+        format!(
+            "{MAGIC_PREFIX} protocol={} version={}",
+            self.protocol, self.version
+        )
     }
 
     /// Parse a line; `None` if it is not a magic line (so it is noise to skip).
     pub fn parse(line: &str) -> Option<Magic> {
-        let rest = line.trim_end().strip_prefix(MAGIC_PREFIX)?.strip_prefix(' ')?;
+        let rest = line
+            .trim_end()
+            .strip_prefix(MAGIC_PREFIX)?
+            .strip_prefix(' ')?;
         let mut protocol = None;
         let mut version = None;
         for word in rest.split(' ') {
@@ -40,7 +49,10 @@ impl Magic {
                 version = Some(v.to_string());
             }
         }
-        Some(Magic { protocol: protocol?, version: version? })
+        Some(Magic {
+            protocol: protocol?,
+            version: version?,
+        })
     }
 
     /// `Err` with a message naming both versions if this agent cannot serve this client.
@@ -120,10 +132,16 @@ mod tests {
 
     #[test]
     fn magic_line_roundtrip_and_noise() {
-        let m = Magic { protocol: 1, version: "0.1.0".into() };
+        let m = Magic {
+            protocol: 1,
+            version: "0.1.0".into(),
+        };
         assert_eq!(m.line(), "PI-BRIDGE-AGENT protocol=1 version=0.1.0");
         assert_eq!(Magic::parse(&m.line()), Some(m.clone()));
-        assert_eq!(Magic::parse("PI-BRIDGE-AGENT protocol=1 version=0.1.0\r"), Some(m));
+        assert_eq!(
+            Magic::parse("PI-BRIDGE-AGENT protocol=1 version=0.1.0\r"),
+            Some(m)
+        );
         assert_eq!(Magic::parse("Welcome to Ubuntu"), None);
         assert_eq!(Magic::parse("PI-BRIDGE-AGENTX protocol=1 version=1"), None);
         assert_eq!(Magic::parse("PI-BRIDGE-AGENT protocol=x version=1"), None);
@@ -131,7 +149,12 @@ mod tests {
 
     #[test]
     fn version_mismatch_names_both() {
-        let err = Magic { protocol: 99, version: "9.9.9".into() }.check_compatible().unwrap_err();
+        let err = Magic {
+            protocol: 99,
+            version: "9.9.9".into(),
+        }
+        .check_compatible()
+        .unwrap_err();
         assert!(err.contains("9.9.9") && err.contains("99"), "{err}");
         assert!(err.contains(&crate::PROTOCOL_VERSION.to_string()), "{err}");
         assert!(Magic::current().check_compatible().is_ok());
@@ -140,7 +163,12 @@ mod tests {
     #[test]
     fn hello_roundtrip() {
         check(
-            Hello { protocol: 1, client_version: "0.1.0".into(), root: "~/app".into(), sandbox_root: None },
+            Hello {
+                protocol: 1,
+                client_version: "0.1.0".into(),
+                root: "~/app".into(),
+                sandbox_root: None,
+            },
             r#"{"protocol":1,"clientVersion":"0.1.0","root":"~/app"}"#,
         );
         rejects_unknown::<Hello>(r#"{"protocol":1,"clientVersion":"0","root":"/","x":1}"#);
@@ -167,7 +195,11 @@ mod tests {
             has_fd: true,
         };
         check(
-            HelloResult { protocol: 1, agent_version: "0.1.0".into(), facts },
+            HelloResult {
+                protocol: 1,
+                agent_version: "0.1.0".into(),
+                facts,
+            },
             r#"{"protocol":1,"agentVersion":"0.1.0","facts":{"os":"linux","arch":"x86_64","user":"dev","uid":1000,"gid":1000,"home":"/home/dev","hostname":"box","shell":"/bin/bash","loginPath":"/usr/bin:/bin","projectRoot":"/home/dev/app","sandboxRoot":"/home/dev/app","agentPid":42,"gitVersion":"2.39.2","hasRg":false,"hasFd":true}}"#,
         );
     }

@@ -179,7 +179,10 @@ pub fn is_idempotent(method: &str) -> bool {
 
 /// The subscription whose subscribe method is `method`, if any.
 pub fn subscription(method: &str) -> Option<(&'static str, &'static str, &'static str)> {
-    SUBSCRIPTIONS.iter().copied().find(|(name, _, _)| *name == method)
+    SUBSCRIPTIONS
+        .iter()
+        .copied()
+        .find(|(name, _, _)| *name == method)
 }
 
 /// A result or params with no fields (`null` on the wire, `{}` also accepted as params).

@@ -46,13 +46,24 @@ fn yes() -> bool {
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ProcEvent {
     /// The process is running; `pid` is its remote pid and process-group id.
-    Spawned { pid: i32 },
-    Stdout { data: Bytes },
-    Stderr { data: Bytes },
+    Spawned {
+        pid: i32,
+    },
+    Stdout {
+        data: Bytes,
+    },
+    Stderr {
+        data: Bytes,
+    },
     /// The process ended; output is complete. Exactly one of code/signal is set.
-    Exit { code: Option<i32>, signal: Option<String> },
+    Exit {
+        code: Option<i32>,
+        signal: Option<String>,
+    },
     /// The spawn failed (e.g. ENOENT for the program, or the cwd refused); nothing ran.
-    Error { error: Errno },
+    Error {
+        error: Errno,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,20 +157,55 @@ mod tests {
 
     #[test]
     fn events_roundtrip() {
-        check(ProcEvent::Spawned { pid: 7 }, r#"{"type":"spawned","pid":7}"#);
-        check(ProcEvent::Stdout { data: Bytes(b"hi".to_vec()) }, r#"{"type":"stdout","data":"aGk="}"#);
-        check(ProcEvent::Stderr { data: Bytes(vec![0xff]) }, r#"{"type":"stderr","data":"/w=="}"#);
-        check(ProcEvent::Exit { code: None, signal: Some("SIGKILL".into()) }, r#"{"type":"exit","code":null,"signal":"SIGKILL"}"#);
         check(
-            ProcEvent::Error { error: Errno::new("ENOENT", "spawn nope", Some("nope")) },
+            ProcEvent::Spawned { pid: 7 },
+            r#"{"type":"spawned","pid":7}"#,
+        );
+        check(
+            ProcEvent::Stdout {
+                data: Bytes(b"hi".to_vec()),
+            },
+            r#"{"type":"stdout","data":"aGk="}"#,
+        );
+        check(
+            ProcEvent::Stderr {
+                data: Bytes(vec![0xff]),
+            },
+            r#"{"type":"stderr","data":"/w=="}"#,
+        );
+        check(
+            ProcEvent::Exit {
+                code: None,
+                signal: Some("SIGKILL".into()),
+            },
+            r#"{"type":"exit","code":null,"signal":"SIGKILL"}"#,
+        );
+        check(
+            ProcEvent::Error {
+                error: Errno::new("ENOENT", "spawn nope", Some("nope")),
+            },
             r#"{"type":"error","error":{"code":"ENOENT","syscall":"spawn nope","path":"nope"}}"#,
         );
     }
 
     #[test]
     fn control_roundtrip() {
-        check(StdinParams { pid: 7, data: Bytes(b"x".to_vec()), eof: true }, r#"{"pid":7,"data":"eA==","eof":true}"#);
-        check(KillParams { pid: 7, signal: "SIGKILL".into(), group: true }, r#"{"pid":7,"signal":"SIGKILL","group":true}"#);
+        check(
+            StdinParams {
+                pid: 7,
+                data: Bytes(b"x".to_vec()),
+                eof: true,
+            },
+            r#"{"pid":7,"data":"eA==","eof":true}"#,
+        );
+        check(
+            KillParams {
+                pid: 7,
+                signal: "SIGKILL".into(),
+                group: true,
+            },
+            r#"{"pid":7,"signal":"SIGKILL","group":true}"#,
+        );
         rejects_unknown::<KillParams>(r#"{"pid":7,"signal":"SIGKILL","tree":true}"#);
     }
 
@@ -167,11 +213,26 @@ mod tests {
     fn run_roundtrip() {
         let json = r#"{"spawn":{"file":"/bin/bash","args":["-c","pwd"],"cwd":"/p","env":{"A":"1"},"unset":["B"],"stdin":false,"stdout":true,"stderr":true},"input":"eA==","timeoutMs":100,"killSignal":"SIGTERM","maxBuffer":1024}"#;
         check(
-            RunParams { spawn: spawn(), input: Some(Bytes(b"x".to_vec())), timeout_ms: Some(100), kill_signal: "SIGTERM".into(), max_buffer: Some(1024) },
+            RunParams {
+                spawn: spawn(),
+                input: Some(Bytes(b"x".to_vec())),
+                timeout_ms: Some(100),
+                kill_signal: "SIGTERM".into(),
+                max_buffer: Some(1024),
+            },
             json,
         );
         check(
-            RunResult { pid: 7, stdout: Bytes(b"/p\n".to_vec()), stderr: Bytes::default(), code: Some(0), signal: None, error: None, timed_out: false, max_buffer_exceeded: false },
+            RunResult {
+                pid: 7,
+                stdout: Bytes(b"/p\n".to_vec()),
+                stderr: Bytes::default(),
+                code: Some(0),
+                signal: None,
+                error: None,
+                timed_out: false,
+                max_buffer_exceeded: false,
+            },
             r#"{"pid":7,"stdout":"L3AK","stderr":"","code":0,"signal":null,"timedOut":false,"maxBufferExceeded":false}"#,
         );
     }

@@ -32,14 +32,25 @@ mod tests {
 
     #[test]
     fn watch_roundtrip() {
-        check(WatchParams { path: "/p/.git".into(), recursive: false }, r#"{"path":"/p/.git","recursive":false}"#);
+        check(
+            WatchParams {
+                path: "/p/.git".into(),
+                recursive: false,
+            },
+            r#"{"path":"/p/.git","recursive":false}"#,
+        );
         rejects_unknown::<WatchParams>(r#"{"path":"/p","poll":1}"#);
         check(
-            WatchEvent::Event { event_type: "rename".into(), filename: Some("HEAD".into()) },
+            WatchEvent::Event {
+                event_type: "rename".into(),
+                filename: Some("HEAD".into()),
+            },
             r#"{"type":"event","eventType":"rename","filename":"HEAD"}"#,
         );
         check(
-            WatchEvent::Error { error: crate::Errno::new("ENOENT", "watch", Some("/p/x")) },
+            WatchEvent::Error {
+                error: crate::Errno::new("ENOENT", "watch", Some("/p/x")),
+            },
             r#"{"type":"error","error":{"code":"ENOENT","syscall":"watch","path":"/p/x"}}"#,
         );
     }

@@ -228,7 +228,7 @@ fn a_wrong_token_executes_nothing_and_the_right_one_does() {
     wrong[10] = if wrong[10] == b'a' { b'b' } else { b'a' };
     let attempts: Vec<Vec<u8>> = vec![
         wrong,
-        token[..32].as_bytes().to_vec(),
+        token.as_bytes()[..32].to_vec(),
         b"".to_vec(),
         format!("{token}x").into_bytes(),
     ];
