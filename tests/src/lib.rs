@@ -2,6 +2,7 @@
 //!
 //! - [`paths`]: the workspace, built binaries ([`paths::bin`]), the pinned pi ([`paths::pi_cli`]).
 //! - [`Sshd`]: a throwaway sshd whose remote home is a private tmpfs the test cannot see.
+//! - [`DelayProxy`]: a TCP proxy adding latency, cutting or killing links (in front of an [`Sshd`]).
 //! - [`FakeLlm`]: the scripted OpenAI-compatible server; [`pi_env`] points pi at it.
 //!
 //! Prerequisites (scripts/test.sh does all of them): root, openssh-server, util-linux, git, node,
@@ -11,10 +12,12 @@ pub mod llm;
 pub mod paths;
 pub mod pi;
 pub mod pii;
+pub mod proxy;
 pub mod sshd;
 
 pub use llm::FakeLlm;
 pub use pi::{local_pi, models_json, pi_env, PI_ARGS};
+pub use proxy::DelayProxy;
 pub use sshd::{Sshd, SshdBuilder, REMOTE_USER};
 
 /// A sentence that appears only in `fixtures/project/AGENTS.md`: finding it in a system prompt

@@ -388,12 +388,31 @@ impl Sshd {
 
     /// The `Host` block of [`Sshd::ssh_config`], to combine several fixtures in one config file.
     pub fn ssh_config_block(&self) -> String {
+        self.ssh_config_block_via(self.port)
+    }
+
+    /// A second ssh client config whose alias (the same [`Sshd::alias`], so [`Sshd::dest`] still
+    /// applies) connects to 127.0.0.1:`port` instead of sshd's own port: e.g. a
+    /// [`crate::proxy::DelayProxy`] in front of sshd (`DelayProxy::start(sshd.addr(), …)`).
+    pub fn ssh_config_via(&self, port: u16) -> PathBuf {
+        let path = self.dir.path().join(format!("ssh_config_via_{port}"));
+        fs::write(&path, self.ssh_config_block_via(port))
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        path
+    }
+
+    /// sshd's address, `127.0.0.1:<port>`.
+    pub fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    fn ssh_config_block_via(&self, port: u16) -> String {
         format!(
             "Host {alias}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n  \
              IdentityFile {key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  \
              UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n",
             alias = self.alias,
-            port = self.port,
+            port = port,
             user = self.user.name,
             key = self.client_key().display(),
         )
