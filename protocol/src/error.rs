@@ -24,6 +24,9 @@ pub enum ErrorCode {
     ConnectionLost = -32004,
     /// The call did not complete within the configured `rpcTimeout`.
     Timeout = -32005,
+    /// `hello` asked to resume a session the agent does not hold any more (its grace period
+    /// ended, or the remote restarted): start a new session.
+    SessionGone = -32006,
     /// Standard JSON-RPC: the frame is not JSON.
     ParseError = -32700,
     /// Standard JSON-RPC: not a valid request object.

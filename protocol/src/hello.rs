@@ -83,6 +83,13 @@ pub struct Hello {
     /// Widen the sandbox beyond the project root (must contain it). Default: the project root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_root: Option<String>,
+    /// Take over a session whose link dropped (see [`crate::session`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<crate::session::Resume>,
+    /// How long (ms) the agent keeps the session after its link drops without `session.end`.
+    /// Default [`crate::session::DEFAULT_GRACE_MS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_ms: Option<u64>,
 }
 
 /// `hello` result.
@@ -92,6 +99,13 @@ pub struct HelloResult {
     pub protocol: u32,
     pub agent_version: String,
     pub facts: Facts,
+    /// What a later `hello` needs to resume this session; absent when the agent cannot offer
+    /// resumption (e.g. no writable runtime directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<crate::session::SessionTicket>,
+    /// This `hello` resumed an existing session (processes and subscriptions live on).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub resumed: bool,
 }
 
 /// What the agent knows of the remote, once per connection.
@@ -168,8 +182,25 @@ mod tests {
                 client_version: "0.1.0".into(),
                 root: "~/app".into(),
                 sandbox_root: None,
+                resume: None,
+                grace_ms: None,
             },
             r#"{"protocol":1,"clientVersion":"0.1.0","root":"~/app"}"#,
+        );
+        check(
+            Hello {
+                protocol: 1,
+                client_version: "0.1.0".into(),
+                root: "/p".into(),
+                sandbox_root: None,
+                resume: Some(crate::session::Resume {
+                    session: "ab".into(),
+                    secret: "cd".into(),
+                    last_seq: 3,
+                }),
+                grace_ms: Some(500),
+            },
+            r#"{"protocol":1,"clientVersion":"0.1.0","root":"/p","resume":{"session":"ab","secret":"cd","lastSeq":3},"graceMs":500}"#,
         );
         rejects_unknown::<Hello>(r#"{"protocol":1,"clientVersion":"0","root":"/","x":1}"#);
     }
@@ -198,9 +229,30 @@ mod tests {
             HelloResult {
                 protocol: 1,
                 agent_version: "0.1.0".into(),
-                facts,
+                facts: facts.clone(),
+                session: None,
+                resumed: false,
             },
             r#"{"protocol":1,"agentVersion":"0.1.0","facts":{"os":"linux","arch":"x86_64","user":"dev","uid":1000,"gid":1000,"home":"/home/dev","hostname":"box","shell":"/bin/bash","loginPath":"/usr/bin:/bin","projectRoot":"/home/dev/app","sandboxRoot":"/home/dev/app","agentPid":42,"gitVersion":"2.39.2","hasRg":false,"hasFd":true}}"#,
         );
+        let r = HelloResult {
+            protocol: 1,
+            agent_version: "0.1.0".into(),
+            facts,
+            session: Some(crate::session::SessionTicket {
+                id: "ab".into(),
+                secret: "cd".into(),
+                grace_ms: 60000,
+            }),
+            resumed: true,
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            text.ends_with(
+                r#""session":{"id":"ab","secret":"cd","graceMs":60000},"resumed":true}"#
+            ),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<HelloResult>(&text).unwrap(), r);
     }
 }

@@ -19,6 +19,7 @@ pub mod frame;
 pub mod fs;
 pub mod hello;
 pub mod proc;
+pub mod session;
 pub mod watch;
 
 mod bytes;
@@ -160,6 +161,12 @@ pub mod methods {
         Stdin = "proc.stdin", idempotent = false, (StdinParams) -> Empty;
         /// Send a signal to a spawned process or its process group.
         Kill = "proc.kill", idempotent = false, (KillParams) -> bool;
+        /// The client has every notification up to `seq` (see [`crate::session`]). Sent as a
+        /// notification (no id, no answer); a call with an id is answered with `null`.
+        SessionAck = "session.ack", idempotent = true, (crate::session::AckParams) -> Empty;
+        /// A clean end: when the input closes after this, the agent kills the session's
+        /// processes at once instead of keeping them for a resume.
+        SessionEnd = "session.end", idempotent = true, (Empty) -> Empty;
     }
 
     subscriptions! {

@@ -368,6 +368,9 @@ pub async fn hello(agent: Arc<Agent>, p: Hello) -> Result<HelloResult, Failure> 
         protocol: protocol::PROTOCOL_VERSION,
         agent_version: protocol::VERSION.into(),
         facts,
+        // Filled in by the server, which owns resumption (remote/src/resume.rs).
+        session: None,
+        resumed: false,
     })
 }
 

@@ -9,6 +9,7 @@ extern crate pi_bridge_protocol as protocol;
 mod facts;
 mod fs;
 mod proc;
+mod resume;
 mod sandbox;
 mod server;
 mod watch;

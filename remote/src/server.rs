@@ -12,6 +12,7 @@
 //! result types from a [`protocol::Method`]), which the module wraps, and which `fs.batch` calls
 //! directly.
 
+use crate::resume::{self, Out};
 use crate::{facts, fs, proc, sandbox::Sandbox, watch};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -25,13 +26,13 @@ use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
+#[cfg(test)]
+use tokio::io::BufReader;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{mpsc, OnceCell};
 
 /// Notifications a subscription may have queued before its producer waits (backpressure).
 const SUB_BUFFER: usize = 16;
-/// Frames queued for the writer before request tasks wait for it.
-const OUT_BUFFER: usize = 256;
 
 /// A failed call: an OS error (code -32000, `data` = [`Errno`]) or a protocol error.
 #[derive(Debug)]
@@ -78,6 +79,10 @@ pub struct Agent {
     pub uploads: fs::Uploads,
     pub procs: proc::Procs,
     table: std::sync::OnceLock<Arc<Table>>,
+    /// Resumption: ticket, socket, grace period, clean end (see `resume`).
+    pub life: resume::Life,
+    /// Where responses and notifications go (set by [`serve`]).
+    pub out: std::sync::OnceLock<Out>,
 }
 
 impl Agent {
@@ -88,6 +93,8 @@ impl Agent {
             uploads: fs::Uploads::default(),
             procs: proc::Procs::default(),
             table: std::sync::OnceLock::new(),
+            life: resume::Life::default(),
+            out: std::sync::OnceLock::new(),
         })
     }
 
@@ -118,8 +125,10 @@ impl Agent {
             .clone()
     }
 
-    /// Kill every process group this agent started, drop unfinished uploads.
+    /// Kill every process group this agent started, drop unfinished uploads, stop listening
+    /// for resumes.
     pub async fn shutdown(&self) {
+        self.life.close();
         self.uploads.abort_all();
         self.procs.kill_all().await;
     }
@@ -299,11 +308,36 @@ where
 /// Every plain method of the agent.
 pub fn table() -> Table {
     let mut t = Table::default();
-    register::<HelloCall, _, _>(&mut t, facts::hello);
+    register::<HelloCall, _, _>(&mut t, hello);
+    register::<SessionAck, _, _>(&mut t, |agent: Arc<Agent>, p| async move {
+        if let Some(out) = agent.out.get() {
+            out.ack(p.seq).await;
+        }
+        Ok(protocol::Empty)
+    });
+    register::<SessionEnd, _, _>(&mut t, |agent: Arc<Agent>, _| async move {
+        agent.life.end();
+        Ok(protocol::Empty)
+    });
     fs::register_all(&mut t);
     register::<Batch, _, _>(&mut t, batch);
     proc::register_all(&mut t);
     t
+}
+
+/// `hello`: the facts, and a ticket to resume this session later. A `resume` is only served as
+/// the first call of a connection (by `serve`), never here.
+async fn hello(agent: Arc<Agent>, p: protocol::Hello) -> Result<protocol::HelloResult, Failure> {
+    if p.resume.is_some() {
+        return Err(Failure::Code(
+            ErrorCode::InvalidParams,
+            "`resume` is only accepted as the first call of a new connection".into(),
+        ));
+    }
+    let grace = p.grace_ms;
+    let mut r = facts::hello(agent.clone(), p).await?;
+    r.session = agent.life.make_resumable(&r.facts.home, grace, &r);
+    Ok(r)
 }
 
 /// `fs.batch`: each call through the same table, in order, each with its own outcome.
@@ -387,6 +421,11 @@ fn null_id() -> &'static RawValue {
     serde_json::from_str("null").unwrap_or_else(|_| unreachable!())
 }
 
+/// An error reply frame (for `resume`).
+pub fn error_reply(id: Option<&RawValue>, code: ErrorCode, message: String) -> Box<str> {
+    error_frame(id, code, message)
+}
+
 /// An error reply frame.
 fn error_frame(id: Option<&RawValue>, code: ErrorCode, message: impl Into<String>) -> Box<str> {
     let id: &RawValue = match id {
@@ -409,7 +448,10 @@ fn error_frame(id: Option<&RawValue>, code: ErrorCode, message: impl Into<String
         .into_boxed_str()
 }
 
-/// Serve one session on `reader`/`writer` until `reader` ends.
+/// Serve one session, first on `reader`/`writer`. The session ends when its input ends after
+/// `session.end` (or before any `hello`); when it ends otherwise the link dropped, and the
+/// session waits up to its grace period for a resume (a new connection via the socket, see
+/// [`resume`]) before its processes are killed.
 pub async fn serve<R, W>(reader: R, writer: W) -> anyhow::Result<()>
 where
     R: AsyncRead + Unpin + Send + 'static,
@@ -417,9 +459,14 @@ where
 {
     let agent = Agent::new();
     let module = Arc::new(module(agent.clone()));
-    let (out_tx, out_rx) = mpsc::channel::<Box<str>>(OUT_BUFFER);
+    let out = Out::start();
+    let _ = agent.out.set(out.clone());
+    let (incoming_tx, mut incoming_rx) = mpsc::channel::<resume::Incoming>(4);
+    agent.life.set_incoming(incoming_tx);
+    let (conn_tx, conn_rx) = mpsc::unbounded_channel::<Box<str>>();
     let magic = protocol::Magic::current().line().into_boxed_str();
-    let writer_task = tokio::spawn(write_loop(writer, magic, out_rx));
+    let writer_task = tokio::spawn(write_loop(writer, Some(magic), conn_rx));
+    out.attach(conn_tx, None, None).await;
     // Probe the host while the client is still getting ready: `hello` then finds it done.
     {
         let agent = agent.clone();
@@ -427,56 +474,141 @@ where
             agent.probe().await;
         });
     }
-    let mut frames = protocol::FrameReader::new(BufReader::with_capacity(256 * 1024, reader));
+    let frames = resume::frames_of(Box::new(reader));
+    let mut current = tokio::spawn(read_conn(
+        frames,
+        module.clone(),
+        agent.clone(),
+        out.clone(),
+        true,
+    ));
+    loop {
+        tokio::select! {
+            _ = &mut current => {
+                if agent.life.ended() || !agent.life.resumable() {
+                    tracing::debug!("input closed; shutting down");
+                    break;
+                }
+                let grace = agent.life.grace();
+                tracing::info!(
+                    "link dropped; keeping the session for {grace:?} ({} notifications unacknowledged)",
+                    out.unacked()
+                );
+                tokio::select! {
+                    inc = incoming_rx.recv() => match inc {
+                        Some(inc) => current = attach(inc, &module, &agent, &out).await,
+                        None => break,
+                    },
+                    _ = tokio::time::sleep(grace) => {
+                        tracing::info!("no resume within {grace:?}; ending the session");
+                        break;
+                    }
+                }
+            }
+            inc = incoming_rx.recv() => {
+                // A resume while the old link still looks open to us: it is dead to the client.
+                if let Some(inc) = inc {
+                    current.abort();
+                    current = attach(inc, &module, &agent, &out).await;
+                }
+            }
+        }
+    }
+    current.abort();
+    agent.shutdown().await;
+    out.detach().await;
+    // Let queued replies out, but never wait on subscriptions that outlive the input.
+    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), writer_task).await;
+    Ok(())
+}
+
+/// Make an accepted resume the session's connection: answer its `hello`, replay, read it.
+async fn attach(
+    inc: resume::Incoming,
+    module: &Arc<RpcModule<Agent>>,
+    agent: &Arc<Agent>,
+    out: &Out,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = mpsc::unbounded_channel::<Box<str>>();
+    tokio::spawn(write_loop(inc.writer, None, rx));
+    let first = resume::resumed_hello_frame(&agent.life, &inc.hello_id).unwrap_or_else(|| {
+        error_frame(
+            Some(&inc.hello_id),
+            ErrorCode::SessionGone,
+            "the session is closing",
+        )
+    });
+    tracing::info!("session resumed after seq {}", inc.last_seq);
+    out.attach(tx, Some(first), Some(inc.last_seq)).await;
+    tokio::spawn(read_conn(
+        inc.frames,
+        module.clone(),
+        agent.clone(),
+        out.clone(),
+        false,
+    ))
+}
+
+/// Read one connection's frames until it ends. With `relay_ok` (a fresh agent's stdin), a
+/// first `hello` that resumes a session turns this agent into a relay to that session.
+async fn read_conn(
+    mut frames: resume::Frames,
+    module: Arc<RpcModule<Agent>>,
+    agent: Arc<Agent>,
+    out: Out,
+    relay_ok: bool,
+) {
     loop {
         let line = match frames.next_frame().await {
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(protocol::FrameError::TooLarge { len, max }) => {
                 let msg = format!("frame of {len} bytes or more exceeds the {max}-byte limit");
-                let _ = out_tx
-                    .send(error_frame(None, ErrorCode::FrameTooLarge, msg))
+                out.frame(error_frame(None, ErrorCode::FrameTooLarge, msg))
                     .await;
                 continue;
             }
             Err(protocol::FrameError::NotUtf8) => {
-                let _ = out_tx
-                    .send(error_frame(
-                        None,
-                        ErrorCode::ParseError,
-                        "frame is not valid UTF-8",
-                    ))
-                    .await;
+                out.frame(error_frame(
+                    None,
+                    ErrorCode::ParseError,
+                    "frame is not valid UTF-8",
+                ))
+                .await;
                 continue;
             }
             Err(protocol::FrameError::Io(e)) => {
-                tracing::debug!("reading stdin: {e}");
+                tracing::debug!("reading input: {e}");
                 break;
             }
         };
         if line.trim().is_empty() {
-            if out_tx.send("".into()).await.is_err() {
+            if !out.frame("".into()).await {
                 break;
             }
             continue;
         }
-        tokio::spawn(handle(module.clone(), agent.clone(), out_tx.clone(), line));
+        if relay_ok && !agent.is_ready() {
+            if let Some((id, r)) = resume::resume_request(&line) {
+                let home = agent.probe().await.home.clone();
+                match resume::relay(&line, &r, &home, &mut frames, &out).await {
+                    resume::Relay::Done => break,
+                    resume::Relay::Gone(why) => {
+                        tracing::info!("resume refused: {why}");
+                        let msg = format!("cannot resume: {why}; start a new session");
+                        out.frame(error_frame(Some(&id), ErrorCode::SessionGone, msg))
+                            .await;
+                        continue;
+                    }
+                }
+            }
+        }
+        tokio::spawn(handle(module.clone(), agent.clone(), out.clone(), line));
     }
-    tracing::debug!("input closed; shutting down");
-    agent.shutdown().await;
-    drop(out_tx);
-    // Let queued replies out, but never wait on subscriptions that outlive the input.
-    let _ = tokio::time::timeout(std::time::Duration::from_millis(200), writer_task).await;
-    Ok(())
 }
 
 /// Answer one frame.
-async fn handle(
-    module: Arc<RpcModule<Agent>>,
-    agent: Arc<Agent>,
-    out: mpsc::Sender<Box<str>>,
-    line: String,
-) {
+async fn handle(module: Arc<RpcModule<Agent>>, agent: Arc<Agent>, out: Out, line: String) {
     let trimmed = line.trim_start();
     if trimmed.starts_with('[') {
         let reply = match serde_json::from_str::<IgnoredAny>(trimmed) {
@@ -487,7 +619,7 @@ async fn handle(
             ),
             Err(e) => error_frame(None, ErrorCode::ParseError, format!("parse error: {e}")),
         };
-        let _ = out.send(reply).await;
+        out.frame(reply).await;
         return;
     }
     let probe = match serde_json::from_str::<Probe>(&line) {
@@ -501,24 +633,34 @@ async fn handle(
                 ),
                 _ => error_frame(None, ErrorCode::ParseError, format!("parse error: {e}")),
             };
-            let _ = out.send(reply).await;
+            out.frame(reply).await;
             return;
         }
     };
     let Some(id) = probe.id else {
-        // A notification: JSON-RPC forbids a reply, and the agent takes none.
-        tracing::debug!("ignoring notification {:?}", probe.method);
+        // A notification: JSON-RPC forbids a reply. The only one the agent takes is the ack.
+        if probe.method.as_deref() == Some(SessionAck::NAME) {
+            #[derive(Deserialize)]
+            struct Ack {
+                params: protocol::session::AckParams,
+            }
+            match serde_json::from_str::<Ack>(&line) {
+                Ok(a) => out.ack(a.params.seq).await,
+                Err(e) => tracing::debug!("bad session.ack: {e}"),
+            }
+        } else {
+            tracing::debug!("ignoring notification {:?}", probe.method);
+        }
         return;
     };
     let method = probe.method.as_deref().unwrap_or("");
     if method != HelloCall::NAME && !agent.is_ready() {
-        let _ = out
-            .send(error_frame(
-                Some(id),
-                ErrorCode::NotReady,
-                "call `hello` first",
-            ))
-            .await;
+        out.frame(error_frame(
+            Some(id),
+            ErrorCode::NotReady,
+            "call `hello` first",
+        ))
+        .await;
         return;
     }
     let id: Box<RawValue> = id.to_owned();
@@ -535,38 +677,40 @@ async fn handle(
             } else {
                 resp
             };
-            if out.send(resp).await.is_err() {
+            if !out.frame(resp).await {
                 return;
             }
             while let Some(n) = rx.recv().await {
-                if out.send(n.into()).await.is_err() {
+                if !out.note(n.into()).await {
                     return;
                 }
             }
         }
         Err(e) => {
-            let _ = out
-                .send(error_frame(
-                    Some(&id),
-                    ErrorCode::InvalidRequest,
-                    format!("invalid request: {e}"),
-                ))
-                .await;
+            out.frame(error_frame(
+                Some(&id),
+                ErrorCode::InvalidRequest,
+                format!("invalid request: {e}"),
+            ))
+            .await;
         }
     }
 }
 
-/// The single writer: magic line first, then frames, flushed whenever the queue runs dry.
+/// A connection's single writer: the magic line first (on stdout), then frames, flushed
+/// whenever the queue runs dry.
 async fn write_loop<W: AsyncWrite + Unpin>(
     writer: W,
-    magic: Box<str>,
-    mut rx: mpsc::Receiver<Box<str>>,
+    magic: Option<Box<str>>,
+    mut rx: mpsc::UnboundedReceiver<Box<str>>,
 ) {
     let mut w = BufWriter::with_capacity(256 * 1024, writer);
     let res: std::io::Result<()> = async {
-        w.write_all(magic.as_bytes()).await?;
-        w.write_all(b"\n").await?;
-        w.flush().await?;
+        if let Some(magic) = magic {
+            w.write_all(magic.as_bytes()).await?;
+            w.write_all(b"\n").await?;
+            w.flush().await?;
+        }
         while let Some(frame) = rx.recv().await {
             w.write_all(frame.as_bytes()).await?;
             w.write_all(b"\n").await?;

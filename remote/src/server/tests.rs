@@ -466,6 +466,8 @@ async fn eof_kills_running_processes() {
     let pid2 = c.notification(&sub2).await["pid"].as_i64().unwrap() as i32;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(proc::group_alive(pid) && proc::group_alive(pid2));
+    // A clean close: `session.end`, then the end of input.
+    assert_eq!(c.ok("session.end", json!(null)).await, json!(null));
     c.wr.shutdown().await.unwrap();
     let t0 = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(10), &mut c.server)
@@ -476,6 +478,191 @@ async fn eof_kills_running_processes() {
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert!(!proc::group_alive(pid), "group {pid} survived EOF");
     assert!(!proc::group_alive(pid2), "group {pid2} survived EOF");
+}
+
+/// A hello'd client with a short grace period; returns it and its session ticket.
+async fn resumable(grace_ms: u64) -> (Client, Value) {
+    let mut c = Client::start().await;
+    let r = c
+        .ok(
+            "hello",
+            json!({"protocol": 1, "clientVersion": "test", "root": c.root.clone(), "graceMs": grace_ms}),
+        )
+        .await;
+    let ticket = r["session"].clone();
+    assert_eq!(ticket["graceMs"], json!(grace_ms), "{r}");
+    assert_eq!(ticket["id"].as_str().unwrap().len(), 32, "{r}");
+    assert_eq!(ticket["secret"].as_str().unwrap().len(), 64, "{r}");
+    (c, ticket)
+}
+
+async fn socket_of(ticket: &Value) -> std::path::PathBuf {
+    let home = facts::probe().await.home;
+    resume::run_dir(&home).join(format!("{}.sock", ticket["id"].as_str().unwrap()))
+}
+
+#[tokio::test]
+async fn a_dropped_link_keeps_processes_for_the_grace_period_only() {
+    let (mut c, ticket) = resumable(1500).await;
+    let sock = socket_of(&ticket).await;
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let md = std::fs::symlink_metadata(&sock).unwrap();
+        assert_eq!(md.permissions().mode() & 0o777, 0o600);
+        let dir = std::fs::symlink_metadata(sock.parent().unwrap()).unwrap();
+        assert_eq!(dir.mode() & 0o777, 0o700);
+    }
+    let cwd = c.root.clone();
+    let sub = c
+        .ok(
+            "proc.spawn",
+            json!({"file": "sleep", "args": ["100"], "cwd": cwd}),
+        )
+        .await;
+    let pid = c.notification(&sub).await["pid"].as_i64().unwrap() as i32;
+    c.wr.shutdown().await.unwrap(); // no session.end: a drop
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        proc::group_alive(pid),
+        "killed before the grace period ended"
+    );
+    assert!(sock.exists());
+    tokio::time::timeout(Duration::from_secs(15), &mut c.server)
+        .await
+        .expect("the agent outlived its grace period")
+        .unwrap()
+        .unwrap();
+    assert!(
+        !proc::group_alive(pid),
+        "group {pid} survived the grace period"
+    );
+    assert!(!sock.exists(), "socket {} left behind", sock.display());
+}
+
+#[tokio::test]
+async fn a_new_agent_resumes_the_session_with_every_line_once() {
+    let (mut a, ticket) = resumable(20_000).await;
+    let cwd = a.root.clone();
+    let sub = a
+        .ok(
+            "proc.spawn",
+            json!({"file": "sh", "args": ["-c", "for i in $(seq 1 300); do echo line $i; sleep 0.005; done"], "cwd": cwd}),
+        )
+        .await;
+    // Read a few events (with their seqs), then drop the link mid-stream.
+    let mut out = Vec::new();
+    let mut last_seq = 0u64;
+    while out.len() < 20 {
+        let f = a.frame().await;
+        if f["params"]["subscription"] == sub {
+            let seq = f["params"]["seq"]
+                .as_u64()
+                .expect("notifications carry seq");
+            assert_eq!(seq, last_seq + 1, "seq is dense");
+            last_seq = seq;
+            if f["params"]["result"]["type"] == "stdout" {
+                out.extend(base64_decode(&f["params"]["result"]["data"]));
+            }
+        }
+    }
+    a.wr.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await; // output piles up meanwhile
+
+    // A wrong secret is refused like a gone session; the real one resumes.
+    let mut b = Client::start().await;
+    let mut bad = ticket.clone();
+    bad["secret"] = json!("00".repeat(32));
+    let e = b
+        .err(
+            "hello",
+            json!({"protocol": 1, "clientVersion": "test", "root": a.root.clone(),
+                   "resume": {"session": bad["id"], "secret": bad["secret"], "lastSeq": last_seq}}),
+        )
+        .await;
+    assert_eq!(e["code"], json!(ErrorCode::SessionGone.code()), "{e}");
+    let mut b = Client::start().await;
+    let r = b
+        .ok(
+            "hello",
+            json!({"protocol": 1, "clientVersion": "test", "root": a.root.clone(),
+                   "resume": {"session": ticket["id"], "secret": ticket["secret"], "lastSeq": last_seq}}),
+        )
+        .await;
+    assert_eq!(r["resumed"], json!(true), "{r}");
+    loop {
+        let f = b.frame().await;
+        if f["params"]["subscription"] != sub {
+            continue;
+        }
+        let seq = f["params"]["seq"].as_u64().unwrap();
+        assert_eq!(seq, last_seq + 1, "replay continues the sequence: {f}");
+        last_seq = seq;
+        // Acks keep the replay buffer small (and prove the method is taken as a notification).
+        b.send_raw(
+            format!(
+                "{}\n",
+                json!({"jsonrpc": "2.0", "method": "session.ack", "params": {"seq": seq}})
+            )
+            .as_bytes(),
+        )
+        .await;
+        let ev = &f["params"]["result"];
+        match ev["type"].as_str().unwrap() {
+            "stdout" => out.extend(base64_decode(&ev["data"])),
+            "exit" => {
+                assert_eq!(ev["code"], json!(0));
+                break;
+            }
+            other => panic!("unexpected {other}: {f}"),
+        }
+    }
+    let text = String::from_utf8(out).unwrap();
+    let want: String = (1..=300).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(text, want, "every line exactly once, in order");
+    // The resumed session still serves calls, then ends cleanly.
+    assert_eq!(b.ok("session.end", json!(null)).await, json!(null));
+    b.wr.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), &mut b.server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), &mut a.server)
+        .await
+        .expect("the session's agent ends when its resumed link ends cleanly")
+        .unwrap()
+        .unwrap();
+    assert!(!socket_of(&ticket).await.exists());
+}
+
+#[tokio::test]
+async fn resume_of_an_unknown_session_is_refused_then_a_fresh_hello_works() {
+    let mut c = Client::start().await;
+    let root = c.root.clone();
+    let e = c
+        .err(
+            "hello",
+            json!({"protocol": 1, "clientVersion": "test", "root": root,
+                   "resume": {"session": "00112233445566778899aabbccddeeff", "secret": "x", "lastSeq": 0}}),
+        )
+        .await;
+    assert_eq!(e["code"], json!(ErrorCode::SessionGone.code()), "{e}");
+    let e = c
+        .err(
+            "hello",
+            json!({"protocol": 1, "clientVersion": "test", "root": root,
+                   "resume": {"session": "../../etc/passwd", "secret": "x", "lastSeq": 0}}),
+        )
+        .await;
+    assert_eq!(e["code"], json!(ErrorCode::SessionGone.code()), "{e}");
+    let r = c
+        .ok(
+            "hello",
+            json!({"protocol": 1, "clientVersion": "test", "root": root}),
+        )
+        .await;
+    assert!(r["session"]["id"].is_string());
+    assert_eq!(c.ok("session.end", json!(null)).await, json!(null));
 }
 
 #[tokio::test]
