@@ -262,6 +262,8 @@ impl Session {
             client_version: protocol::VERSION.to_string(),
             root: root.to_string(),
             sandbox_root: sandbox_root.map(str::to_string),
+            resume: None,
+            grace_ms: None,
         };
         let raw = serde_json::value::to_raw_value(&params).expect("Hello serializes");
         match self.call("hello", Some(&raw), None).await {
