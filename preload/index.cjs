@@ -61,6 +61,7 @@ function main() {
   sync.configure(session);
   rpc.configure(session);
   installCwd(route, sync);
+  require('./trust.cjs').install(session, require('./fsops.cjs').OPS); // before fs patches
   require('./fs.cjs').install();
   childProcess.install();
   require('module').syncBuiltinESMExports();

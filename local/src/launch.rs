@@ -210,6 +210,7 @@ pub fn session_env(
     endpoint: std::net::SocketAddr,
     facts: &protocol::Facts,
     rpc_timeout_ms: u64,
+    trust_project: bool,
 ) -> SessionEnv {
     SessionEnv {
         endpoint: endpoint.to_string(),
@@ -218,7 +219,62 @@ pub fn session_env(
         remote_path: facts.login_path.clone(),
         remote_home: facts.home.clone(),
         rpc_timeout_ms,
+        trust_project,
     }
+}
+
+/// One call to the agent through `session`, its result deserialized; errors as text.
+pub async fn call<T: serde::de::DeserializeOwned>(
+    session: &crate::session::Session,
+    method: &str,
+    params: serde_json::Value,
+) -> Result<T, String> {
+    let raw = serde_json::value::to_raw_value(&params).map_err(|e| e.to_string())?;
+    match session.call(method, Some(&raw), None).await {
+        crate::session::Reply::Result(r) => {
+            serde_json::from_str(r.get()).map_err(|e| format!("{method}: bad result: {e}"))
+        }
+        crate::session::Reply::Error(e) => Err(e.get().to_string()),
+        crate::session::Reply::Delivered => Err(format!("{method}: unexpected subscription")),
+    }
+}
+
+/// The one line pii prints (before node starts) when the remote project holds code pi would run
+/// on this machine and `--trust-project` was not given; `None` when there is nothing to hide.
+pub async fn trust_notice(session: &crate::session::Session, root: &str) -> Option<String> {
+    let pi_dir = format!("{}/.pi", root.trim_end_matches('/'));
+    let mut hidden = vec![];
+    let ext: Result<serde_json::Value, String> = call(
+        session,
+        "fs.stat",
+        serde_json::json!({"path": format!("{pi_dir}/extensions"), "lstat": true}),
+    )
+    .await;
+    if ext.is_ok() {
+        hidden.push(".pi/extensions".to_string());
+    }
+    let settings: Result<protocol::fs::ReadResult, String> = call(
+        session,
+        "fs.read",
+        serde_json::json!({"path": format!("{pi_dir}/settings.json")}),
+    )
+    .await;
+    if let Ok(r) = settings {
+        let v: serde_json::Value = serde_json::from_slice(&r.data.0).unwrap_or_default();
+        let keys: Vec<&str> = ["packages", "extensions", "npmCommand"]
+            .into_iter()
+            .filter(|k| v.get(k).is_some())
+            .collect();
+        if !keys.is_empty() {
+            hidden.push(format!("{} of .pi/settings.json", keys.join("/")));
+        }
+    }
+    (!hidden.is_empty()).then(|| {
+        format!(
+            "pii: hiding the remote project's {} (code from the remote would run on this machine); --trust-project to allow",
+            hidden.join(" and ")
+        )
+    })
 }
 
 /// Run `node --require <preload> <pi> <args>` in `cwd`, with the token and session in its
@@ -355,6 +411,7 @@ mod tests {
             "127.0.0.1:9".parse().unwrap(),
             &crate::session::tests::facts(),
             1234,
+            false,
         );
         let st = run_node(
             &node,
@@ -376,6 +433,7 @@ mod tests {
         assert_eq!(v["session"]["cwd"], "/home/dev/app");
         assert_eq!(v["session"]["routes"], serde_json::json!(["/home/dev/app"]));
         assert_eq!(v["session"]["rpcTimeoutMs"], 1234);
+        assert_eq!(v["session"]["trustProject"], false);
         assert_eq!(
             std::fs::canonicalize(v["cwd"].as_str().unwrap()).unwrap(),
             std::fs::canonicalize(&cwd).unwrap()

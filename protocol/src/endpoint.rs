@@ -35,6 +35,11 @@ pub struct SessionEnv {
     pub remote_home: String,
     /// Milliseconds a call may take before it fails with ETIMEDOUT-like error.
     pub rpc_timeout_ms: u64,
+    /// `pii --trust-project`: let pi see the project's `.pi/extensions` and the `packages` and
+    /// `extensions` of its `.pi/settings.json` (code that pi would run on the local machine).
+    /// Absent or false: the preload hides them (DESIGN.md "Trust").
+    #[serde(default)]
+    pub trust_project: bool,
 }
 
 /// `session.info` result.
@@ -59,9 +64,16 @@ mod tests {
                 remote_path: "/usr/bin".into(),
                 remote_home: "/home/u".into(),
                 rpc_timeout_ms: 30000,
+                trust_project: true,
             },
-            r#"{"endpoint":"127.0.0.1:4000","cwd":"/p","routes":["/p"],"remotePath":"/usr/bin","remoteHome":"/home/u","rpcTimeoutMs":30000}"#,
+            r#"{"endpoint":"127.0.0.1:4000","cwd":"/p","routes":["/p"],"remotePath":"/usr/bin","remoteHome":"/home/u","rpcTimeoutMs":30000,"trustProject":true}"#,
         );
+        // Older pii (no trustProject): untrusted, the safe default.
+        let old: SessionEnv = serde_json::from_str(
+            r#"{"endpoint":"e","cwd":"/","routes":[],"remotePath":"","remoteHome":"","rpcTimeoutMs":1}"#,
+        )
+        .unwrap();
+        assert!(!old.trust_project);
         crate::roundtrip::rejects_unknown::<SessionEnv>(
             r#"{"endpoint":"e","cwd":"/","routes":[],"remotePath":"","remoteHome":"","rpcTimeoutMs":1,"token":"x"}"#,
         );
