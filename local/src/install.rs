@@ -349,6 +349,66 @@ pub fn bootstrap_script(known: &[(String, String)]) -> String {
     .join("; ")
 }
 
+/// Bytes this process uploaded as agent binaries (`pii doctor` reports a fresh install).
+pub static UPLOADED_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The upload is written in pieces this big, so progress moves on a slow link.
+const UPLOAD_CHUNK: usize = 32 * 1024;
+
+/// Upload progress on stderr: one line redrawn in place (`\r`), at most every 200 ms and at
+/// whole percents, finished with a newline. Only before node starts (the upload is part of the
+/// bootstrap), and only when stderr is a terminal or with --verbose.
+struct Progress {
+    total: u64,
+    sent: u64,
+    show: bool,
+    started: std::time::Instant,
+    last: Option<std::time::Instant>,
+    last_pct: u64,
+}
+
+impl Progress {
+    fn new(total: u64, show: bool) -> Progress {
+        Progress {
+            total,
+            sent: 0,
+            show,
+            started: std::time::Instant::now(),
+            last: None,
+            last_pct: u64::MAX,
+        }
+    }
+
+    fn add(&mut self, n: u64) {
+        self.sent += n;
+        let pct = (self.sent * 100).checked_div(self.total).unwrap_or(100);
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_millis(200));
+        if self.show && due && pct != self.last_pct {
+            self.last = Some(std::time::Instant::now());
+            self.last_pct = pct;
+            eprint!("\r{}", self.line(pct));
+        }
+    }
+
+    fn line(&self, pct: u64) -> String {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        format!(
+            "pii: uploading the agent: {pct:3}% ({} of {} KiB, {:.0} KiB/s)",
+            self.sent / 1024,
+            self.total / 1024,
+            self.sent as f64 / 1024.0 / secs
+        )
+    }
+
+    fn done(&mut self) {
+        if self.show && self.last.is_some() {
+            eprintln!("\r{}", self.line(100));
+        }
+    }
+}
+
 /// One agent binary pii can upload.
 #[derive(Debug, Clone)]
 pub struct Upload {
@@ -466,12 +526,20 @@ pub async fn bootstrap(
                 // The file may have changed since it was hashed: hash what is sent.
                 let sha = hex(&Sha256::digest(&bytes));
                 let header = format!("{} {} {}\n", bytes.len(), sha, dir_name(&sha));
+                let show = verbose || std::io::IsTerminal::is_terminal(&std::io::stderr());
                 let sent = async {
                     stdin.write_all(header.as_bytes()).await?;
-                    stdin.write_all(&bytes).await?;
-                    stdin.flush().await
+                    let mut progress = Progress::new(bytes.len() as u64, show);
+                    for chunk in bytes.chunks(UPLOAD_CHUNK) {
+                        stdin.write_all(chunk).await?;
+                        progress.add(chunk.len() as u64);
+                    }
+                    stdin.flush().await?;
+                    progress.done();
+                    Ok::<_, std::io::Error>(())
                 }
                 .await;
+                UPLOADED_BYTES.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if let Err(e) = sent {
                     tracing::warn!("upload failed: {e}");
                 }

@@ -3,6 +3,7 @@
 extern crate pi_bridge_protocol as protocol;
 
 mod config;
+mod doctor;
 mod endpoint;
 mod install;
 mod launch;
@@ -32,6 +33,9 @@ Examples:
   pii --ssh user@host:/srv/app
   pii --ssh bastion-alias:~/app -- -p \"fix the failing test\"
   pii --local ./some/dir --pi ./node_modules/@mariozechner/pi-coding-agent/dist/cli.js
+  pii --ssh host:~/app --pi ./tool.js -- --flag     (any Node CLI, not only pi)
+  pii doctor --ssh user@host:/srv/app               (pre-flight checklist)
+  pii completions bash > ~/.local/share/bash-completion/completions/pii
 
 Environment:
   PII_PI     pi's cli.js (default: `pi` on PATH, symlinks followed)
@@ -40,10 +44,17 @@ Environment:
 
 Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json, keys sandboxRoot,
 authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms), sshOptions (array of -o values).
-Flags win over the file."
+Flags win over the file.
+
+Trust: the remote project's .pi/extensions and the packages/extensions of its .pi/settings.json
+would run code on THIS machine; pii hides them unless --trust-project is given."
 )]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["ssh", "local"])))]
+#[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+
     /// Remote project: DEST:PATH. DEST is anything ssh accepts (host, user@host, a Host alias,
     /// [v6addr]); PATH may be absolute, ~, ~/dir, relative to the remote home, or empty (home).
     #[arg(long, value_name = "DEST:PATH")]
@@ -95,17 +106,47 @@ struct Cli {
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
 
-    /// Print the ssh command line and the remote's facts before pi starts.
+    /// Print the ssh command line, upload progress and the remote's facts before pi starts.
     #[arg(long)]
     verbose: bool,
+
+    /// Let pi load the remote project's .pi/extensions and .pi/settings.json packages. They run
+    /// on THIS machine with your keys: only for projects whose every committer you trust.
+    #[arg(long)]
+    trust_project: bool,
 
     /// Arguments for pi.
     #[arg(last = true, value_name = "PI_ARGS")]
     pi_args: Vec<OsString>,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Sub {
+    /// Pre-flight checklist: ssh, agent, remote tools, project, node, pi. Each line is ✓ or ✗
+    /// with the fix; the exit code is 1 when a check fails.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script: `pii completions bash > /etc/bash_completion.d/pii`,
+    /// `pii completions zsh > ~/.zfunc/_pii`, `pii completions fish > ~/.config/fish/completions/pii.fish`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    match cli.command.take() {
+        Some(Sub::Completions { shell }) => {
+            use clap::CommandFactory;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "pii", &mut script);
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return std::process::ExitCode::SUCCESS;
+        }
+        Some(Sub::Doctor(args)) => return doctor::main(args),
+        None => {}
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -315,7 +356,13 @@ async fn run(cli: Cli) -> Result<i32> {
     let ep = endpoint::Endpoint::bind(session.clone(), info, token.clone())
         .await
         .context("opening the loopback endpoint")?;
-    let env = launch::session_env(ep.addr, &facts, cfg.rpc_timeout_ms);
+    if !cli.trust_project {
+        if let Some(notice) = launch::trust_notice(&session, &facts.project_root).await {
+            tracing::info!("{notice}");
+            eprintln!("{notice}");
+        }
+    }
+    let env = launch::session_env(ep.addr, &facts, cfg.rpc_timeout_ms, cli.trust_project);
     let server = tokio::spawn(ep.serve());
 
     let scratch = launch::Scratch::create(&std::env::temp_dir())?;
