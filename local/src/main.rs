@@ -41,6 +41,8 @@ Environment:
   PII_PI     pi's cli.js (default: `pi` on PATH, symlinks followed)
   PII_NODE   node binary (default: `node` on PATH; needs >= 20.18.1)
   PII_LOG    log level/filter for the log file (default: info), e.g. debug, pii=trace
+  PII_RESUME_GRACE_MS  how long the remote keeps pi's processes after the ssh link drops,
+             waiting for pii to reconnect (default: 60000)
 
 Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json, keys sandboxRoot,
 authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms), sshOptions (array of -o values).
@@ -204,6 +206,16 @@ fn init_logging(file: Option<&Path>) -> Result<Option<PathBuf>> {
     Ok(Some(path))
 }
 
+/// `PII_RESUME_GRACE_MS`: how long the agent keeps the session after a dropped link.
+fn resume_grace_ms() -> Result<Option<u64>> {
+    match std::env::var("PII_RESUME_GRACE_MS") {
+        Ok(v) => Ok(Some(v.trim().parse().with_context(|| {
+            format!("PII_RESUME_GRACE_MS={v:?} is not a number of milliseconds")
+        })?)),
+        Err(_) => Ok(None),
+    }
+}
+
 /// Wait for a child to exit, killing it after `grace`.
 async fn reap(
     child: &mut tokio::process::Child,
@@ -300,13 +312,15 @@ async fn run(cli: Cli) -> Result<i32> {
         };
         let (child, reader, tail) =
             install::connect_ssh(&opts, &dest, cli.agent.as_deref(), cli.verbose).await?;
-        (child, reader, path, tail, Some(dest))
+        (child, reader, path, tail, Some((dest, opts)))
     };
 
     let mut stdin = child.stdin.take().expect("piped");
     let _ = &mut stdin;
     let counter = reader.get_ref().counter();
     let session = session::Session::start(reader, stdin, Some(counter), timing);
+    session.set_child(child);
+    session.set_grace_ms(resume_grace_ms()?);
     let hello = match tokio::time::timeout(
         timing.rpc_timeout,
         session.hello(&root, cfg.sandbox_root.as_deref()),
@@ -346,7 +360,11 @@ async fn run(cli: Cli) -> Result<i32> {
             eprintln!("pii: logging to {}", l.display());
         }
     }
-    let _ = dest;
+    if let Some((dest, opts)) = dest {
+        // From now on a dropped ssh is replaced and the agent's session resumed.
+        let r = ssh::SshReconnect::new(&opts, &dest, cli.agent.clone());
+        session.set_reconnect(std::sync::Arc::new(r));
+    }
 
     let token = endpoint::new_token(cfg.auth_token_length);
     let info = protocol::endpoint::SessionInfo {
@@ -386,11 +404,10 @@ async fn run(cli: Cli) -> Result<i32> {
     .await;
 
     let link_lost_early = session.dead_reason().is_some();
-    // Teardown: close the agent's stdin (it kills its processes and exits), wait, clean up.
+    // Teardown: session.end and close the agent's stdin (it kills its processes and exits).
     server.abort();
-    session.close();
-    let link_status = reap(&mut child, Duration::from_secs(3)).await;
-    tracing::info!("agent link ended: {link_status:?}");
+    let link_status = session.shutdown(Duration::from_secs(3)).await;
+    tracing::info!("agent link ended: {link_status:?}; {:?}", session.stats());
     drop(scratch);
     let status = status?;
     if let Some(why) = session.dead_reason().filter(|_| link_lost_early) {

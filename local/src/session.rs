@@ -1,21 +1,31 @@
 //! The link to the agent: one multiplexed JSON-RPC connection over any byte stream pair (ssh's
-//! pipes, a local agent child's pipes, or an in-memory duplex in tests).
+//! pipes, a local agent child's pipes, or an in-memory duplex in tests), and its reconnection.
 //!
 //! - A writer task owns the agent's stdin: frames come through a channel; a blank line is sent
-//!   every `heartbeat` as a keep-alive (the agent echoes it).
+//!   every `heartbeat` as a keep-alive (the agent echoes it), with a `session.ack` for the
+//!   notifications received since the last one.
 //! - A reader task owns the agent's stdout: responses go to the caller waiting on their id;
 //!   notifications (`params.subscription`) go to the client connection whose request created the
-//!   subscription. Any byte from the agent counts as life; `dead_after` without one kills the
-//!   link.
-//! - When the link dies every pending call fails with [`ErrorCode::ConnectionLost`], every open
-//!   subscription gets a final `error` item, and later calls fail at once. (Reconnecting is a
-//!   later step: everything a caller holds is a [`Session`] handle, so a new link can be swapped
-//!   in behind it.)
+//!   subscription, once each (by `params.seq`). Any byte from the agent counts as life;
+//!   `dead_after` without one declares the link dead.
+//! - When the link dies and a [`Reconnect`] is set (ssh mode), the session reconnects with
+//!   backoff ([`backoff`]) and resumes the agent's session (`hello` with `resume`): its
+//!   processes and subscriptions live on and the notifications produced meanwhile are replayed.
+//!   Calls in flight: idempotent ones (`protocol::is_idempotent`) are sent again on the new
+//!   link; the others fail with [`ErrorCode::ConnectionLost`] and are NEVER sent again (their
+//!   outcome is unknown; a second send could apply them twice). Calls made while reconnecting
+//!   wait (up to their timeout) and go out on the new link. If the agent's session is gone, a
+//!   new one starts and open subscriptions end with an `error` item.
+//! - Without a [`Reconnect`] (or after [`Session::close`]) a dead link is final: every pending
+//!   call fails with [`ErrorCode::ConnectionLost`], every open subscription gets a final `error`
+//!   item, and later calls fail at once.
 
+use protocol::session::{Resume, SessionTicket, ACK_EVERY};
 use protocol::{ErrorCode, FrameReader, Hello, HelloResult};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -76,6 +86,8 @@ pub enum SessionError {
     },
     #[error("unexpected answer to `{method}` from the agent: {msg}")]
     BadResult { method: String, msg: String },
+    #[error("the agent link ended during the handshake: {0}")]
+    Link(String),
 }
 
 /// Timings of the link (tests shorten them).
@@ -87,13 +99,51 @@ pub struct Timing {
 }
 
 impl Timing {
+    /// A heartbeat every second; 4 s without a byte from the agent means the link is dead. Any
+    /// byte counts (a busy link that delivers a large frame slowly stays alive), and the agent
+    /// echoes each heartbeat at once, so an idle healthy link is never silent for 4 s.
     pub fn new(rpc_timeout: Duration) -> Self {
         Timing {
-            heartbeat: Duration::from_secs(5),
-            dead_after: Duration::from_secs(15),
+            heartbeat: Duration::from_secs(1),
+            dead_after: Duration::from_secs(4),
             rpc_timeout,
         }
     }
+}
+
+/// The delay before reconnect attempt `n` (0-based): 0.2, 0.5, 1, 2, 4, 8, 8, … s, each
+/// ±20 % at random so that many clients do not reconnect in lockstep.
+pub fn backoff(n: u32) -> Duration {
+    const STEPS: [u64; 6] = [200, 500, 1000, 2000, 4000, 8000];
+    let base = STEPS[(n as usize).min(STEPS.len() - 1)];
+    let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2);
+    Duration::from_millis((base as f64 * jitter) as u64)
+}
+
+/// How long reconnect attempt `n` may take to bring up a new agent before it is abandoned: short
+/// at first (a connection opened while the link was cut may never complete), longer later (a
+/// slow bastion chain).
+pub fn attempt_deadline(n: u32) -> Duration {
+    Duration::from_secs(match n {
+        0..=3 => 5,
+        4..=5 => 10,
+        _ => 30,
+    })
+}
+
+/// A new link to a (new) agent, positioned just after its magic line.
+pub struct Link {
+    pub reader: Box<dyn AsyncBufRead + Unpin + Send>,
+    pub writer: Box<dyn AsyncWrite + Unpin + Send>,
+    /// Counts bytes as they arrive (see [`Activity`]).
+    pub activity: Option<Arc<AtomicU64>>,
+    /// The process carrying the link (ssh), killed when the link is replaced or closed.
+    pub child: Option<tokio::process::Child>,
+}
+
+/// Opens new links (ssh mode): must never prompt on the terminal (pi's TUI owns it).
+pub trait Reconnect: Send + Sync + 'static {
+    fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Link, String>> + Send + '_>>;
 }
 
 enum WriterMsg {
@@ -105,6 +155,12 @@ struct Pending {
     tx: oneshot::Sender<Reply>,
     /// Set when the method is a subscription: where its response and notifications go.
     sub: Option<SubRequest>,
+    method: String,
+    /// The request, to send again on a new link (idempotent calls only).
+    frame: Vec<u8>,
+    idempotent: bool,
+    /// The link generation it was handed to; `None` while it waits for a link.
+    sent: Option<u64>,
 }
 
 /// A client's subscribe call in flight.
@@ -120,6 +176,17 @@ struct Sub {
     notification: &'static str,
 }
 
+/// Figures about reconnections (for logs and tests).
+#[derive(Debug, Clone, Default)]
+pub struct LinkStats {
+    pub reconnects: u64,
+    pub resumed: u64,
+    pub last_outage: Option<Duration>,
+    pub failed_in_flight: u64,
+    pub retried: u64,
+    pub duplicates_dropped: u64,
+}
+
 #[derive(Default)]
 struct State {
     pending: HashMap<u64, Pending>,
@@ -130,16 +197,49 @@ struct State {
     dead: Option<String>,
     /// pii closed the link on purpose (its end is not a warning).
     closing: bool,
+    /// The current link's generation and writer (`None` while reconnecting).
+    gen: u64,
+    out: Option<mpsc::UnboundedSender<WriterMsg>>,
+    reconnecting: bool,
+    child: Option<tokio::process::Child>,
+    /// What `hello` sent, to say it again on a new link.
+    hello: Option<Hello>,
+    grace_ms: Option<u64>,
+    ticket: Option<SessionTicket>,
+    /// The highest notification seq received, the one acknowledged, bytes since.
+    last_seq: u64,
+    acked: u64,
+    unacked_bytes: usize,
+    stats: LinkStats,
+}
+
+impl State {
+    /// A `session.ack` frame if one is due.
+    fn ack_frame(&mut self, force: bool) -> Option<Vec<u8>> {
+        if self.last_seq > self.acked && (force || self.unacked_bytes >= ACK_EVERY) {
+            self.acked = self.last_seq;
+            self.unacked_bytes = 0;
+            Some(
+                format!(
+                    "{{\"jsonrpc\":\"2.0\",\"method\":\"session.ack\",\"params\":{{\"seq\":{}}}}}\n",
+                    self.acked
+                )
+                .into_bytes(),
+            )
+        } else {
+            None
+        }
+    }
 }
 
 const MAX_ORPHANS: usize = 4096;
 
 struct Inner {
-    out: mpsc::UnboundedSender<WriterMsg>,
     state: Mutex<State>,
     next_id: AtomicU64,
     timing: Timing,
     dead_tx: tokio::sync::watch::Sender<bool>,
+    reconnect: Mutex<Option<Arc<dyn Reconnect>>>,
 }
 
 /// A handle on the agent link; cheap to clone.
@@ -204,6 +304,8 @@ struct NotifParams<'a> {
     subscription: &'a RawValue,
     #[serde(default, borrow)]
     result: Option<&'a RawValue>,
+    #[serde(default)]
+    seq: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -212,12 +314,32 @@ struct ItemType {
     ty: Option<String>,
 }
 
+#[derive(Deserialize)]
+struct ErrorShape {
+    code: i64,
+    message: String,
+}
+
 /// Canonical key of a subscription id (numbers and strings both allowed).
 fn sub_key(raw: &RawValue) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(raw.get()).ok()?;
     match v {
         serde_json::Value::String(_) | serde_json::Value::Number(_) => Some(v.to_string()),
         _ => None,
+    }
+}
+
+fn request_frame(id: u64, method: &str, params: Option<&RawValue>) -> String {
+    match params {
+        Some(p) => format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":{},\"params\":{}}}",
+            serde_json::to_string(method).unwrap_or_default(),
+            p.get()
+        ),
+        None => format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":{}}}",
+            serde_json::to_string(method).unwrap_or_default()
+        ),
     }
 }
 
@@ -233,22 +355,52 @@ impl Session {
         R: AsyncBufRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (out_tx, out_rx) = mpsc::unbounded_channel();
         let (dead_tx, _) = tokio::sync::watch::channel(false);
         let inner = Arc::new(Inner {
-            out: out_tx,
             state: Mutex::new(State::default()),
             next_id: AtomicU64::new(1),
             timing,
             dead_tx,
+            reconnect: Mutex::new(None),
         });
-        let epoch = Instant::now();
-        let last = last_activity.unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
-        let seen = Arc::new(AtomicU64::new(0));
-        tokio::spawn(writer_task(writer, out_rx, Arc::downgrade(&inner)));
-        tokio::spawn(reader_task(reader, inner.clone(), seen.clone(), epoch));
-        tokio::spawn(watchdog_task(Arc::downgrade(&inner), seen, last, epoch));
+        let link = Link {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            activity: last_activity,
+            child: None,
+        };
+        let (gen, rx) = {
+            let mut st = inner.lock();
+            let (tx, rx) = mpsc::unbounded_channel();
+            st.out = Some(tx);
+            (st.gen, rx)
+        };
+        inner.spawn_link(link.reader, link.writer, link.activity, rx, gen);
         Session { inner }
+    }
+
+    /// Reconnect through `r` when the link dies (ssh mode).
+    pub fn set_reconnect(&self, r: Arc<dyn Reconnect>) {
+        *self
+            .inner
+            .reconnect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(r);
+    }
+
+    /// The process carrying the current link; killed when the link is replaced.
+    pub fn set_child(&self, child: tokio::process::Child) {
+        self.inner.lock().child = Some(child);
+    }
+
+    /// The grace period to ask the agent for (ms; its default otherwise).
+    pub fn set_grace_ms(&self, ms: Option<u64>) {
+        self.inner.lock().grace_ms = ms;
+    }
+
+    /// Figures about reconnections so far.
+    pub fn stats(&self) -> LinkStats {
+        self.inner.lock().stats.clone()
     }
 
     /// `hello`: the first call.
@@ -263,50 +415,46 @@ impl Session {
             root: root.to_string(),
             sandbox_root: sandbox_root.map(str::to_string),
             resume: None,
-            grace_ms: None,
+            grace_ms: self.inner.lock().grace_ms,
         };
         let raw = serde_json::value::to_raw_value(&params).expect("Hello serializes");
-        match self.call("hello", Some(&raw), None).await {
-            Reply::Result(r) => {
-                serde_json::from_str(r.get()).map_err(|e| SessionError::BadResult {
+        let h = match self.call("hello", Some(&raw), None).await {
+            Reply::Result(r) => serde_json::from_str::<HelloResult>(r.get()).map_err(|e| {
+                SessionError::BadResult {
                     method: "hello".into(),
                     msg: e.to_string(),
-                })
-            }
-            Reply::Error(e) => {
-                #[derive(Deserialize)]
-                struct E {
-                    code: i64,
-                    message: String,
                 }
-                let e: E = serde_json::from_str(e.get()).unwrap_or(E {
+            })?,
+            Reply::Error(e) => {
+                let e: ErrorShape = serde_json::from_str(e.get()).unwrap_or(ErrorShape {
                     code: 0,
                     message: format!("malformed error {}", e.get()),
                 });
-                Err(SessionError::Rpc {
+                return Err(SessionError::Rpc {
                     method: "hello".into(),
                     code: e.code,
                     message: e.message,
+                });
+            }
+            Reply::Delivered => {
+                return Err(SessionError::BadResult {
+                    method: "hello".into(),
+                    msg: "not a subscription".into(),
                 })
             }
-            Reply::Delivered => Err(SessionError::BadResult {
-                method: "hello".into(),
-                msg: "not a subscription".into(),
-            }),
-        }
+        };
+        let mut st = self.inner.lock();
+        st.hello = Some(params);
+        st.ticket = h.session.clone();
+        Ok(h)
     }
 
-    /// Whether the link is dead, and why.
+    /// Whether the link is dead for good, and why.
     pub fn dead_reason(&self) -> Option<String> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .dead
-            .clone()
+        self.inner.lock().dead.clone()
     }
 
-    /// Resolves when the link dies (for the coming reconnect logic).
+    /// Resolves when the link is dead for good.
     #[allow(dead_code)]
     pub async fn closed(&self) {
         let mut rx = self.inner.dead_tx.subscribe();
@@ -317,14 +465,36 @@ impl Session {
         }
     }
 
-    /// Close the agent's stdin (the agent then kills its processes and exits).
+    /// Close the agent's stdin (the agent then ends the session: at once after `session.end`,
+    /// else after its grace period).
     pub fn close(&self) {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .closing = true;
-        let _ = self.inner.out.send(WriterMsg::Close);
+        let mut st = self.inner.lock();
+        st.closing = true;
+        if let Some(out) = &st.out {
+            let _ = out.send(WriterMsg::Close);
+        }
+    }
+
+    /// A clean end: `session.end` (so the agent kills the session's processes at once), close
+    /// the link, and wait up to `wait` for the process carrying it (then kill it).
+    pub async fn shutdown(&self, wait: Duration) -> Option<std::process::ExitStatus> {
+        if self.inner.lock().out.is_some() {
+            let end = self.call("session.end", None, None);
+            if tokio::time::timeout(wait, end).await.is_err() {
+                tracing::warn!("the agent did not confirm session.end");
+            }
+        }
+        self.close();
+        let child = self.inner.lock().child.take();
+        let mut child = child?;
+        match tokio::time::timeout(wait, child.wait()).await {
+            Ok(st) => st.ok(),
+            Err(_) => {
+                tracing::warn!("the agent link did not exit within {wait:?}; killing it");
+                let _ = child.kill().await;
+                child.wait().await.ok()
+            }
+        }
     }
 
     /// Call `method` with raw params. If `sink` is given and `method` is a subscription, a
@@ -338,18 +508,7 @@ impl Session {
         sink: Option<(ClientSink, Box<RawValue>)>,
     ) -> Reply {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = match params {
-            Some(p) => format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":{},\"params\":{}}}",
-                serde_json::to_string(method).unwrap_or_default(),
-                p.get()
-            ),
-            None => format!(
-                "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"method\":{}}}",
-                serde_json::to_string(method).unwrap_or_default()
-            ),
-        };
-        let bytes = match protocol::frame::encode(&frame) {
+        let bytes = match protocol::frame::encode(&request_frame(id, method, params)) {
             Ok(b) => b,
             Err(e) => return Reply::error(ErrorCode::FrameTooLarge, &e.to_string()),
         };
@@ -362,25 +521,37 @@ impl Session {
             })
         });
         {
-            let mut st = self.inner.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.inner.lock();
             if let Some(why) = &st.dead {
                 return Reply::error(
                     ErrorCode::ConnectionLost,
                     &format!("connection to the agent lost: {why}"),
                 );
             }
-            st.pending.insert(id, Pending { tx, sub });
-        }
-        if self.inner.out.send(WriterMsg::Frame(bytes)).is_err() {
-            self.inner
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pending
-                .remove(&id);
-            return Reply::error(
-                ErrorCode::ConnectionLost,
-                "connection to the agent lost: writer gone",
+            let idempotent = protocol::is_idempotent(method);
+            // Idempotent calls keep their bytes (they may be sent again); a call that is not
+            // handed to a writer now (reconnecting) keeps them to go out once, on the new link.
+            let (frame, sent) = match &st.out {
+                Some(out) => {
+                    let keep = if idempotent { bytes.clone() } else { vec![] };
+                    match out.send(WriterMsg::Frame(bytes)) {
+                        Ok(()) => (keep, Some(st.gen)),
+                        Err(mpsc::error::SendError(WriterMsg::Frame(b))) => (b, None),
+                        Err(_) => (keep, None),
+                    }
+                }
+                None => (bytes, None),
+            };
+            st.pending.insert(
+                id,
+                Pending {
+                    tx,
+                    sub,
+                    method: method.to_string(),
+                    frame,
+                    idempotent,
+                    sent,
+                },
             );
         }
         let timeout = self.timeout_for(method, params);
@@ -392,12 +563,7 @@ impl Session {
             Some(Ok(reply)) => reply,
             Some(Err(_)) => Reply::error(ErrorCode::ConnectionLost, "connection to the agent lost"),
             None => {
-                self.inner
-                    .state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .pending
-                    .remove(&id);
+                self.inner.lock().pending.remove(&id);
                 Reply::error(
                     ErrorCode::Timeout,
                     &format!(
@@ -429,20 +595,102 @@ impl Session {
     /// Forget a subscription (after a successful unsubscribe).
     pub fn forget_subscription(&self, raw_id: &RawValue) {
         if let Some(k) = sub_key(raw_id) {
-            self.inner
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .subs
-                .remove(&k);
+            self.inner.lock().subs.remove(&k);
         }
     }
 }
 
+/// The final `error` item of a subscription whose link is gone.
+fn end_frame(key: &str, notification: &str, msg: &str) -> String {
+    // Both ProcEvent and WatchEvent end with an `error` item carrying an Errno.
+    let frame = serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": notification,
+        "params": {
+            "subscription": serde_json::from_str::<serde_json::Value>(key).unwrap_or_default(),
+            "result": {"type": "error", "error": {"code": "EIO", "syscall": "read", "detail": msg}},
+        }
+    });
+    format!("{frame}\n")
+}
+
 impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spawn_link(
+        self: &Arc<Self>,
+        reader: Box<dyn AsyncBufRead + Unpin + Send>,
+        writer: Box<dyn AsyncWrite + Unpin + Send>,
+        activity: Option<Arc<AtomicU64>>,
+        rx: mpsc::UnboundedReceiver<WriterMsg>,
+        gen: u64,
+    ) {
+        let bytes = activity.unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
+        let seen = Arc::new(AtomicU64::new(0));
+        tokio::spawn(writer_task(writer, rx, Arc::downgrade(self), gen));
+        tokio::spawn(reader_task(reader, self.clone(), seen.clone(), gen));
+        tokio::spawn(watchdog_task(Arc::downgrade(self), seen, bytes, gen));
+    }
+
+    /// Link `gen` died: reconnect if possible, else fail everything for good.
+    fn link_lost(self: &Arc<Self>, gen: u64, why: String) {
+        let reconnect = self
+            .reconnect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut st = self.lock();
+        if st.dead.is_some() || gen != st.gen || st.reconnecting {
+            return;
+        }
+        let reconnect = match reconnect {
+            Some(r) if !st.closing => r,
+            _ => {
+                drop(st);
+                return self.die(why);
+            }
+        };
+        tracing::warn!("agent link lost: {why}; reconnecting");
+        st.out = None;
+        st.reconnecting = true;
+        let child = st.child.take();
+        let msg = format!(
+            "the connection to the agent dropped ({why}) while this call was in flight; it is \
+             not idempotent, so it was not sent again: it may or may not have been applied"
+        );
+        let mut failed = vec![];
+        let ids: Vec<u64> = st.pending.keys().copied().collect();
+        for id in ids {
+            let p = st.pending.get_mut(&id).expect("listed");
+            if p.sent != Some(gen) {
+                continue;
+            }
+            if p.idempotent {
+                p.sent = None;
+                st.stats.retried += 1;
+            } else if let Some(p) = st.pending.remove(&id) {
+                st.stats.failed_in_flight += 1;
+                tracing::info!("`{}` (id {id}) failed: connection lost", p.method);
+                failed.push(p);
+            }
+        }
+        drop(st);
+        drop(child); // kill_on_drop: the old ssh goes now, so nothing stale arrives later
+        for p in failed {
+            let _ = p.tx.send(Reply::error(
+                ErrorCode::ConnectionLost,
+                &msg.replace("this call", &format!("`{}`", p.method)),
+            ));
+        }
+        tokio::spawn(reconnect_task(self.clone(), reconnect, Instant::now()));
+    }
+
+    /// The link is gone for good.
     fn die(&self, why: String) {
         let (pending, subs) = {
-            let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut st = self.lock();
             if st.dead.is_some() {
                 return;
             }
@@ -452,6 +700,7 @@ impl Inner {
                 tracing::warn!("agent link dead: {why}");
             }
             st.dead = Some(why.clone());
+            st.out = None;
             st.orphans.clear();
             (
                 std::mem::take(&mut st.pending),
@@ -463,18 +712,63 @@ impl Inner {
             let _ = p.tx.send(Reply::error(ErrorCode::ConnectionLost, &msg));
         }
         for (key, sub) in subs {
-            // Both ProcEvent and WatchEvent end with an `error` item carrying an Errno.
-            let frame = serde_json::json!({
-                "jsonrpc": "2.0",
-                "method": sub.notification,
-                "params": {
-                    "subscription": serde_json::from_str::<serde_json::Value>(&key).unwrap_or_default(),
-                    "result": {"type": "error", "error": {"code": "EIO", "syscall": "read", "detail": msg}},
-                }
-            });
-            let _ = sub.sink.send(format!("{frame}\n"));
+            let _ = sub.sink.send(end_frame(&key, sub.notification, &msg));
         }
         self.dead_tx.send_replace(true);
+    }
+
+    /// Put a handshaken link in place: resend what waits, restart the tasks.
+    fn install(self: &Arc<Self>, link: Link, fresh: Option<HelloResult>, started: Instant) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut ended = vec![];
+        let gen = {
+            let mut st = self.lock();
+            st.gen += 1;
+            let gen = st.gen;
+            if let Some(h) = fresh {
+                // A new agent session: the old one's processes and watches are gone.
+                st.ticket = h.session;
+                st.last_seq = 0;
+                st.acked = 0;
+                st.unacked_bytes = 0;
+                st.orphans.clear();
+                st.orphan_count = 0;
+                ended = std::mem::take(&mut st.subs).into_iter().collect();
+            } else {
+                st.stats.resumed += 1;
+            }
+            let mut waiting: Vec<u64> = st
+                .pending
+                .iter()
+                .filter(|(_, p)| p.sent.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            waiting.sort_unstable();
+            for id in waiting {
+                if let Some(p) = st.pending.get_mut(&id) {
+                    let frame = if p.idempotent {
+                        p.frame.clone()
+                    } else {
+                        std::mem::take(&mut p.frame)
+                    };
+                    if tx.send(WriterMsg::Frame(frame)).is_ok() {
+                        p.sent = Some(gen);
+                    }
+                }
+            }
+            st.out = Some(tx);
+            st.reconnecting = false;
+            st.child = link.child;
+            st.stats.reconnects += 1;
+            st.stats.last_outage = Some(started.elapsed());
+            gen
+        };
+        let msg = "the agent's session ended while the link was down (its grace period passed \
+                   or the remote restarted); a new session started";
+        for (key, sub) in ended {
+            let _ = sub.sink.send(end_frame(&key, sub.notification, msg));
+        }
+        self.spawn_link(link.reader, link.writer, link.activity, rx, gen);
     }
 
     fn handle_frame(&self, text: &str) {
@@ -500,7 +794,7 @@ impl Inner {
             tracing::warn!("agent sent a response with an unknown id: {:.200}", text);
             return;
         };
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
         let Some(p) = st.pending.remove(&id) else {
             tracing::debug!("response for id {id} nobody waits for (timed out?)");
             return;
@@ -556,7 +850,28 @@ impl Inner {
             .and_then(|t| t.ty)
             .is_some_and(|t| t == "error" || (t == "exit" && method == "proc.event"));
         let frame = format!("{text}\n");
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut st = self.lock();
+        if let Some(seq) = params.seq {
+            if seq <= st.last_seq {
+                // Replayed after a resume but already delivered: exactly once.
+                st.stats.duplicates_dropped += 1;
+                return;
+            }
+            if seq != st.last_seq + 1 {
+                tracing::error!(
+                    "notifications {}..{} from the agent are missing",
+                    st.last_seq + 1,
+                    seq - 1
+                );
+            }
+            st.last_seq = seq;
+            st.unacked_bytes += text.len();
+            if let Some(ack) = st.ack_frame(false) {
+                if let Some(out) = &st.out {
+                    let _ = out.send(WriterMsg::Frame(ack));
+                }
+            }
+        }
         match st.subs.get(&key) {
             Some(sub) => {
                 if sub.sink.send(frame).is_err() || last {
@@ -575,10 +890,162 @@ impl Inner {
     }
 }
 
-async fn writer_task<W: AsyncWrite + Unpin>(
-    mut writer: W,
+/// Reconnect with backoff until a link is up (or the session is closed).
+async fn reconnect_task(inner: Arc<Inner>, reconnect: Arc<dyn Reconnect>, started: Instant) {
+    for attempt in 0u32.. {
+        tokio::time::sleep(backoff(attempt)).await;
+        if inner.lock().closing {
+            inner.die("closed while reconnecting".into());
+            return;
+        }
+        let link = match tokio::time::timeout(attempt_deadline(attempt), reconnect.connect()).await
+        {
+            Ok(Ok(link)) => link,
+            Ok(Err(e)) => {
+                tracing::warn!("reconnect attempt {} failed: {e}", attempt + 1);
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "reconnect attempt {} timed out after {:?}",
+                    attempt + 1,
+                    attempt_deadline(attempt)
+                );
+                continue;
+            }
+        };
+        match handshake(&inner, link).await {
+            Ok((link, fresh)) => {
+                let new = fresh.is_some();
+                inner.install(link, fresh, started);
+                tracing::warn!(
+                    "reconnected after {:.2} s (attempt {}; {})",
+                    started.elapsed().as_secs_f64(),
+                    attempt + 1,
+                    if new {
+                        "a NEW session: the old one was gone"
+                    } else {
+                        "session resumed"
+                    }
+                );
+                return;
+            }
+            Err(e) => tracing::warn!("reconnect attempt {} failed: {e}", attempt + 1),
+        }
+    }
+}
+
+/// `hello` on a new link before it carries anything else: resume the session if there is a
+/// ticket (`Ok((link, None))`), else — or if the agent no longer has it — start a new one
+/// (`Ok((link, Some(result)))`).
+async fn handshake(
+    inner: &Arc<Inner>,
+    mut link: Link,
+) -> Result<(Link, Option<HelloResult>), SessionError> {
+    let (hello, ticket, last_seq) = {
+        let st = inner.lock();
+        let hello = st
+            .hello
+            .clone()
+            .ok_or_else(|| SessionError::Link("no hello to repeat".into()))?;
+        (hello, st.ticket.clone(), st.last_seq)
+    };
+    let deadline = inner.timing.rpc_timeout.min(Duration::from_secs(30));
+    if let Some(t) = ticket {
+        let params = Hello {
+            resume: Some(Resume {
+                session: t.id,
+                secret: t.secret,
+                last_seq,
+            }),
+            ..hello.clone()
+        };
+        match hello_on(&mut link, inner, &params, deadline).await? {
+            Ok(h) if h.resumed => return Ok((link, None)),
+            Ok(h) => return Ok((link, Some(h))),
+            Err(e) if e.code == ErrorCode::SessionGone.code() as i64 => {
+                tracing::warn!("the agent's session is gone: {}", e.message);
+            }
+            Err(e) => {
+                return Err(SessionError::Rpc {
+                    method: "hello".into(),
+                    code: e.code,
+                    message: e.message,
+                })
+            }
+        }
+    }
+    match hello_on(&mut link, inner, &hello, deadline).await? {
+        Ok(h) => Ok((link, Some(h))),
+        Err(e) => Err(SessionError::Rpc {
+            method: "hello".into(),
+            code: e.code,
+            message: e.message,
+        }),
+    }
+}
+
+/// Send one `hello` on a link nobody else uses yet and read its answer.
+async fn hello_on(
+    link: &mut Link,
+    inner: &Inner,
+    params: &Hello,
+    deadline: Duration,
+) -> Result<Result<HelloResult, ErrorShape>, SessionError> {
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let raw = serde_json::value::to_raw_value(params).expect("Hello serializes");
+    let mut frame = request_frame(id, "hello", Some(&raw)).into_bytes();
+    frame.push(b'\n');
+    let io = async {
+        link.writer.write_all(&frame).await?;
+        link.writer.flush().await?;
+        let mut frames = FrameReader::new(&mut link.reader);
+        loop {
+            let Some(text) = frames.next_frame().await.map_err(std::io::Error::other)? else {
+                return Err(std::io::Error::other("the agent closed the link"));
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            let msg: Incoming = match serde_json::from_str(&text) {
+                Ok(m) => m,
+                Err(_) => continue,
+            };
+            if msg.id.map(|r| r.get().to_string()) != Some(id.to_string()) {
+                tracing::warn!("unexpected frame before the hello answer: {text:.200}");
+                continue;
+            }
+            return Ok((msg.result, msg.error));
+        }
+    };
+    let (result, error) = tokio::time::timeout(deadline, io)
+        .await
+        .map_err(|_| SessionError::Link(format!("no answer to hello within {deadline:?}")))?
+        .map_err(|e| SessionError::Link(e.to_string()))?;
+    if let Some(e) = error {
+        let e: ErrorShape = serde_json::from_str(e.get()).unwrap_or(ErrorShape {
+            code: 0,
+            message: format!("malformed error {}", e.get()),
+        });
+        return Ok(Err(e));
+    }
+    let r = result.ok_or_else(|| SessionError::BadResult {
+        method: "hello".into(),
+        msg: "neither result nor error".into(),
+    })?;
+    serde_json::from_str(r.get())
+        .map(Ok)
+        .map_err(|e| SessionError::BadResult {
+            method: "hello".into(),
+            msg: e.to_string(),
+        })
+}
+
+async fn writer_task(
+    mut writer: Box<dyn AsyncWrite + Unpin + Send>,
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     inner: std::sync::Weak<Inner>,
+    gen: u64,
 ) {
     let heartbeat = match inner.upgrade() {
         Some(i) => i.timing.heartbeat,
@@ -589,7 +1056,12 @@ async fn writer_task<W: AsyncWrite + Unpin>(
     loop {
         let msg = tokio::select! {
             m = rx.recv() => m,
-            _ = tick.tick() => Some(WriterMsg::Frame(b"\n".to_vec())),
+            _ = tick.tick() => {
+                let ack = inner.upgrade().and_then(|i| i.lock().ack_frame(true));
+                let mut f = ack.unwrap_or_default();
+                f.push(b'\n');
+                Some(WriterMsg::Frame(f))
+            }
         };
         let mut close = false;
         match msg {
@@ -613,7 +1085,7 @@ async fn writer_task<W: AsyncWrite + Unpin>(
             buf.clear();
             if let Err(e) = r {
                 if let Some(i) = inner.upgrade() {
-                    i.die(format!("writing to the agent failed: {e}"));
+                    i.link_lost(gen, format!("writing to the agent failed: {e}"));
                 }
                 return;
             }
@@ -626,16 +1098,20 @@ async fn writer_task<W: AsyncWrite + Unpin>(
     }
 }
 
-async fn reader_task<R: AsyncBufRead + Unpin>(
-    reader: R,
+async fn reader_task(
+    reader: Box<dyn AsyncBufRead + Unpin + Send>,
     inner: Arc<Inner>,
     seen: Arc<AtomicU64>,
-    epoch: Instant,
+    gen: u64,
 ) {
+    let epoch = Instant::now();
     let mut frames = FrameReader::new(reader);
     loop {
         let f = frames.next_frame().await;
-        seen.store(epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        seen.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+        if inner.lock().gen != gen {
+            return; // replaced by a newer link
+        }
         match f {
             Ok(Some(text)) => {
                 if text.trim().is_empty() {
@@ -644,14 +1120,15 @@ async fn reader_task<R: AsyncBufRead + Unpin>(
                 inner.handle_frame(&text);
             }
             Ok(None) => {
-                inner.die(
+                inner.link_lost(
+                    gen,
                     "the agent closed its output (it exited or the ssh connection ended)".into(),
                 );
                 return;
             }
             Err(e) if e.is_recoverable() => tracing::warn!("bad frame from the agent: {e}"),
             Err(e) => {
-                inner.die(format!("reading from the agent failed: {e}"));
+                inner.link_lost(gen, format!("reading from the agent failed: {e}"));
                 return;
             }
         }
@@ -662,7 +1139,7 @@ async fn watchdog_task(
     inner: std::sync::Weak<Inner>,
     seen: Arc<AtomicU64>,
     bytes: Arc<AtomicU64>,
-    epoch: Instant,
+    gen: u64,
 ) {
     let mut last_bytes = bytes.load(Ordering::Relaxed);
     let mut last_life = Instant::now();
@@ -670,12 +1147,8 @@ async fn watchdog_task(
     loop {
         let (dead_after, period) = match inner.upgrade() {
             Some(i) => {
-                if i.state
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .dead
-                    .is_some()
-                {
+                let st = i.lock();
+                if st.dead.is_some() || st.gen != gen || st.reconnecting {
                     return;
                 }
                 (
@@ -693,13 +1166,15 @@ async fn watchdog_task(
             last_seen = s;
             last_life = Instant::now();
         }
-        let _ = epoch;
         if last_life.elapsed() > dead_after {
             if let Some(i) = inner.upgrade() {
-                i.die(format!(
-                    "no data from the agent for {} s (heartbeat lost)",
-                    dead_after.as_secs_f32()
-                ));
+                i.link_lost(
+                    gen,
+                    format!(
+                        "no data from the agent for {} s (heartbeat lost)",
+                        dead_after.as_secs_f32()
+                    ),
+                );
             }
             return;
         }
@@ -1022,5 +1497,107 @@ pub(crate) mod tests {
         .unwrap();
         assert_eq!(result(call.await.unwrap()), "\"ok\"");
         assert!(s.dead_reason().is_none());
+    }
+}
+
+#[cfg(test)]
+mod reconnect_tests {
+    use super::tests::fast;
+    use super::*;
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    type Log = Arc<Mutex<Vec<String>>>;
+
+    /// An agent that answers `hello` (a fresh session, as after a lost one) and, if `answer`,
+    /// echoes heartbeats and every other call's params; else it falls silent (a dead link).
+    fn agent(answer: bool, log: Log) -> Link {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let (r, mut w) = tokio::io::split(b);
+            let mut lines = BufReader::new(r).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.is_empty() {
+                    if answer {
+                        let _ = w.write_all(b"\n").await;
+                    }
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                log.lock()
+                    .unwrap()
+                    .push(v["method"].as_str().unwrap_or("").into());
+                let reply = if v["method"] == "hello" {
+                    serde_json::json!({"jsonrpc":"2.0","id":v["id"],"result":{"protocol":1,"agentVersion":"0.1.0","facts":super::tests::facts()}})
+                } else if answer {
+                    serde_json::json!({"jsonrpc":"2.0","id":v["id"],"result":v["params"]})
+                } else {
+                    continue;
+                };
+                let _ = w.write_all(format!("{reply}\n").as_bytes()).await;
+            }
+        });
+        let (r, w) = tokio::io::split(a);
+        Link {
+            reader: Box::new(BufReader::new(r)),
+            writer: Box::new(w),
+            activity: None,
+            child: None,
+        }
+    }
+
+    struct Again(Log);
+    impl Reconnect for Again {
+        fn connect(&self) -> Pin<Box<dyn Future<Output = Result<Link, String>> + Send + '_>> {
+            let log = self.0.clone();
+            Box::pin(async move { Ok(agent(true, log)) })
+        }
+    }
+
+    #[tokio::test]
+    async fn in_flight_idempotent_calls_are_retried_and_the_others_never_resent() {
+        let first: Log = Log::default();
+        let second: Log = Log::default();
+        let link = agent(false, first.clone());
+        let timing = Timing {
+            rpc_timeout: Duration::from_secs(20),
+            ..fast()
+        };
+        let s = Session::start(link.reader, link.writer, None, timing);
+        s.hello("/p", None).await.unwrap();
+        s.set_reconnect(Arc::new(Again(second.clone())));
+        let p = RawValue::from_string("{\"path\":\"/p/x\"}".into()).unwrap();
+        let (s1, s2, p1, p2) = (s.clone(), s.clone(), p.clone(), p.clone());
+        let stat = tokio::spawn(async move { s1.call("fs.stat", Some(&p1), None).await });
+        let write = tokio::spawn(async move { s2.call("fs.write", Some(&p2), None).await });
+        // The first agent is silent: the watchdog declares the link dead with both calls in
+        // flight, and the session reconnects to the second agent.
+        match write.await.unwrap() {
+            Reply::Error(e) => {
+                let v: serde_json::Value = serde_json::from_str(e.get()).unwrap();
+                assert_eq!(v["code"], ErrorCode::ConnectionLost.code(), "{v}");
+                assert!(
+                    v["message"].as_str().unwrap().contains("not sent again"),
+                    "{v}"
+                );
+            }
+            other => panic!("fs.write should fail, got {other:?}"),
+        }
+        match stat.await.unwrap() {
+            Reply::Result(r) => assert_eq!(r.get(), "{\"path\":\"/p/x\"}"),
+            other => panic!("fs.stat should be retried, got {other:?}"),
+        }
+        let second = second.lock().unwrap().clone();
+        assert_eq!(
+            second,
+            ["hello", "fs.stat"],
+            "fs.write must never be resent"
+        );
+        // Later calls, non-idempotent included, go out once on the new link.
+        assert!(matches!(
+            s.call("fs.write", Some(&p), None).await,
+            Reply::Result(_)
+        ));
+        let st = s.stats();
+        assert_eq!((st.reconnects, st.retried, st.failed_in_flight), (1, 1, 1));
     }
 }
