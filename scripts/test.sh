@@ -24,6 +24,7 @@ for tool in unshare nsenter runuser; do
   command -v "$tool" >/dev/null || { need+=(util-linux); break; }
 done
 command -v ps >/dev/null || need+=(procps)
+command -v tmux >/dev/null || need+=(tmux) # tests/tests/interactive.rs drives pi's TUI in tmux
 command -v ip >/dev/null || need+=(iproute2)
 command -v useradd >/dev/null || need+=(passwd)
 if ((${#need[@]})); then
@@ -32,7 +33,7 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 else
-  echo "all present (openssh-server, git, util-linux, procps, iproute2)"
+  echo "all present (openssh-server, git, util-linux, procps, iproute2, tmux)"
 fi
 mkdir -p /run/sshd
 for tool in node npm cargo; do
@@ -48,6 +49,18 @@ lap "pi install"
 section "cargo build --workspace"
 cargo build --workspace
 lap "build"
+
+section "macOS: cargo check -p pi-bridge --target aarch64-apple-darwin"
+# Most pi users run pii on a Mac: the local crate and its dependencies must compile there. No
+# skipping: a machine that cannot add the target fails here, loudly.
+if ! rustup target list --installed | grep -qx aarch64-apple-darwin; then
+  rustup target add aarch64-apple-darwin || {
+    echo "cannot add the aarch64-apple-darwin target (rustup target add failed); the macOS check needs it" >&2
+    exit 1
+  }
+fi
+cargo check -p pi-bridge --target aarch64-apple-darwin
+lap "macOS check"
 
 section "cargo test --workspace"
 timeout --kill-after=30 20m cargo test --workspace --no-fail-fast
