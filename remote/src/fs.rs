@@ -7,7 +7,7 @@
 //! that had other hard links is a new inode afterwards (the price of atomicity). Appends use
 //! `O_APPEND` directly.
 
-use crate::sandbox::{Follow, Sandbox};
+use crate::sandbox::{Follow, Pinned, Sandbox};
 use crate::server::{register, register_blocking, register_inline, Agent, Failure, Session, Table};
 use protocol::fs::*;
 use protocol::methods as m;
@@ -39,12 +39,12 @@ pub fn register_all(t: &mut Table) {
     });
     register_blocking::<m::Mkdir, _>(t, |_, s, p| mkdir(s, p));
     register_blocking::<m::Rmdir, _>(t, |_, s, p| {
-        let r = s.sandbox.resolve(&p.path, Follow::NotLast, "rmdir")?;
+        let r = s.sandbox.pin(&p.path, Follow::NotLast, "rmdir")?;
         std::fs::remove_dir(&r).map_err(|e| os(&e, "rmdir", &p.path))?;
         Ok(Empty)
     });
     register_blocking::<m::Unlink, _>(t, |_, s, p| {
-        let r = s.sandbox.resolve(&p.path, Follow::NotLast, "unlink")?;
+        let r = s.sandbox.pin(&p.path, Follow::NotLast, "unlink")?;
         std::fs::remove_file(&r).map_err(|e| os(&e, "unlink", &p.path))?;
         Ok(Empty)
     });
@@ -56,12 +56,12 @@ pub fn register_all(t: &mut Table) {
     });
     register_blocking::<m::CopyFile, _>(t, |_, s, p| copy_file(s, p));
     register_inline::<m::Realpath, _>(t, |s, p| {
-        let r = s.sandbox.resolve(&p.path, Follow::All, "realpath")?;
-        std::fs::symlink_metadata(&r).map_err(|e| os(&e, "realpath", &p.path))?;
-        Ok(r.to_string_lossy().into_owned())
+        let r = s.sandbox.pin(&p.path, Follow::All, "realpath")?;
+        std::fs::symlink_metadata(&*r).map_err(|e| os(&e, "realpath", &p.path))?;
+        Ok(r.canonical().to_string_lossy().into_owned())
     });
     register_inline::<m::Readlink, _>(t, |s, p| {
-        let r = s.sandbox.resolve(&p.path, Follow::NotLast, "readlink")?;
+        let r = s.sandbox.pin(&p.path, Follow::NotLast, "readlink")?;
         let target = std::fs::read_link(&r).map_err(|e| os(&e, "readlink", &p.path))?;
         Ok(target.to_string_lossy().into_owned())
     });
@@ -74,7 +74,7 @@ pub fn register_all(t: &mut Table) {
         }
         let r = s
             .sandbox
-            .resolve(&p.path, Follow::NotLast, "symlink")
+            .pin(&p.path, Follow::NotLast, "symlink")
             .map_err(|mut e| {
                 e.path = Some(p.target.clone());
                 err(e)
@@ -89,14 +89,14 @@ pub fn register_all(t: &mut Table) {
         Ok(Empty)
     });
     register_blocking::<m::Chmod, _>(t, |_, s, p| {
-        let r = s.sandbox.resolve(&p.path, Follow::All, "chmod")?;
+        let r = s.sandbox.pin(&p.path, Follow::All, "chmod")?;
         std::fs::set_permissions(&r, std::fs::Permissions::from_mode(p.mode & 0o7777))
             .map_err(|e| os(&e, "chmod", &p.path))?;
         Ok(Empty)
     });
     register_blocking::<m::Utimes, _>(t, |_, s, p| utimes(s, p));
     register_blocking::<m::Truncate, _>(t, |_, s, p| {
-        let r = s.sandbox.resolve(&p.path, Follow::All, "open")?;
+        let r = s.sandbox.pin(&p.path, Follow::All, "open")?;
         let f = OpenOptions::new()
             .write(true)
             .open(&r)
@@ -125,11 +125,9 @@ fn two(
     to: &str,
     follow: Follow,
     syscall: &str,
-) -> Result<(PathBuf, PathBuf), Failure> {
-    let a = sb
-        .resolve(from, follow, syscall)
-        .map_err(|e| e.with_dest(to))?;
-    let b = sb.resolve(to, follow, syscall).map_err(|mut e| {
+) -> Result<(Pinned, Pinned), Failure> {
+    let a = sb.pin(from, follow, syscall).map_err(|e| e.with_dest(to))?;
+    let b = sb.pin(to, follow, syscall).map_err(|mut e| {
         e.path = Some(from.to_string());
         e.with_dest(to)
     })?;
@@ -176,7 +174,7 @@ fn stat(s: &Session, p: StatParams) -> Result<protocol::fs::Stat, Failure> {
     } else {
         (Follow::All, "stat")
     };
-    let r = s.sandbox.resolve(&p.path, follow, syscall)?;
+    let r = s.sandbox.pin(&p.path, follow, syscall)?;
     let md = if p.lstat {
         std::fs::symlink_metadata(&r)
     } else {
@@ -186,7 +184,7 @@ fn stat(s: &Session, p: StatParams) -> Result<protocol::fs::Stat, Failure> {
 }
 
 fn access(s: &Session, p: AccessParams) -> Result<Empty, Failure> {
-    let r = s.sandbox.resolve(&p.path, Follow::All, "access")?;
+    let r = s.sandbox.pin(&p.path, Follow::All, "access")?;
     let c = cpath(&r).map_err(|e| os(&e, "access", &p.path))?;
     // SAFETY: valid C string.
     if unsafe { libc::access(c.as_ptr(), (p.mode & 7) as libc::c_int) } != 0 {
@@ -229,7 +227,7 @@ fn list(dir: &Path) -> io::Result<Vec<(String, FileKind)>> {
 }
 
 fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
-    let root = s.sandbox.resolve(&p.path, Follow::All, "scandir")?;
+    let root = s.sandbox.pin(&p.path, Follow::All, "scandir")?;
     let first = list(&root).map_err(|e| os(&e, "scandir", &p.path))?;
     if !p.recursive {
         return Ok(first
@@ -251,7 +249,13 @@ fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
             };
             if kind == FileKind::Dir {
                 // A directory that vanished or cannot be read is skipped, like Node.
-                if let Ok(sub) = list(&root.join(&rel)) {
+                // Pinned from the root with O_NOFOLLOW: a directory swapped for a symlink since
+                // it was listed is skipped, never followed.
+                let sub = s
+                    .sandbox
+                    .open_beneath(root.canonical().join(&rel), true)
+                    .and_then(|d| list(&d));
+                if let Ok(sub) = sub {
                     queue.push_back((rel.clone(), sub));
                 }
             }
@@ -262,7 +266,7 @@ fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
 }
 
 fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
-    let r = s.sandbox.resolve(&p.path, Follow::All, "open")?;
+    let r = s.sandbox.pin(&p.path, Follow::All, "open")?;
     let f = File::open(&r).map_err(|e| os(&e, "open", &p.path))?;
     let md = f.metadata().map_err(|e| os(&e, "fstat", &p.path))?;
     if md.is_dir() {
@@ -297,15 +301,17 @@ fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
 
 /// Where a whole-file write lands: the resolved target and what to do with it.
 struct Target {
+    /// The entry under its pinned directory (`pin` keeps that directory open).
     resolved: PathBuf,
+    pin: Pinned,
     /// Mode and owner of the file being replaced.
     existing: Option<(u32, u32, u32)>,
 }
 
 /// Resolve and check a write target (EEXIST for exclusive flags, EISDIR for directories).
 fn write_target(s: &Session, path: &str, flag: WriteFlag) -> Result<Target, Failure> {
-    let r = s.sandbox.resolve(path, Follow::All, "open")?;
-    match std::fs::metadata(&r) {
+    let r = s.sandbox.pin(path, Follow::All, "open")?;
+    match std::fs::metadata(&*r) {
         Ok(md) => {
             if md.is_dir() {
                 return Err(Errno::new("EISDIR", "open", Some(path)).into());
@@ -314,12 +320,14 @@ fn write_target(s: &Session, path: &str, flag: WriteFlag) -> Result<Target, Fail
                 return Err(Errno::new("EEXIST", "open", Some(path)).into());
             }
             Ok(Target {
-                resolved: r,
+                resolved: r.entry().to_path_buf(),
+                pin: r,
                 existing: Some((md.mode() & 0o7777, md.uid(), md.gid())),
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Target {
-            resolved: r,
+            resolved: r.entry().to_path_buf(),
+            pin: r,
             existing: None,
         }),
         Err(e) => Err(os(&e, "open", path)),
@@ -413,7 +421,10 @@ fn open_append(
     path: &str,
 ) -> Result<File, Failure> {
     let mut o = OpenOptions::new();
-    o.append(true).mode(mode.unwrap_or(0o666) & 0o7777);
+    // The entry is the canonical last name: a symlink there now was swapped in; never follow.
+    o.append(true)
+        .mode(mode.unwrap_or(0o666) & 0o7777)
+        .custom_flags(libc::O_NOFOLLOW);
     if flag == WriteFlag::AppendExclusive {
         o.create_new(true);
     } else {
@@ -461,6 +472,8 @@ struct Upload {
     /// The temp file (atomic modes) or `None` (appending straight to the target).
     tmp: Option<PathBuf>,
     target: PathBuf,
+    /// Keeps the directories `tmp` and `target` name open.
+    _pin: Pinned,
     path: String,
     exclusive: bool,
 }
@@ -534,6 +547,7 @@ fn upload_begin(a: &Agent, s: &Session, p: UploadBeginParams) -> Result<UploadId
             file: Arc::new(Mutex::new(file)),
             tmp,
             target: target.resolved,
+            _pin: target.pin,
             path: p.path,
             exclusive: p.flag == WriteFlag::Exclusive,
         },
@@ -568,17 +582,17 @@ async fn upload_chunk(a: Arc<Agent>, p: UploadChunkParams) -> Result<Empty, Fail
 fn mkdir(s: &Session, p: MkdirParams) -> Result<MkdirResult, Failure> {
     let mode = p.mode.unwrap_or(0o777) & 0o7777;
     if !p.recursive {
-        let r = s.sandbox.resolve(&p.path, Follow::NotLast, "mkdir")?;
+        let r = s.sandbox.pin(&p.path, Follow::NotLast, "mkdir")?;
         std::fs::DirBuilder::new()
             .mode(mode)
             .create(&r)
             .map_err(|e| os(&e, "mkdir", &p.path))?;
         return Ok(MkdirResult { first: None });
     }
-    let r = s.sandbox.resolve(&p.path, Follow::All, "mkdir")?;
+    let r = s.sandbox.pin(&p.path, Follow::All, "mkdir")?;
     // Find the missing tail.
     let mut missing = Vec::new();
-    let mut cur = r.as_path();
+    let mut cur: &Path = &r;
     loop {
         match std::fs::metadata(cur) {
             Ok(md) if md.is_dir() => break,
@@ -603,8 +617,18 @@ fn mkdir(s: &Session, p: MkdirParams) -> Result<MkdirResult, Failure> {
     if missing.is_empty() {
         return Ok(MkdirResult { first: None });
     }
-    for dir in missing.iter().rev() {
-        match std::fs::DirBuilder::new().mode(mode).create(dir) {
+    // Each level is pinned again just before it is created, so a level swapped for a symlink
+    // after its own creation cannot redirect the next one outside.
+    for k in (0..missing.len()).rev() {
+        let mut level = r.canonical().to_path_buf();
+        for _ in 0..k {
+            level.pop();
+        }
+        let dir = s
+            .sandbox
+            .open_beneath(level, false)
+            .map_err(|e| os(&e, "mkdir", &p.path))?;
+        match std::fs::DirBuilder::new().mode(mode).create(&*dir) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
             Err(e) => return Err(os(&e, "mkdir", &p.path)),
@@ -637,7 +661,7 @@ fn lexical_normal(path: &str) -> String {
 }
 
 fn rm(s: &Session, p: RmParams) -> Result<Empty, Failure> {
-    let r = s.sandbox.resolve(&p.path, Follow::NotLast, "rm")?;
+    let r = s.sandbox.pin(&p.path, Follow::NotLast, "rm")?;
     let md = match std::fs::symlink_metadata(&r) {
         Ok(md) => md,
         Err(e) if e.kind() == io::ErrorKind::NotFound && p.force => return Ok(Empty),
@@ -676,13 +700,16 @@ fn copy_file(s: &Session, p: CopyFileParams) -> Result<Empty, Failure> {
             .into());
     }
     let mut o = OpenOptions::new();
-    o.write(true).mode(md.mode() & 0o7777);
+    o.write(true)
+        .mode(md.mode() & 0o7777)
+        .custom_flags(libc::O_NOFOLLOW);
     if p.exclusive {
         o.create_new(true);
     } else {
         o.create(true).truncate(true);
     }
-    let mut dst = o.open(&to).map_err(|e| err(&e))?;
+    // The entry (canonical last name under its pinned dir), never followed if swapped.
+    let mut dst = o.open(to.entry()).map_err(|e| err(&e))?;
     io::copy(&mut src, &mut dst).map_err(|e| err(&e))?;
     dst.set_permissions(std::fs::Permissions::from_mode(md.mode() & 0o7777))
         .map_err(|e| err(&e))?;
@@ -695,7 +722,7 @@ fn utimes(s: &Session, p: UtimesParams) -> Result<Empty, Failure> {
     } else {
         (Follow::All, "utime", 0)
     };
-    let r = s.sandbox.resolve(&p.path, follow, syscall)?;
+    let r = s.sandbox.pin(&p.path, follow, syscall)?;
     if p.atime.1 >= 1_000_000_000 || p.mtime.1 >= 1_000_000_000 {
         return Err(Errno::new("EINVAL", syscall, Some(&p.path))
             .with_detail("nanoseconds out of range")
@@ -725,7 +752,7 @@ fn mkdtemp(s: &Session, p: MkdtempParams) -> Result<String, Failure> {
         let candidate = format!("{}{}", p.prefix, random_suffix(6));
         let r = s
             .sandbox
-            .resolve(&candidate, Follow::NotLast, "mkdtemp")
+            .pin(&candidate, Follow::NotLast, "mkdtemp")
             .map_err(|mut e| {
                 e.path = Some(shown.clone());
                 e

@@ -15,15 +15,23 @@
 //!   missing component is `ENOENT`, as the kernel would say).
 //!
 //! A refused path is `EACCES` with a `detail` naming the sandbox root; nothing is touched (the
-//! walk only lstats and readlinks). The returned path is canonical, and callers use it for the
-//! real syscall, so the check and the use agree unless someone races a symlink into the tree
-//! between them (processes run unsandboxed as the same user anyway; this guards pi's fs calls).
+//! walk only lstats and readlinks).
+//!
+//! Check and use must agree even when something swaps a directory or file for a symlink between
+//! them (`renameat2(RENAME_EXCHANGE)` wins that race easily: the corpus test does it). So the fs
+//! calls use [`Sandbox::pin`]: after the check, the canonical path is opened again from the root,
+//! one component at a time with `O_PATH|O_NOFOLLOW` (any symlink met now is a swap: refused), and
+//! the call is made through `/proc/self/fd/<fd>` — the kernel then acts on exactly the directory
+//! (or object) that was checked, never re-walking names. Where `/proc/self/fd` is missing the
+//! canonical path is used as before (and the race stays open).
 
 use protocol::Errno;
-use std::ffi::OsString;
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::OnceLock;
 
 /// At most this many symlinks in one resolution (Linux's own limit).
 const MAX_LINKS: usize = 40;
@@ -54,9 +62,120 @@ impl Sandbox {
         canonical.starts_with(&self.root)
     }
 
-    /// Check `path` and return its canonical form for the real syscall. Errors carry `syscall`
-    /// and `path` exactly as given, as Node reports them.
+    /// Check `path` and return its canonical form. Errors carry `syscall` and `path` exactly as
+    /// given, as Node reports them. For a syscall on the path, use [`Sandbox::pin`].
     pub fn resolve(&self, path: &str, follow: Follow, syscall: &str) -> Result<PathBuf, Errno> {
+        self.check(path, follow, syscall).map(|(p, _)| p)
+    }
+
+    /// Check `path` and pin what it names (see the module docs): the result derefs to the path
+    /// to hand to the syscall, valid while the [`Pinned`] lives.
+    pub fn pin(&self, path: &str, follow: Follow, syscall: &str) -> Result<Pinned, Errno> {
+        let (canonical, follow_last) = self.check(path, follow, syscall)?;
+        self.open_beneath(canonical, follow_last)
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => Errno::new("EACCES", syscall, Some(path)).with_detail(
+                    "a path component was replaced by a symlink during the check; refused by \
+                     the sandbox",
+                ),
+                _ => Errno::from_io(&e, syscall, Some(path)),
+            })
+    }
+
+    /// Pin an already canonical path inside the root: every component is opened with
+    /// `O_NOFOLLOW`, so a symlink anywhere (even one leading inside) is `ELOOP`. A missing tail
+    /// is kept as names under the deepest existing directory.
+    pub fn open_beneath(&self, canonical: PathBuf, follow_last: bool) -> io::Result<Pinned> {
+        let unpinned = |canonical: PathBuf| Pinned {
+            path: canonical.clone(),
+            entry: canonical.clone(),
+            canonical,
+            _fds: Vec::new(),
+        };
+        if !proc_fd_works() {
+            return Ok(unpinned(canonical));
+        }
+        let rel = match canonical.strip_prefix(&self.root) {
+            Ok(r) => r.to_path_buf(),
+            Err(_) => return Err(io::Error::from_raw_os_error(libc::EACCES)),
+        };
+        let comps: Vec<&OsStr> = rel
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n),
+                _ => None,
+            })
+            .collect();
+        let mut dir = open_at(None, self.root.as_os_str(), libc::O_DIRECTORY)?;
+        let Some((last, parents)) = comps.split_last() else {
+            // The root itself (trusted, like its ancestors).
+            let p = fd_path(&dir);
+            return Ok(Pinned {
+                path: p,
+                entry: canonical.clone(),
+                canonical,
+                _fds: vec![dir],
+            });
+        };
+        for (i, c) in parents.iter().enumerate() {
+            match open_at(Some(&dir), c, libc::O_DIRECTORY | libc::O_NOFOLLOW) {
+                Ok(fd) => dir = fd,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    // A missing tail: names under the deepest existing directory.
+                    let mut p = fd_path(&dir);
+                    for c in &comps[i..] {
+                        p.push(c);
+                    }
+                    return Ok(Pinned {
+                        path: p.clone(),
+                        entry: p,
+                        canonical,
+                        _fds: vec![dir],
+                    });
+                }
+                Err(e) => return Err(not_a_dir_or_swapped(&dir, c, e)),
+            }
+        }
+        let entry = fd_path(&dir).join(last);
+        if !follow_last {
+            return Ok(Pinned {
+                path: entry.clone(),
+                entry,
+                canonical,
+                _fds: vec![dir],
+            });
+        }
+        match open_at(Some(&dir), last, libc::O_NOFOLLOW) {
+            Ok(obj) => {
+                // With O_PATH|O_NOFOLLOW a symlink opens as itself: the check followed it, so
+                // it was swapped in since.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: valid fd and a stat buffer of the right type.
+                if unsafe { libc::fstat(obj.as_raw_fd(), &mut st) } != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                    return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                }
+                Ok(Pinned {
+                    path: fd_path(&obj),
+                    entry,
+                    canonical,
+                    _fds: vec![dir, obj],
+                })
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(Pinned {
+                path: entry.clone(),
+                entry,
+                canonical,
+                _fds: vec![dir],
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The canonical path and whether its last component was followed.
+    fn check(&self, path: &str, follow: Follow, syscall: &str) -> Result<(PathBuf, bool), Errno> {
         if path.contains('\0') {
             return Err(
                 Errno::new("EACCES", syscall, Some(&path.replace('\0', "\\0")))
@@ -83,7 +202,7 @@ impl Sandbox {
         };
         let resolved = resolved.map_err(|e| Errno::from_io(&e, syscall, Some(path)))?;
         if self.contains(&resolved) {
-            Ok(resolved)
+            Ok((resolved, follow_last))
         } else {
             Err(self.refused(path, &resolved, syscall))
         }
@@ -154,6 +273,88 @@ impl Sandbox {
         }
         Ok(out)
     }
+}
+
+/// A checked path, pinned by open descriptors (see [`Sandbox::pin`]). Derefs to the path for the
+/// syscall: the object itself when the last component was followed and exists, else the last
+/// name under its pinned directory.
+#[derive(Debug)]
+pub struct Pinned {
+    path: PathBuf,
+    entry: PathBuf,
+    canonical: PathBuf,
+    _fds: Vec<OwnedFd>,
+}
+
+impl Pinned {
+    /// The last name under its pinned directory (for calls that replace or create the entry,
+    /// e.g. a temp file next to it and a rename over it).
+    pub fn entry(&self) -> &Path {
+        &self.entry
+    }
+
+    /// The canonical path (for messages and results, never for syscalls).
+    pub fn canonical(&self) -> &Path {
+        &self.canonical
+    }
+}
+
+impl std::ops::Deref for Pinned {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Pinned {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Whether `/proc/self/fd/<n>` paths reach our descriptors (probed once).
+fn proc_fd_works() -> bool {
+    static WORKS: OnceLock<bool> = OnceLock::new();
+    *WORKS.get_or_init(|| match open_at(None, OsStr::new("/"), libc::O_DIRECTORY) {
+        Ok(fd) => std::fs::metadata(fd_path(&fd))
+            .map(|m| m.is_dir())
+            .unwrap_or(false),
+        Err(_) => false,
+    })
+}
+
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// `openat(dir, name, O_PATH|O_CLOEXEC|flags)` (`dir` `None`: an absolute `name`).
+fn open_at(dir: Option<&OwnedFd>, name: &OsStr, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c =
+        CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let dirfd = dir.map(|d| d.as_raw_fd()).unwrap_or(libc::AT_FDCWD);
+    // SAFETY: valid C string; the returned fd is owned by the OwnedFd.
+    let fd = unsafe { libc::openat(dirfd, c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `ENOTDIR` from `O_DIRECTORY|O_NOFOLLOW` on a symlink means it was swapped in: `ELOOP`.
+fn not_a_dir_or_swapped(dir: &OwnedFd, name: &OsStr, e: io::Error) -> io::Error {
+    if e.raw_os_error() == Some(libc::ENOTDIR) {
+        if let Ok(fd) = open_at(Some(dir), name, libc::O_NOFOLLOW) {
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: valid fd and stat buffer.
+            if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFLNK
+            {
+                return io::Error::from_raw_os_error(libc::ELOOP);
+            }
+        }
+    }
+    e
 }
 
 /// Push `path`'s components onto `pending` so that they pop in order.
@@ -297,6 +498,35 @@ mod tests {
             Follow::NotLast,
             "lstat",
         ));
+    }
+
+    #[test]
+    fn a_pinned_path_ignores_a_later_swap_and_a_new_pin_refuses_it() {
+        let f = fixture();
+        let pinned =
+            f.sb.pin(&s(&f.root.join("sub/file")), Follow::All, "open")
+                .unwrap();
+        assert_eq!(pinned.canonical(), f.root.join("sub/file"));
+        let dir =
+            f.sb.pin(&s(&f.root.join("sub/new")), Follow::All, "open")
+                .unwrap();
+        // Swap `sub` for a symlink to the outside, which has a `file` of its own.
+        std::fs::rename(f.root.join("sub"), f.root.join("sub-moved")).unwrap();
+        symlink(&f.outside, f.root.join("sub")).unwrap();
+        std::fs::write(f.outside.join("file"), "outside").unwrap();
+        assert_eq!(std::fs::read_to_string(&*pinned).unwrap(), "f");
+        std::fs::write(dir.entry(), "created").unwrap();
+        assert!(f.root.join("sub-moved/new").exists());
+        assert!(!f.outside.join("new").exists());
+        // The old canonical path now crosses a symlink: refused, not followed.
+        let e =
+            f.sb.open_beneath(f.root.join("sub/file"), true)
+                .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+        refused(
+            f.sb.pin(&s(&f.root.join("sub/file")), Follow::All, "open")
+                .map(|_| PathBuf::new()),
+        );
     }
 
     #[test]
