@@ -13,7 +13,7 @@ const { Readable, Writable } = require('stream');
 const route = require('./route.cjs');
 const rpc = require('./rpc.cjs');
 const sync = require('./sync.cjs');
-const { errnoError, nodeError, WIRE } = require('./errors.cjs');
+const { errnoError, nodeError, WIRE, AbortError } = require('./errors.cjs');
 
 const VPID_BASE = 10_000_000;
 let nextVpid = 1;
@@ -101,6 +101,7 @@ function spawnParams(file, args, options, cwd, modes) {
   const { env, unset } = envDelta(options.env || process.env);
   const p = { file: remoteProgram(file), args, cwd, env, unset, stdin: modes[0] === 'pipe', stdout: modes[1] !== 'ignore', stderr: modes[2] !== 'ignore' };
   if (typeof options.argv0 === 'string') p.argv0 = options.argv0;
+  else if (p.file !== file) p.argv0 = file; // Node's argv[0] is the program as given (`$0` of a shell)
   return p;
 }
 
@@ -305,7 +306,11 @@ function remoteSpawn(file, args, options, cwd) {
     child.once('exit', () => clearTimeout(t));
   }
   if (r.options.signal) {
-    const onAbort = () => child.kill(r.options.killSignal || 'SIGTERM');
+    const signal = r.options.signal;
+    // Node's abortChildProcess: kill, then 'error' with an AbortError.
+    const onAbort = () => {
+      if (child.kill(r.options.killSignal || 'SIGTERM')) child.emit('error', new AbortError(undefined, { cause: signal.reason }));
+    };
     if (r.options.signal.aborted) process.nextTick(onAbort);
     else r.options.signal.addEventListener('abort', onAbort, { once: true });
   }
@@ -379,7 +384,10 @@ function remoteExecFile(file, args, options, callback, cwd) {
     if (child.stdout) child.stdout.destroy();
     if (child.stderr) child.stderr.destroy();
     killed = true;
-    child.kill(options.killSignal);
+    // Node kills the shell and then closes its end of the pipes, so whatever the shell started
+    // dies of SIGPIPE. The bridge cannot close the remote pipes: signal the child's process group
+    // (it leads one) to the same effect, or 'close' would wait for those strays forever.
+    if (child._signal(options.killSignal, true)) child.killed = true;
   }
 
   if (options.timeout > 0) {
@@ -547,6 +555,35 @@ function install() {
     const err = checkExecSyncError(ret, undefined, command);
     if (err) throw err;
     return ret.stdout;
+  };
+
+  // fork of a routed script (or from a routed cwd): `node` on the remote runs it. There is no IPC
+  // channel across the bridge: send() fails with a clear error, 'message' never fires.
+  cp.fork = function fork(modulePath, args, options) {
+    let a = args;
+    let o = options;
+    if (a == null || (typeof a === 'object' && !Array.isArray(a))) {
+      o = a;
+      a = [];
+    }
+    o = { ...o };
+    const cwd = remoteCwd(o) || (route.routed(modulePath) && route.routed(route.cwd()));
+    if (!cwd) return Reflect.apply(orig.fork, this, arguments);
+    const execArgv = Array.isArray(o.execArgv) ? o.execArgv : []; // never our local --require
+    let stdio = o.stdio;
+    if (Array.isArray(stdio)) stdio = stdio.filter((s) => s !== 'ipc');
+    else stdio = o.silent ? ['pipe', 'pipe', 'pipe'] : 'inherit';
+    const file = o.execPath || process.execPath;
+    const child = remoteSpawn(file, [...execArgv, route.toPathString(modulePath), ...a], { ...o, stdio, shell: false }, cwd);
+    child.send = function send() {
+      const cb = [...arguments].reverse().find((x) => typeof x === 'function');
+      const err = nodeError(Error, 'ERR_IPC_CHANNEL_CLOSED', 'Channel closed (pi-bridge: a remote forked process has no IPC channel)');
+      if (cb) process.nextTick(cb, err);
+      else process.nextTick(() => this.emit('error', err));
+      return false;
+    };
+    child.disconnect = function disconnect() {};
+    return child;
   };
 
   const origKill = process.kill;

@@ -78,4 +78,29 @@ function nodeError(Base, code, message) {
   return err;
 }
 
-module.exports = { WIRE, errnoOf, describe, fsError, errnoError, transportError, fromRpcError, nodeError };
+// Node's AbortError (lib/internal/errors.js): name AbortError, code ABORT_ERR.
+class AbortError extends Error {
+  constructor(message = 'The operation was aborted', options = undefined) {
+    super(message, options);
+    this.code = 'ABORT_ERR';
+    this.name = 'AbortError';
+  }
+}
+
+// Node's SystemError family (ERR_FS_EISDIR, ERR_FS_CP_*): `<prefix>: <syscall> returned <CODE>
+// (<message>) <path>`, with the context in `info`. Node builds the rm errors with its
+// SystemError class and the cp ones with NodeError: the constructor names are kept.
+class SystemError extends Error {}
+class NodeError extends Error {}
+function systemError(Cls, code, prefix, info) {
+  const err = new Cls(`${prefix}: ${info.syscall} returned ${info.code} (${info.message}) ${info.path}`);
+  err.name = 'SystemError';
+  err.code = code;
+  err.info = info;
+  err.errno = info.errno;
+  err.syscall = info.syscall;
+  err.path = info.path;
+  return err;
+}
+
+module.exports = { AbortError, SystemError, NodeError, systemError, WIRE, errnoOf, describe, fsError, errnoError, transportError, fromRpcError, nodeError };

@@ -139,6 +139,54 @@ function* close(fd) {
   else yield* writeAll(f.path, f.buf, 'w', undefined);
 }
 
+// fsync/fdatasync: commit what was written so far (the same atomic whole-file write as close).
+function* sync(fd) {
+  const f = get(fd, 'fsync');
+  if (!f.dirty) return;
+  const { writeAll } = require('./fsops.cjs');
+  if (f.mode === 'a') {
+    const data = Buffer.concat(f.chunks);
+    f.chunks = [];
+    yield* writeAll(f.path, data, 'a', undefined);
+  } else yield* writeAll(f.path, f.buf, 'w', undefined);
+  f.dirty = false;
+}
+
+function* truncate(fd, len) {
+  const f = get(fd, 'ftruncate');
+  if (f.mode === 'r') throw fsError({ code: 'EINVAL', syscall: 'ftruncate' });
+  len = Math.max(0, len | 0);
+  if (f.buf === null) {
+    const { readAll } = require('./fsops.cjs');
+    f.buf = f.mode === 'a' ? Buffer.alloc(0) : yield* readAll(f.path);
+  }
+  if (f.mode !== 'a') f.mode = 'w';
+  const next = Buffer.alloc(len);
+  f.buf.copy(next, 0, 0, len);
+  f.buf = next;
+  f.dirty = true;
+}
+
+// readFile(fd): from the fd's position to the end; the position moves to the end.
+function* readRest(fd) {
+  const f = get(fd);
+  if (f.mode === 'w') {
+    const out = Buffer.from(f.buf.subarray(f.pos));
+    f.pos = f.buf.length;
+    return out;
+  }
+  const parts = [];
+  for (;;) {
+    const r = yield ['fs.read', { path: f.path, offset: f.pos, length: MAX_CHUNK }];
+    const data = unb64(r.data);
+    if (data.length === 0) break;
+    parts.push(data);
+    f.pos += data.length;
+    if (f.pos >= r.size) break;
+  }
+  return Buffer.concat(parts);
+}
+
 function* stat(fd, o) {
   const f = get(fd, 'fstat');
   return makeStats(yield ['fs.stat', { path: f.path, lstat: false }], o && o.bigint);
@@ -180,8 +228,8 @@ function handle(fd) {
       f.buf = next;
       f.dirty = true;
     },
-    async sync() {},
-    async datasync() {},
+    sync: () => runAsync(sync(fd)),
+    datasync: () => runAsync(sync(fd)),
     close: () => (table.has(fd) ? runAsync(close(fd)) : Promise.resolve()),
     [Symbol.asyncDispose]() {
       return h.close();
@@ -190,4 +238,4 @@ function handle(fd) {
   return h;
 }
 
-module.exports = { isHandle, isVirtual, get, open, read, write, close, stat, handle, FIRST_FD };
+module.exports = { isHandle, isVirtual, get, open, read, write, close, stat, sync, truncate, readRest, handle, FIRST_FD };

@@ -17,6 +17,7 @@ const watch = require('./watch.cjs');
 // Routing decision for one call: null = not ours; else the call context for fsops.
 function prepare(op, args) {
   if (op.fd) return fds.isVirtual(args[0]) ? { p: [], disp: [], args } : null;
+  if (op.fdOk && fds.isVirtual(args[0])) return { p: [], disp: [], args, fd: args[0] };
   const p = [];
   const disp = [];
   for (const i of op.paths) {
@@ -158,7 +159,13 @@ const FORMS = {
   copyFile: ['copyFileSync', 'copyFile', 'copyFile'],
   link: ['linkSync', 'link', 'link'],
   symlink: ['symlinkSync', 'symlink', 'symlink'],
-  realpath: ['realpathSync', 'realpath', 'realpath'],
+  realpath: [null, null, 'realpath'],
+  realpathJs: ['realpathSync', 'realpath', null],
+  chown: ['chownSync', 'chown', 'chown'],
+  lchown: ['lchownSync', 'lchown', 'lchown'],
+  fsync: ['fsyncSync', 'fsync', null],
+  fdatasync: ['fdatasyncSync', 'fdatasync', null],
+  ftruncate: ['ftruncateSync', 'ftruncate', null],
   readlink: ['readlinkSync', 'readlink', 'readlink'],
   chmod: ['chmodSync', 'chmod', 'chmod'],
   utimes: ['utimesSync', 'utimes', 'utimes'],

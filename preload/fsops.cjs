@@ -8,7 +8,7 @@
 const fs = require('fs');
 const path = require('path');
 const { MAX_CHUNK } = require('./wire.cjs');
-const { fsError, errnoOf, WIRE } = require('./errors.cjs');
+const { fsError, errnoOf, WIRE, AbortError, SystemError, NodeError, systemError } = require('./errors.cjs');
 const { makeStats, makeDirent } = require('./stats.cjs');
 const fds = require('./fds.cjs');
 
@@ -27,7 +27,16 @@ function encodeOut(buf, encoding) {
 }
 
 function encodeName(name, encoding) {
-  return encoding === 'buffer' ? Buffer.from(name, 'utf8') : name;
+  if (encoding === 'buffer') return Buffer.from(name, 'utf8');
+  if (encoding && encoding !== 'utf8' && encoding !== 'utf-8' && Buffer.isEncoding(encoding)) return Buffer.from(name, 'utf8').toString(encoding);
+  return name;
+}
+
+// readFile/writeFile/appendFile (callback and promise forms) honour an already-aborted signal
+// before touching the file, as Node does.
+function checkSignal(c, o) {
+  const signal = o && typeof o === 'object' ? o.signal : undefined;
+  if (c.form !== 'sync' && signal && signal.aborted) throw new AbortError(undefined, { cause: signal.reason });
 }
 
 function toBuffer(data, encoding) {
@@ -109,8 +118,28 @@ function* writeAll(p, buf, flag, mode) {
 }
 
 function* writeFileOp(c, _p, data, o, dfltFlag) {
+  checkSignal(c, o);
   const { encoding, flag, mode } = opts(o, {});
-  const buf = toBuffer(data, encoding);
+  let buf = toBuffer(data, encoding);
+  if (c.fd !== undefined) {
+    // On an fd, Node writes at the fd's position (appendFile: at its end).
+    yield* fds.write(c.fd, [buf]);
+    return;
+  }
+  const rw = typeof flag === 'string' ? /^r\+|^rs\+/.test(flag) : typeof flag === 'number' && (flag & fs.constants.O_RDWR) && !(flag & (fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_APPEND));
+  if (rw) {
+    // r+: overwrite from the start, keep the rest; the file must exist (ENOENT from open).
+    let old;
+    try {
+      old = yield* readAll(c.p[0]);
+    } catch (err) {
+      const w = err[WIRE];
+      throw w ? fsError({ ...w, syscall: 'open' }) : err;
+    }
+    if (old.length > buf.length) buf = Buffer.concat([buf, old.subarray(buf.length)]);
+    yield* writeAll(c.p[0], buf, 'w', undefined);
+    return;
+  }
   yield* writeAll(c.p[0], buf, writeFlag(flag, dfltFlag), parseMode(mode, undefined));
 }
 
@@ -126,19 +155,21 @@ function* statOp(c, lstat, o) {
 
 // fs.cp for routed → routed: files, and trees with `recursive` (dirs, files, symlinks).
 function* cpOp(c, o) {
-  const { recursive, force = true, errorOnExist = false } = opts(o, {});
+  const { recursive, force = true, errorOnExist = false, dereference = false } = opts(o, {});
   const [src, dest] = c.p;
-  const st = yield ['fs.stat', { path: src, lstat: false }];
+  const st = yield ['fs.stat', { path: src, lstat: !dereference }];
+  const shown = (abs) => (abs === dest ? c.disp[1] : path.join(c.disp[1], path.relative(dest, abs)));
   const copyOne = function* (from, to) {
     try {
       yield ['fs.copyFile', { from, to, exclusive: !force }];
     } catch (err) {
       if (err.code !== 'EEXIST' || force) throw err;
-      if (errorOnExist) throw nodeSystemError('ERR_FS_CP_EEXIST', 'Target already exists', 'EEXIST', 'cp', `${to} already exists`, to);
+      if (errorOnExist) throw systemError(NodeError, 'ERR_FS_CP_EEXIST', 'Target already exists', { message: `${shown(to)} already exists`, path: shown(to), syscall: 'cp', errno: -errnoOf('EEXIST'), code: 'EEXIST' });
     }
   };
+  if ((st.mode & 0o170000) === 0o120000) return yield ['fs.symlink', { target: yield ['fs.readlink', { path: src }], path: dest }];
   if ((st.mode & 0o170000) !== 0o040000) return yield* copyOne(src, dest);
-  if (!recursive) throw nodeSystemError('ERR_FS_EISDIR', 'Path is a directory', 'EISDIR', 'cp', `${c.disp[0]} is a directory (not copied)`, c.disp[0], 'EINVAL');
+  if (!recursive) throw systemError(NodeError, 'ERR_FS_EISDIR', 'Path is a directory', { message: `${c.disp[0]} is a directory (not copied)`, path: c.disp[0], syscall: 'cp', errno: -errnoOf('EINVAL'), code: 'EISDIR' });
   yield ['fs.mkdir', { path: dest, recursive: true }];
   for (const e of yield ['fs.readdir', { path: src, recursive: true }]) {
     const from = path.join(src, e.name);
@@ -149,15 +180,34 @@ function* cpOp(c, o) {
   }
 }
 
-// Node's SystemError (ERR_FS_*): `<prefix>: <syscall> returned <CODE> (<message>) <path>`.
-function nodeSystemError(code, prefix, uv, syscall, message, p, errnoName = uv) {
-  const err = new Error(`${prefix}: ${syscall} returned ${uv} (${message}) ${p}`);
-  err.name = 'SystemError';
-  err.code = code;
-  err.errno = -errnoOf(errnoName);
-  err.syscall = syscall;
-  err.path = p;
-  return err;
+// Node's JS fs.realpath walks the path with lstat (and stat on each symlink) and reports the
+// first failure with that syscall and the absolute path; the agent resolves in one call, so on
+// failure walk the components to name the same syscall and path.
+function* realpathFailure(abs, err) {
+  // Walk from the route that holds abs (nothing above it is the agent's to look at).
+  const route = require('./route.cjs');
+  const root = route.state.routes.filter((r) => abs === r || abs.startsWith(r.endsWith('/') ? r : `${r}/`)).sort((x, y) => y.length - x.length)[0] || '';
+  const parts = abs.slice(root.length).split('/').filter(Boolean);
+  let cur = root === '/' ? '' : root;
+  for (const part of parts) {
+    cur += `/${part}`;
+    let st;
+    try {
+      st = yield ['fs.stat', { path: cur, lstat: true }];
+    } catch (e) {
+      if (e[WIRE]) throw fsError({ ...e[WIRE], syscall: 'lstat', path: cur });
+      throw e;
+    }
+    if ((st.mode & 0o170000) === 0o120000) {
+      try {
+        yield ['fs.stat', { path: cur, lstat: false }];
+      } catch (e) {
+        if (e[WIRE]) throw fsError({ ...e[WIRE], syscall: 'stat', path: cur });
+        throw e;
+      }
+    }
+  }
+  throw err;
 }
 
 // fs.Dir over one remote listing (opendir): read/readSync/close/closeSync and async iteration.
@@ -192,6 +242,24 @@ function makeDir(disp, dirents) {
   };
 }
 
+// chown has no agent method: the ids as they are is a stat (Node's errors, syscall chown);
+// other ids run the remote's chown(1) as the ssh user, which fails with EPERM as chown(2) would.
+function* chownOp(abs, uid, gid, noFollow) {
+  let st;
+  try {
+    st = yield ['fs.stat', { path: abs, lstat: noFollow }];
+  } catch (err) {
+    const w = err[WIRE];
+    throw w ? fsError({ ...w, syscall: noFollow ? 'lchown' : 'chown' }) : err;
+  }
+  const same = (want, have) => want === -1 || want === undefined || want === have;
+  if (same(uid, st.uid) && same(gid, st.gid)) return;
+  const route = require('./route.cjs');
+  const ids = `${uid === -1 ? '' : uid}:${gid === -1 ? '' : gid}`;
+  const r = yield ['proc.run', { spawn: { file: 'chown', args: [...(noFollow ? ['-h'] : []), ids, '--', abs], cwd: route.state.routes[0] || '/', env: { LC_ALL: 'C' }, unset: [], stdin: false, stdout: true, stderr: true }, killSignal: 'SIGTERM' }];
+  if (r.error || r.code !== 0) throw fsError({ code: 'EPERM', syscall: noFollow ? 'lchown' : 'chown', path: abs });
+}
+
 const fdArg = { fd: true };
 
 const OPS = {
@@ -213,6 +281,21 @@ const OPS = {
     },
   },
   stat: { paths: [0], *run(c, _p, o) { return yield* statOp(c, false, o); } },
+  chown: {
+    paths: [0],
+    *run(c, _p, uid, gid) {
+      yield* chownOp(c.p[0], uid, gid, false);
+    },
+  },
+  lchown: {
+    paths: [0],
+    *run(c, _p, uid, gid) {
+      yield* chownOp(c.p[0], uid, gid, true);
+    },
+  },
+  fsync: { ...fdArg, *run(c, fd) { yield* fds.sync(fd); } },
+  fdatasync: { ...fdArg, *run(c, fd) { yield* fds.sync(fd); } },
+  ftruncate: { ...fdArg, *run(c, fd, len) { yield* fds.truncate(fd, len); } },
   lstat: { paths: [0], *run(c, _p, o) { return yield* statOp(c, true, o); } },
   readdir: {
     paths: [0],
@@ -229,15 +312,18 @@ const OPS = {
   },
   readFile: {
     paths: [0],
+    fdOk: true,
     // Node reports a directory as `EISDIR: …, read` without a path.
     errShape: (e) => (e.code === 'EISDIR' ? { syscall: 'read', path: undefined } : null),
     *run(c, _p, o) {
+      checkSignal(c, o);
       const { encoding } = opts(o, {});
+      if (c.fd !== undefined) return encodeOut(yield* fds.readRest(c.fd), encoding);
       return encodeOut(yield* readAll(c.p[0]), encoding);
     },
   },
-  writeFile: { paths: [0], *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'w'); } },
-  appendFile: { paths: [0], *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'a'); } },
+  writeFile: { paths: [0], fdOk: true, *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'w'); } },
+  appendFile: { paths: [0], fdOk: true, *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'a'); } },
   mkdir: {
     paths: [0],
     *run(c, _p, o) {
@@ -292,6 +378,23 @@ const OPS = {
       yield ['fs.symlink', { target: String(target), path: c.p[0] }];
     },
   },
+  // fs.realpathSync / fs.realpath: Node's JS walk (errors name lstat/stat and the absolute path).
+  realpathJs: {
+    paths: [0],
+    absPaths: true, // its errors name the absolute path walked
+    *run(c, _p, o) {
+      const { encoding } = opts(o, {});
+      let r;
+      try {
+        r = yield ['fs.realpath', { path: c.p[0] }];
+      } catch (err) {
+        if (!err[WIRE]) throw err;
+        yield* realpathFailure(c.p[0], err);
+      }
+      return encoding === 'buffer' ? Buffer.from(r) : r;
+    },
+  },
+  // fs.promises.realpath and the .native forms: realpath(3), errors name `realpath`.
   realpath: {
     paths: [0],
     *run(c, _p, o) {
@@ -353,7 +456,8 @@ const OPS = {
   },
   opendir: {
     paths: [0],
-    errShape: () => ({ syscall: 'opendir', path: undefined }), // Node names no path here
+    // Node's opendirSync names no path in its errors; the callback and promise forms do.
+    errShape: (e, c) => (c.form === 'sync' ? { syscall: 'opendir', path: undefined } : { syscall: 'opendir' }),
     *run(c) {
       const entries = yield ['fs.readdir', { path: c.p[0], recursive: false }];
       return makeDir(c.disp[0], entries.map((e) => makeDirent(e.name, e.kind, c.disp[0])));
@@ -393,12 +497,12 @@ function reshape(err, op, c) {
   const wire = err && err[WIRE];
   if (!wire) return err;
   const e = { ...wire };
-  c.p.forEach((abs, i) => {
+  if (!op.absPaths) c.p.forEach((abs, i) => {
     if (e.path === abs) e.path = c.disp[i];
     if (e.dest === abs) e.dest = c.disp[i];
   });
   const shape = op.errShape ? op.errShape(e, c) : null;
-  if (shape && shape.systemError) return nodeSystemError(shape.systemError, 'Path is a directory', 'EISDIR', 'rm', 'is a directory', e.path);
+  if (shape && shape.systemError) return systemError(SystemError, shape.systemError, 'Path is a directory', { code: 'EISDIR', message: 'is a directory', path: e.path, syscall: 'rm', errno: -errnoOf('EISDIR') });
   const out = fsError({ ...e, ...shape });
   out.stack = `${out.message}\n${err.stack.split('\n').slice(1).join('\n')}`;
   return out;

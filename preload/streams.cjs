@@ -47,7 +47,11 @@ function readStream(abs, disp, options) {
           s.bytesRead += data.length;
           this.push(data.length ? data : null);
         },
-        (err) => this.destroy(withPath(err, disp)),
+        (err) => {
+          // Opening a directory works; reading it fails with EISDIR and no path, as in Node.
+          const w = err && err[WIRE];
+          this.destroy(w && w.code === 'EISDIR' ? fsError({ code: 'EISDIR', syscall: 'read' }) : withPath(err, disp));
+        },
       );
     },
   });
