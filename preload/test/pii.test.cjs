@@ -10,30 +10,32 @@ const path = require('path');
 const h = require('./support/harness.cjs');
 const populate = require('./scripts/populate.cjs');
 
-function differential(script) {
-  h.piiBin();
-  const t = h.twinProjects(populate);
-  try {
-    const plain = h.runPlain(t.plain, script);
-    const bridged = h.runPii(t.bridged, script);
-    assert.strictEqual(plain.status, 0, plain.stderr);
-    assert.strictEqual(bridged.status, 0, `pii exited ${bridged.status}: ${bridged.stderr}`);
-    const a = JSON.parse(plain.stdout);
-    const b = JSON.parse(bridged.stdout);
-    // Compare entry by entry for a readable failure.
-    for (let i = 0; i < Math.max(a.length, b.length); i++) assert.deepStrictEqual(b[i], a[i], `entry ${i} (${a[i] && a[i][0]})`);
-  } finally {
-    t.cleanup();
-  }
-}
-
 test('pii binary is present', () => {
   assert.ok(fs.existsSync(h.piiBin()));
 });
 
-test('fs through pii --local: same report as plain node', () => differential(path.join(__dirname, 'scripts', 'fs-probe.cjs')));
-
-test('child_process through pii --local: same report as plain node', () => differential(path.join(__dirname, 'scripts', 'cp-probe.cjs')));
+// The conformance suite (fixtures/conformance: one case table, also run over ssh by
+// tests/tests/conformance.rs) in --local mode: plain node vs pii --local on identical copies.
+test('conformance through pii --local: every case as plain node', () => {
+  h.piiBin();
+  const conf = path.resolve(h.PRELOAD_DIR, '..', 'fixtures', 'conformance');
+  const t = h.twinProjects(require(path.join(conf, 'populate.cjs')));
+  try {
+    const plain = h.runPlain(t.plain, path.join(conf, 'run.cjs'));
+    const bridged = h.runPii(t.bridged, path.join(conf, 'run.cjs'));
+    assert.strictEqual(plain.status, 0, plain.stderr);
+    assert.strictEqual(bridged.status, 0, `pii exited ${bridged.status}: ${bridged.stderr}`);
+    const { parse, compare } = require(path.join(conf, 'compare.cjs'));
+    fs.writeFileSync(path.join(t.root, 'plain.out'), plain.stdout);
+    fs.writeFileSync(path.join(t.root, 'bridged.out'), bridged.stdout);
+    const r = compare('local', parse(path.join(t.root, 'plain.out')), parse(path.join(t.root, 'bridged.out')));
+    const line = `conformance: ${r.passed + r.expected.length} passed, ${r.failed.length} failed`;
+    process.stdout.write(`# ${line}\n`);
+    assert.deepStrictEqual(r.failed, [], line);
+  } finally {
+    t.cleanup();
+  }
+});
 
 test('statSync round trip cost through pii --local (reported)', () => {
   h.piiBin();
