@@ -225,6 +225,16 @@ fn handle_frame(
         let _ = tx.send(reply.to_frame(&id));
         return;
     }
+    if reserved_for_pii(&req.method) {
+        // `hello` would re-root the agent's sandbox (e.g. at `/`), `session.*` drive the link:
+        // only pii itself makes these calls, never a client of the endpoint.
+        let msg = format!(
+            "`{}` is reserved for pii's own link to the agent",
+            req.method
+        );
+        let _ = tx.send(Reply::error(ErrorCode::MethodNotFound, &msg).to_frame(&id));
+        return;
+    }
     let method = req.method;
     let params: Option<Box<RawValue>> = req.params.map(|p| p.to_owned());
     let session = session.clone();
@@ -247,6 +257,13 @@ fn handle_frame(
         }
         let _ = tx.send(reply.to_frame(&id));
     });
+}
+
+/// Methods an endpoint client may not call: the handshake and the link's own `session.*`
+/// calls (`session.info` is answered by pii itself before this check).
+fn reserved_for_pii(method: &str) -> bool {
+    method == <protocol::methods::HelloCall as protocol::Method>::NAME
+        || method.starts_with("session.")
 }
 
 /// The subscription id in an unsubscribe call: `[id]` or `{"subscription": id}`.
@@ -428,6 +445,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next_json(&mut lines).await["error"]["code"], -32600);
+
+        // The handshake and the link's own calls are pii's alone: refused, never forwarded.
+        let before = agent_frames(&received).len();
+        for m in ["hello", "session.end", "session.ack"] {
+            w.write_all(
+                format!("{{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":\"{m}\",\"params\":{{\"protocol\":1,\"clientVersion\":\"x\",\"root\":\"/\"}}}}\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let v = next_json(&mut lines).await;
+            assert_eq!(v["error"]["code"], -32601, "{m}: {v}");
+        }
+        assert_eq!(agent_frames(&received).len(), before);
 
         // Still alive, errors from the agent pass through.
         w.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"fs.nope\",\"params\":{}}\n")
