@@ -83,9 +83,15 @@ impl Procs {
                 return;
             }
             if tokio::time::Instant::now() >= deadline {
-                for pid in alive {
+                for &pid in &alive {
                     // SAFETY: as above.
                     unsafe { libc::killpg(pid, libc::SIGKILL) };
+                }
+                // SIGKILL is delivered asynchronously: wait (briefly) until the groups are
+                // really gone, so that "the agent exited" means "nothing is left running".
+                let until = tokio::time::Instant::now() + Duration::from_secs(1);
+                while alive.iter().any(|&p| group_alive(p)) && tokio::time::Instant::now() < until {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 return;
             }
