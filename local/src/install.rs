@@ -323,7 +323,8 @@ pub fn bootstrap_script(known: &[(String, String)]) -> String {
     }
     let v = protocol::VERSION;
     [
-        "umask 077",
+        // No umask here: the agent (and every process pi runs) must keep the login's umask, or
+        // files pi creates on the remote would come out 0600. Only the install step is private.
         "base=\"$HOME/.cache/pi-bridge/agent\"",
         "u=\"$(uname -sm)\"",
         &format!("d=; case \"$u\" in {cases}*) ;; esac"),
@@ -335,6 +336,7 @@ pub fn bootstrap_script(known: &[(String, String)]) -> String {
         "case \"$dir\" in ''|*/*|.*) fail bad directory name \"$dir\";; esac",
         "test \"$size\" -ge 0 2>/dev/null || fail bad size \"$size\"",
         "d=\"$base/$dir\"",
+        "um=$(umask); umask 077",
         "mkdir -p \"$d\" || fail cannot create \"$d\"",
         "chmod 700 \"$HOME/.cache/pi-bridge\" \"$base\" \"$d\" || fail cannot chmod \"$d\"",
         "t=\"$d/.upload.$$\"",
@@ -344,6 +346,7 @@ pub fn bootstrap_script(known: &[(String, String)]) -> String {
         "if test \"$got\" = \"$sum\"; then :; else rm -f \"$t\"; rmdir \"$d\" 2>/dev/null; fail \"sha256 mismatch: expected $sum, got $got (upload of $size bytes corrupted)\"; fi",
         "chmod 700 \"$t\" && mv -f \"$t\" \"$d/pi-bridge-agent\" || { rm -f \"$t\"; fail cannot install \"$d/pi-bridge-agent\"; }",
         "for o in \"$base\"/*; do if test \"$o\" = \"$d\"; then :; else rm -rf \"$o\"; fi; done",
+        "umask \"$um\"",
         "exec \"$d/pi-bridge-agent\" --stdio",
     ]
     .join("; ")
