@@ -17,30 +17,10 @@ pub struct DoctorArgs {
     /// Remote project: DEST:PATH, as for `pii --ssh`.
     #[arg(long, value_name = "DEST:PATH")]
     ssh: String,
-    /// ssh config file (ssh -F).
-    #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
-    ssh_config: Option<PathBuf>,
-    /// ssh option (ssh -o), repeatable.
-    #[arg(short = 'o', value_name = "SSH_OPTION")]
-    ssh_option: Vec<String>,
-    /// ssh port (ssh -p).
-    #[arg(short = 'p', value_name = "PORT")]
-    port: Option<u16>,
-    /// ssh identity file (ssh -i).
-    #[arg(short = 'i', value_name = "IDENTITY")]
-    identity: Option<PathBuf>,
-    /// ssh jump host(s) (ssh -J).
-    #[arg(short = 'J', value_name = "JUMP")]
-    jump: Option<String>,
-    /// pi's cli.js [default: $PII_PI, else `pi` on PATH].
-    #[arg(long, value_name = "PI_CLI")]
-    pi: Option<PathBuf>,
-    /// The pi-bridge-agent binary to upload if the remote has none.
-    #[arg(long, value_name = "AGENT_BIN")]
-    agent: Option<PathBuf>,
-    /// The node binary [default: $PII_NODE, else `node` on PATH].
-    #[arg(long, value_name = "NODE")]
-    node: Option<PathBuf>,
+    #[command(flatten)]
+    ssh_flags: ssh::SshFlags,
+    #[command(flatten)]
+    tools: launch::ToolFlags,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,7 +220,7 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
             config::Config::default()
         }
     };
-    match launch::find_node(args.node.as_deref())
+    match launch::find_node(args.tools.node.as_deref())
         .and_then(|n| launch::check_node(&n).map(|v| (n, v)))
     {
         Ok((n, v)) => r.ok(format!("node {v} at {} (pi needs >= 20.18.1)", n.display())),
@@ -249,7 +229,7 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
             "install Node.js >= 20.18.1 (https://nodejs.org), or pass --node PATH / set PII_NODE",
         ),
     }
-    match launch::find_pi(args.pi.as_deref()) {
+    match launch::find_pi(args.tools.pi.as_deref()) {
         Ok(cli) => match pi_package(&cli) {
             Some((name, version, _)) => r.ok(format!("pi {name} {version} at {}", cli.display())),
             None => r.warn(
@@ -271,15 +251,7 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
             return;
         }
     };
-    let mut options = args.ssh_option.clone();
-    options.extend(cfg.ssh_options.iter().cloned());
-    let opts = ssh::SshOptions {
-        config_file: args.ssh_config.clone(),
-        options,
-        port: args.port,
-        identity: args.identity.clone(),
-        jump: args.jump.clone(),
-    };
+    let opts = args.ssh_flags.options(&cfg.ssh_options);
     match effective_ssh(&opts, &dest).await {
         Ok(g) => {
             let get = |k: &str| g.get(k).cloned().unwrap_or_else(|| "?".into());
@@ -305,7 +277,7 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
     }
 
     let started = Instant::now();
-    let link = install::connect_ssh(&opts, &dest, args.agent.as_deref(), false).await;
+    let link = install::connect_ssh(&opts, &dest, args.tools.agent.as_deref(), false).await;
     let took = started.elapsed();
     let (mut child, reader, _tail) = match link {
         Ok(l) => l,
@@ -316,7 +288,8 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
                 ),
                 _ => format!(
                     "check that `ssh{} {dest} true` works from this shell (keys, host keys, ProxyJump)",
-                    args.ssh_config
+                    args.ssh_flags
+                        .ssh_config
                         .as_ref()
                         .map(|f| format!(" -F {}", f.display()))
                         .unwrap_or_default()

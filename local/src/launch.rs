@@ -129,6 +129,23 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Which node, pi and agent to use; shared by `pii` and `pii doctor`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ToolFlags {
+    /// pi's cli.js [default: $PII_PI, else `pi` on PATH resolved to its cli.js].
+    #[arg(long, value_name = "PI_CLI")]
+    pub pi: Option<PathBuf>,
+
+    /// The pi-bridge-agent binary to run or upload [default: next to pii, then
+    /// ~/.local/share/pi-bridge/agents/<target>/pi-bridge-agent].
+    #[arg(long, value_name = "AGENT_BIN")]
+    pub agent: Option<PathBuf>,
+
+    /// The node binary [default: $PII_NODE, else `node` on PATH].
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<PathBuf>,
+}
+
 /// node: `--node`, else `PII_NODE`, else `node` on PATH.
 pub fn find_node(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
     let chosen = flag

@@ -63,46 +63,14 @@ struct Cli {
     ssh: Option<String>,
 
     /// Run the agent as a local child process on DIR (no ssh; for development and tests).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "SshFlags")]
     local: Option<PathBuf>,
 
-    /// ssh config file (ssh -F).
-    #[arg(
-        short = 'F',
-        long = "ssh-config",
-        value_name = "FILE",
-        requires = "ssh"
-    )]
-    ssh_config: Option<PathBuf>,
+    #[command(flatten)]
+    ssh_flags: ssh::SshFlags,
 
-    /// ssh option (ssh -o), repeatable, e.g. -o Compression=yes.
-    #[arg(short = 'o', value_name = "SSH_OPTION", conflicts_with = "local")]
-    ssh_option: Vec<String>,
-
-    /// ssh port (ssh -p).
-    #[arg(short = 'p', value_name = "PORT", conflicts_with = "local")]
-    port: Option<u16>,
-
-    /// ssh identity file (ssh -i).
-    #[arg(short = 'i', value_name = "IDENTITY", conflicts_with = "local")]
-    identity: Option<PathBuf>,
-
-    /// ssh jump host(s) (ssh -J).
-    #[arg(short = 'J', value_name = "JUMP", conflicts_with = "local")]
-    jump: Option<String>,
-
-    /// pi's cli.js [default: $PII_PI, else `pi` on PATH resolved to its cli.js].
-    #[arg(long, value_name = "PI_CLI")]
-    pi: Option<PathBuf>,
-
-    /// The pi-bridge-agent binary to run or upload [default: next to pii, then
-    /// ~/.local/share/pi-bridge/agents/<target>/pi-bridge-agent].
-    #[arg(long, value_name = "AGENT_BIN")]
-    agent: Option<PathBuf>,
-
-    /// The node binary [default: $PII_NODE, else `node` on PATH].
-    #[arg(long, value_name = "NODE")]
-    node: Option<PathBuf>,
+    #[command(flatten)]
+    tools: launch::ToolFlags,
 
     /// Log file [default: ~/.cache/pi-bridge/pii.log]. Level from $PII_LOG.
     #[arg(long, value_name = "FILE")]
@@ -242,9 +210,9 @@ async fn run(cli: Cli) -> Result<i32> {
     );
 
     // Everything local first, so a bad setup fails before any connection.
-    let node = launch::find_node(cli.node.as_deref())?;
+    let node = launch::find_node(cli.tools.node.as_deref())?;
     let node_version = launch::check_node(&node)?;
-    let pi = launch::find_pi(cli.pi.as_deref())?;
+    let pi = launch::find_pi(cli.tools.pi.as_deref())?;
     if !launch::PRELOAD_FILES
         .iter()
         .any(|(n, _)| *n == launch::PRELOAD_ENTRY)
@@ -254,7 +222,7 @@ async fn run(cli: Cli) -> Result<i32> {
 
     let timing = session::Timing::new(Duration::from_millis(cfg.rpc_timeout_ms));
     let (mut child, reader, root, stderr_tail, dest) = if let Some(dir) = &cli.local {
-        let agent = install::find_local_agent(cli.agent.as_deref())?;
+        let agent = install::find_local_agent(cli.tools.agent.as_deref())?;
         let root =
             std::fs::canonicalize(dir).with_context(|| format!("--local {}", dir.display()))?;
         if cli.verbose {
@@ -300,18 +268,9 @@ async fn run(cli: Cli) -> Result<i32> {
     } else {
         let target = cli.ssh.as_deref().expect("clap requires --ssh or --local");
         let (dest, path) = ssh::parse_target(target)?;
-        // ssh keeps the first value it sees for an option: the command line's come first.
-        let mut options = cli.ssh_option.clone();
-        options.extend(cfg.ssh_options.iter().cloned());
-        let opts = ssh::SshOptions {
-            config_file: cli.ssh_config.clone(),
-            options,
-            port: cli.port,
-            identity: cli.identity.clone(),
-            jump: cli.jump.clone(),
-        };
+        let opts = cli.ssh_flags.options(&cfg.ssh_options);
         let (child, reader, tail) =
-            install::connect_ssh(&opts, &dest, cli.agent.as_deref(), cli.verbose).await?;
+            install::connect_ssh(&opts, &dest, cli.tools.agent.as_deref(), cli.verbose).await?;
         (child, reader, path, tail, Some((dest, opts)))
     };
 
@@ -362,7 +321,7 @@ async fn run(cli: Cli) -> Result<i32> {
     }
     if let Some((dest, opts)) = dest {
         // From now on a dropped ssh is replaced and the agent's session resumed.
-        let r = ssh::SshReconnect::new(&opts, &dest, cli.agent.clone());
+        let r = ssh::SshReconnect::new(&opts, &dest, cli.tools.agent.clone());
         session.set_reconnect(std::sync::Arc::new(r));
     }
 

@@ -1187,24 +1187,7 @@ pub(crate) mod tests {
     use tokio::io::{AsyncBufReadExt, BufReader, DuplexStream};
 
     pub fn facts() -> protocol::Facts {
-        protocol::Facts {
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            user: "dev".into(),
-            uid: 1000,
-            gid: 1000,
-            home: "/home/dev".into(),
-            hostname: "box".into(),
-            shell: "/bin/bash".into(),
-            login_path: "/usr/bin:/bin".into(),
-            project_root: "/home/dev/app".into(),
-            sandbox_root: "/home/dev/app".into(),
-            agent_pid: 42,
-            git_version: None,
-            bash_version: None,
-            has_rg: true,
-            has_fd: false,
-        }
+        protocol::Facts::example()
     }
 
     /// Everything the fake agent received (frames, blank lines included).

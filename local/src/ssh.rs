@@ -7,11 +7,51 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SshOptions {
     pub config_file: Option<PathBuf>,
-    /// `-o` options, config file's first, then the command line's.
+    /// `-o` options: the command line's first, then the config file's (ssh keeps the first value
+    /// it sees for a key, so the command line wins).
     pub options: Vec<String>,
     pub port: Option<u16>,
     pub identity: Option<PathBuf>,
     pub jump: Option<String>,
+}
+
+/// The ssh flags pii passes through to ssh, shared by `pii --ssh` and `pii doctor`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SshFlags {
+    /// ssh config file (ssh -F).
+    #[arg(short = 'F', long = "ssh-config", value_name = "FILE")]
+    pub ssh_config: Option<PathBuf>,
+
+    /// ssh option (ssh -o), repeatable, e.g. -o Compression=yes.
+    #[arg(short = 'o', value_name = "SSH_OPTION")]
+    pub ssh_option: Vec<String>,
+
+    /// ssh port (ssh -p).
+    #[arg(short = 'p', value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// ssh identity file (ssh -i).
+    #[arg(short = 'i', value_name = "IDENTITY")]
+    pub identity: Option<PathBuf>,
+
+    /// ssh jump host(s) (ssh -J).
+    #[arg(short = 'J', value_name = "JUMP")]
+    pub jump: Option<String>,
+}
+
+impl SshFlags {
+    /// The options for ssh: these flags, then the config file's `sshOptions`.
+    pub fn options(&self, config_options: &[String]) -> SshOptions {
+        let mut options = self.ssh_option.clone();
+        options.extend(config_options.iter().cloned());
+        SshOptions {
+            config_file: self.ssh_config.clone(),
+            options,
+            port: self.port,
+            identity: self.identity.clone(),
+            jump: self.jump.clone(),
+        }
+    }
 }
 
 /// Defaults pii adds unless the user's `-o` sets the same key.

@@ -139,6 +139,31 @@ pub struct Facts {
     pub has_fd: bool,
 }
 
+impl Facts {
+    /// A plausible remote, for tests of code that consumes facts (feature `test-support`).
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn example() -> Facts {
+        Facts {
+            os: "linux".into(),
+            arch: "x86_64".into(),
+            user: "dev".into(),
+            uid: 1000,
+            gid: 1000,
+            home: "/home/dev".into(),
+            hostname: "box".into(),
+            shell: "/bin/bash".into(),
+            login_path: "/usr/bin:/bin".into(),
+            project_root: "/home/dev/app".into(),
+            sandbox_root: "/home/dev/app".into(),
+            agent_pid: 42,
+            git_version: Some("2.39.2".into()),
+            bash_version: None,
+            has_rg: false,
+            has_fd: true,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,24 +232,7 @@ mod tests {
 
     #[test]
     fn hello_result_roundtrip() {
-        let facts = Facts {
-            os: "linux".into(),
-            arch: "x86_64".into(),
-            user: "dev".into(),
-            uid: 1000,
-            gid: 1000,
-            home: "/home/dev".into(),
-            hostname: "box".into(),
-            shell: "/bin/bash".into(),
-            login_path: "/usr/bin:/bin".into(),
-            project_root: "/home/dev/app".into(),
-            sandbox_root: "/home/dev/app".into(),
-            agent_pid: 42,
-            git_version: Some("2.39.2".into()),
-            bash_version: None,
-            has_rg: false,
-            has_fd: true,
-        };
+        let facts = Facts::example();
         check(
             HelloResult {
                 protocol: 1,
