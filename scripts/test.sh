@@ -25,6 +25,8 @@ for tool in unshare nsenter runuser; do
 done
 command -v ps >/dev/null || need+=(procps)
 command -v tmux >/dev/null || need+=(tmux) # tests/tests/interactive.rs drives pi's TUI in tmux
+command -v rg >/dev/null || need+=(ripgrep) # tests/tests/pi_tools.rs: pi's grep runs the remote rg
+command -v fdfind >/dev/null || need+=(fd-find) # pi_tools.rs: pi's find runs the remote fd (a wrapper around fdfind)
 command -v ip >/dev/null || need+=(iproute2)
 command -v useradd >/dev/null || need+=(passwd)
 if ((${#need[@]})); then
@@ -33,7 +35,7 @@ if ((${#need[@]})); then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 else
-  echo "all present (openssh-server, git, util-linux, procps, iproute2, tmux)"
+  echo "all present (openssh-server, git, util-linux, procps, iproute2, tmux, ripgrep, fd-find)"
 fi
 mkdir -p /run/sshd
 for tool in node npm cargo; do
