@@ -91,33 +91,41 @@ fn run() -> anyhow::Result<()> {
 type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
 
-/// A non-blocking reader for a pipe or socket; a blocking-pool file reader for anything else.
-fn async_reader(fd: OwnedFd) -> anyhow::Result<BoxRead> {
+/// What an inherited stdio fd is: pipes and sockets get tokio's non-blocking wrappers,
+/// anything else (a file, /dev/null) goes through the blocking pool.
+enum Stdio {
+    Pipe(std::fs::File),
+    Socket(tokio::net::UnixStream),
+    File(std::fs::File),
+}
+
+fn classify(fd: OwnedFd) -> anyhow::Result<Stdio> {
+    use std::os::unix::fs::FileTypeExt;
     let file = std::fs::File::from(fd);
     let ft = file.metadata()?.file_type();
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
-        Ok(Box::new(tokio::net::unix::pipe::Receiver::from_file(file)?))
+    Ok(if ft.is_fifo() {
+        Stdio::Pipe(file)
     } else if ft.is_socket() {
         let s = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
         s.set_nonblocking(true)?;
-        Ok(Box::new(tokio::net::UnixStream::from_std(s)?))
+        Stdio::Socket(tokio::net::UnixStream::from_std(s)?)
     } else {
-        Ok(Box::new(tokio::fs::File::from_std(file)))
-    }
+        Stdio::File(file)
+    })
+}
+
+fn async_reader(fd: OwnedFd) -> anyhow::Result<BoxRead> {
+    Ok(match classify(fd)? {
+        Stdio::Pipe(f) => Box::new(tokio::net::unix::pipe::Receiver::from_file(f)?),
+        Stdio::Socket(s) => Box::new(s),
+        Stdio::File(f) => Box::new(tokio::fs::File::from_std(f)),
+    })
 }
 
 fn async_writer(fd: OwnedFd) -> anyhow::Result<BoxWrite> {
-    let file = std::fs::File::from(fd);
-    let ft = file.metadata()?.file_type();
-    use std::os::unix::fs::FileTypeExt;
-    if ft.is_fifo() {
-        Ok(Box::new(tokio::net::unix::pipe::Sender::from_file(file)?))
-    } else if ft.is_socket() {
-        let s = std::os::unix::net::UnixStream::from(OwnedFd::from(file));
-        s.set_nonblocking(true)?;
-        Ok(Box::new(tokio::net::UnixStream::from_std(s)?))
-    } else {
-        Ok(Box::new(tokio::fs::File::from_std(file)))
-    }
+    Ok(match classify(fd)? {
+        Stdio::Pipe(f) => Box::new(tokio::net::unix::pipe::Sender::from_file(f)?),
+        Stdio::Socket(s) => Box::new(s),
+        Stdio::File(f) => Box::new(tokio::fs::File::from_std(f)),
+    })
 }
