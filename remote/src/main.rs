@@ -4,15 +4,7 @@
 //! after announcing itself with the magic line. Nothing else is ever written to stdout: logs go to
 //! stderr, and only when `PI_BRIDGE_AGENT_LOG` is set (to a `tracing` filter such as `debug`).
 
-extern crate pi_bridge_protocol as protocol;
-
-mod facts;
-mod fs;
-mod proc;
-mod resume;
-mod sandbox;
-mod server;
-mod watch;
+use pi_bridge_agent::server;
 
 use anyhow::Context as _;
 use clap::Parser;
