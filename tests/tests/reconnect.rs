@@ -115,7 +115,10 @@ fn start(sshd: &Sshd, cfg: &Path, mode: &str, n: usize, env: &[(&str, String)]) 
         .arg("--")
         .arg(mode)
         .arg(n.to_string())
-        .env("PII_LOG", "info")
+        .env(
+            "PII_LOG",
+            std::env::var("PII_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -146,14 +149,20 @@ impl Run {
     }
 
     /// The next stdout line starting with `prefix` (others are ignored).
-    fn expect(&self, prefix: &str, within: Duration) -> String {
+    fn expect(&mut self, prefix: &str, within: Duration) -> String {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(_) => {}
-                Err(_) => panic!(
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "pii closed its stdout before the script printed `{prefix}` (exit status: \
+                     {:?}); pii log:\n{}",
+                    self.child.wait(),
+                    self.log_text()
+                ),
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
                     "no `{prefix}` line from the script within {within:?}; pii log:\n{}",
                     self.log_text()
                 ),
@@ -184,6 +193,11 @@ impl Run {
 
 /// Pids of `parent`'s children whose argv[0] is `ssh`.
 fn ssh_children(parent: u32) -> Vec<u32> {
+    children(parent, b"ssh")
+}
+
+/// Live children of `parent` whose argv[0] ends with `name` (`ssh`, `node`, a path to node).
+fn children(parent: u32, name: &[u8]) -> Vec<u32> {
     let mut found = vec![];
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
@@ -200,7 +214,7 @@ fn ssh_children(parent: u32) -> Vec<u32> {
             .unwrap_or(0);
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let argv0 = cmdline.split(|&b| b == 0).next().unwrap_or(&[]);
-        if ppid == parent && argv0 == b"ssh" {
+        if ppid == parent && argv0.ends_with(name) {
             found.push(pid);
         }
     }
@@ -363,7 +377,7 @@ fn report(what: &str, log: &str) -> Vec<f64> {
 fn ssh_killed_during_reads() {
     let sshd = Sshd::start();
     let env = data_env(&sshd);
-    let run = start(&sshd, sshd.ssh_config(), "reads", 150, &env);
+    let mut run = start(&sshd, sshd.ssh_config(), "reads", 150, &env);
     run.expect("READY", Duration::from_secs(60));
     kill_ssh(&run);
     let (v, log) = run.finish();
@@ -376,7 +390,7 @@ fn ssh_killed_during_reads() {
 #[test]
 fn ssh_killed_during_writes() {
     let sshd = Sshd::start();
-    let run = start(&sshd, sshd.ssh_config(), "writes", 200, &[]);
+    let mut run = start(&sshd, sshd.ssh_config(), "writes", 200, &[]);
     run.expect("READY", Duration::from_secs(60));
     kill_ssh(&run);
     let (v, log) = run.finish();
@@ -388,7 +402,7 @@ fn ssh_killed_during_writes() {
 #[test]
 fn ssh_killed_during_a_streaming_command() {
     let sshd = Sshd::start();
-    let run = start(&sshd, sshd.ssh_config(), "command", 1500, &[]);
+    let mut run = start(&sshd, sshd.ssh_config(), "command", 1500, &[]);
     run.expect("READY", Duration::from_secs(60));
     kill_ssh(&run);
     let (v, log) = run.finish();
@@ -403,7 +417,7 @@ fn link_cut_for_ten_seconds_during_reads_writes_and_a_command() {
     let proxy = DelayProxy::start(sshd.addr(), Duration::ZERO);
     let cfg = sshd.ssh_config_via(proxy.port());
     let env = data_env(&sshd);
-    let run = start(&sshd, &cfg, "all", 150, &env);
+    let mut run = start(&sshd, &cfg, "all", 150, &env);
     run.expect("READY", Duration::from_secs(60));
     proxy.cut();
     std::thread::sleep(Duration::from_secs(10));
@@ -453,11 +467,9 @@ fn without_reconnect_the_remote_processes_end_after_the_grace_period() {
         sshd.remote_processes()
     );
     // pii dies without a word; so does node (its child), as a crash of the whole tree would.
-    let node: Vec<u32> = pi_bridge_tests::pii::local_processes_matching("reconnect-script.cjs")
-        .iter()
-        .filter_map(|l| l.split(' ').next()?.parse().ok())
-        .filter(|&p| p != run.child.id())
-        .collect();
+    // Only THIS test's node: the other tests in this file run the same script concurrently.
+    let node = children(run.child.id(), b"node");
+    assert_eq!(node.len(), 1, "expected one node child of pii: {node:?}");
     run.child.kill().unwrap();
     let _ = run.child.wait();
     let killed = Instant::now();
