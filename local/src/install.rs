@@ -310,42 +310,82 @@ pub fn dir_name(sha: &str) -> String {
     format!("{}-{}", protocol::VERSION, &sha[..12.min(sha.len())])
 }
 
+/// Minutes an installed agent directory is safe from pruning (see [`bootstrap_script`]).
+pub const PRUNE_MIN_AGE_MIN: u32 = 10;
+
 /// The remote bootstrap (POSIX sh, one line so any login shell passes it on intact).
 ///
-/// `known`: (`uname -sm`, dir name) of the binaries pii could upload. If the cached agent for
-/// this remote's arch exists, it is exec'd; else the script prints `PI-BRIDGE-INSTALL <uname>`,
-/// reads `<size> <sha256> <dirname>`, receives the bytes, verifies, installs 0700 atomically,
-/// prunes other versions and execs. Failures print `PI-BRIDGE-ERROR <why>` and exit 1.
-pub fn bootstrap_script(known: &[(String, String)]) -> String {
+/// `known`: (`uname -sm`, dir name, size in bytes) of the binaries pii could upload.
+///
+/// - Refused outright: `~/.cache/pi-bridge` or its `agent/` being a symlink or owned by someone
+///   else (a clear `PI-BRIDGE-ERROR`).
+/// - Start (every run, cheap): the cached agent for this arch is exec'd only if its directory
+///   and the two above it are `drwx------` owned by the current uid and the binary is
+///   `-rwx------`, owned by the uid, of the expected size. Anything else (a tampered or
+///   half-removed agent) is reinstalled.
+/// - Install: print `PI-BRIDGE-INSTALL <uname>`, read `<size> <sha256> <dirname>`, receive the
+///   bytes into a unique temp file, verify the sha256, `mv` into place 0700. Under umask 077, put
+///   back before the exec, so the agent keeps the login umask.
+/// - Lock: the install and the prune run under `agent/.lock` (`flock`, or an `mkdir` lock whose
+///   holder's pid is gone or which is older than 10 min is stale), released before the exec so a
+///   running agent never holds it.
+/// - Prune (under the lock): other version directories, except those younger than
+///   [`PRUNE_MIN_AGE_MIN`] minutes (another session may be between its check and its exec) and
+///   those whose binary a running process executes (`/proc/*/exe`: another live session).
+///
+/// Failures print `PI-BRIDGE-ERROR <why>` and exit 1.
+pub fn bootstrap_script(known: &[(String, String, u64)]) -> String {
     let mut cases = String::new();
-    for (uname, dir) in known {
-        cases.push_str(&format!("{}) d={dir};; ", crate::ssh::sh_quote(uname)));
+    for (uname, dir, size) in known {
+        cases.push_str(&format!(
+            "{}) d={dir}; sz={size};; ",
+            crate::ssh::sh_quote(uname)
+        ));
     }
     let v = protocol::VERSION;
+    let age = PRUNE_MIN_AGE_MIN;
     [
         // No umask here: the agent (and every process pi runs) must keep the login's umask, or
         // files pi creates on the remote would come out 0600. Only the install step is private.
-        "base=\"$HOME/.cache/pi-bridge/agent\"",
+        "c=\"$HOME/.cache/pi-bridge\"; base=\"$c/agent\"; me=$(id -u)",
+        "unlock() { :; }",
+        "fail() { echo \"PI-BRIDGE-ERROR $*\"; unlock; exit 1; }",
+        // Never a path another user could redirect or write.
+        "mine() { for p in \"$c\" \"$base\"; do if test -L \"$p\"; then fail \"$p is a symlink; pi-bridge keeps its agent only in a private directory of yours (remove the link: rm '$p')\"; fi; if test -e \"$p\" && ! test -O \"$p\"; then fail \"$p is not owned by you (uid $me); pi-bridge refuses to run or install its agent there\"; fi; done; }",
+        "mine",
         "u=\"$(uname -sm)\"",
-        &format!("d=; case \"$u\" in {cases}*) ;; esac"),
-        "if test -n \"$d\" && test -x \"$base/$d/pi-bridge-agent\"; then exec \"$base/$d/pi-bridge-agent\" --stdio; fi",
-        &format!("if test -z \"$d\"; then for c in \"$base\"/{v}-*/pi-bridge-agent; do if test -x \"$c\"; then exec \"$c\" --stdio; fi; done; fi"),
-        "fail() { echo \"PI-BRIDGE-ERROR $*\"; exit 1; }",
+        &format!("d=; sz=; case \"$u\" in {cases}*) ;; esac"),
+        // `ls -ldn`: mode owner size in one call (a trailing `.` is an SELinux label; `+`, an
+        // ACL, fails the check).
+        "st() { set -f; set -- $(ls -ldn \"$1\" 2>/dev/null); set +f; m=\"${1%.}\"; o=\"$3\"; s=\"$5\"; }",
+        "pdir() { st \"$1\"; test \"$m\" = drwx------ && test \"$o\" = \"$me\"; }",
+        "ok() { pdir \"$c\" && pdir \"$base\" && pdir \"${1%/*}\" && st \"$1\" && test \"$m\" = -rwx------ && test \"$o\" = \"$me\" && { test -z \"$2\" || test \"$s\" = \"$2\"; }; }",
+        "if test -n \"$d\" && ok \"$base/$d/pi-bridge-agent\" \"$sz\"; then exec \"$base/$d/pi-bridge-agent\" --stdio; fi",
+        &format!("if test -z \"$d\"; then for a in \"$base\"/{v}-*/pi-bridge-agent; do if ok \"$a\" ''; then exec \"$a\" --stdio; fi; done; fi"),
+        "if test -n \"$d\" && test -e \"$base/$d\"; then echo \"pi-bridge: $base/$d failed the start check (0700 dirs and binary owned by uid $me, $sz bytes): reinstalling\" >&2; fi",
         "echo \"PI-BRIDGE-INSTALL $u\"",
         "read size sum dir || fail no upload header received",
         "case \"$dir\" in ''|*/*|.*) fail bad directory name \"$dir\";; esac",
         "test \"$size\" -ge 0 2>/dev/null || fail bad size \"$size\"",
         "d=\"$base/$dir\"",
         "um=$(umask); umask 077",
+        "mkdir -p \"$base\" || fail cannot create \"$base\"",
+        "mine",
+        "chmod 700 \"$c\" \"$base\" || fail cannot chmod \"$base\"",
+        "lk=\"$base/.lock\"",
+        "if command -v flock >/dev/null 2>&1; then exec 9>\"$lk\" || fail cannot open \"$lk\"; flock -w 600 9 || fail \"another install held $lk for 10 minutes\"; unlock() { exec 9>&-; }; else n=0; until mkdir \"$lk.d\" 2>/dev/null; do op=$(cat \"$lk.d/pid\" 2>/dev/null); if { test -n \"$op\" && ! kill -0 \"$op\" 2>/dev/null; } || test -n \"$(find \"$lk.d\" -prune -mmin +10 2>/dev/null)\"; then rm -rf \"$lk.d\"; continue; fi; n=$((n+1)); test $n -lt 600 || fail \"another install held $lk.d for 10 minutes\"; sleep 1; done; echo $$ > \"$lk.d/pid\"; unlock() { rm -rf \"$lk.d\"; }; fi",
         "mkdir -p \"$d\" || fail cannot create \"$d\"",
-        "chmod 700 \"$HOME/.cache/pi-bridge\" \"$base\" \"$d\" || fail cannot chmod \"$d\"",
+        "if test -L \"$d\" || ! test -O \"$d\"; then fail \"$d is a symlink or not owned by you; refused\"; fi",
+        "chmod 700 \"$d\" || fail cannot chmod \"$d\"",
         "t=\"$d/.upload.$$\"",
         "head -c \"$size\" > \"$t\" || { rm -f \"$t\"; fail cannot write \"$t\"; }",
         "if command -v sha256sum >/dev/null 2>&1; then got=$(sha256sum \"$t\"); elif command -v shasum >/dev/null 2>&1; then got=$(shasum -a 256 \"$t\"); else rm -f \"$t\"; rmdir \"$d\" 2>/dev/null; fail neither sha256sum nor shasum is installed; fi",
         "got=\"${got%% *}\"",
         "if test \"$got\" = \"$sum\"; then :; else rm -f \"$t\"; rmdir \"$d\" 2>/dev/null; fail \"sha256 mismatch: expected $sum, got $got (upload of $size bytes corrupted)\"; fi",
         "chmod 700 \"$t\" && mv -f \"$t\" \"$d/pi-bridge-agent\" || { rm -f \"$t\"; fail cannot install \"$d/pi-bridge-agent\"; }",
-        "for o in \"$base\"/*; do if test \"$o\" = \"$d\"; then :; else rm -rf \"$o\"; fi; done",
+        "inuse() { ls -l /proc/[0-9]*/exe 2>/dev/null | grep -qF -- \"-> $1/\"; }",
+        &format!("for o in \"$base\"/*; do if test \"$o\" = \"$d\" || ! test -d \"$o\"; then continue; fi; if test -n \"$(find \"$o\" -prune -mmin -{age} 2>/dev/null)\" || inuse \"$o\"; then continue; fi; rm -rf \"$o\"; done"),
+        "unlock",
         "umask \"$um\"",
         "exec \"$d/pi-bridge-agent\" --stdio",
     ]
@@ -449,17 +489,12 @@ pub async fn connect_ssh(
     verbose: bool,
 ) -> Result<Link, InstallError> {
     let known = known_agents(agent);
-    let mut table: Vec<(String, String)> = known
+    let mut table: Vec<(String, String, u64)> = known
         .iter()
-        .map(|k| (k.uname.clone(), dir_name(&k.sha)))
+        .map(|k| (k.uname.clone(), dir_name(&k.sha), k.size))
         .collect();
-    if table.iter().any(|(u, _)| u == "Linux aarch64") {
-        let d = table
-            .iter()
-            .find(|(u, _)| u == "Linux aarch64")
-            .map(|(_, d)| d.clone())
-            .unwrap_or_default();
-        table.push(("Linux arm64".into(), d));
+    if let Some((_, d, size)) = table.iter().find(|(u, _, _)| u == "Linux aarch64").cloned() {
+        table.push(("Linux arm64".into(), d, size));
     }
     let script = bootstrap_script(&table);
     let preset = crate::ssh::preset_keys(opts, dest).await;
@@ -616,10 +651,14 @@ mod tests {
 
     impl Run {
         fn start(home: &Path, script: &str) -> Run {
+            Run::start_with(home, script, &std::env::var("PATH").unwrap_or_default())
+        }
+        fn start_with(home: &Path, script: &str, path: &str) -> Run {
             let mut child = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(script)
                 .env("HOME", home)
+                .env("PATH", path)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::null())
@@ -658,10 +697,16 @@ mod tests {
         let stale = base.join("0.0.9-aaaaaaaaaaaa");
         std::fs::create_dir_all(&stale).unwrap();
         std::fs::write(stale.join(AGENT_NAME), "old").unwrap();
+        // Older than the prune grace (PRUNE_MIN_AGE_MIN), and no process runs it: pruned.
+        let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::open(&stale)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let u = uname();
         let bin = FAKE.as_bytes();
         let dir = dir_name(&sha(bin));
-        let script = bootstrap_script(&[(u.clone(), dir.clone())]);
+        let script = bootstrap_script(&[(u.clone(), dir.clone(), bin.len() as u64)]);
         assert!(!script.contains('\n'));
 
         // First run: asks, receives, verifies, installs, prunes, execs.
@@ -693,7 +738,7 @@ mod tests {
         // A new build whose bytes arrive corrupted: refused, nothing installed, old kept.
         let bin2 = format!("{FAKE}# v2\n").into_bytes();
         let dir2 = dir_name(&sha(&bin2));
-        let script2 = bootstrap_script(&[(u.clone(), dir2.clone())]);
+        let script2 = bootstrap_script(&[(u.clone(), dir2.clone(), bin2.len() as u64)]);
         let mut r = Run::start(home.path(), &script2);
         assert_eq!(r.line(), format!("PI-BRIDGE-INSTALL {u}"));
         let mut bad = bin2.clone();
@@ -725,7 +770,53 @@ mod tests {
             assert_eq!(r.finish(), 1);
         }
         assert!(!home.path().join(".cache/pi-bridge/evil").exists());
-        assert_eq!(std::fs::read_dir(&base).unwrap().count(), 1);
+        let visible = std::fs::read_dir(&base)
+            .unwrap()
+            .filter(|e| {
+                !e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with('.')
+            })
+            .count();
+        assert_eq!(visible, 1, "only the installed version (and the lock file)");
+    }
+
+    #[test]
+    fn without_flock_a_stale_mkdir_lock_is_broken_and_released() {
+        // A PATH with every command of /usr/bin and /bin except flock.
+        let home = tempfile::tempdir().unwrap();
+        let bin_dir = home.path().join("noflock");
+        std::fs::create_dir(&bin_dir).unwrap();
+        for d in ["/usr/bin", "/bin"] {
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                let name = e.file_name();
+                if name != "flock" && !bin_dir.join(&name).exists() {
+                    let _ = std::os::unix::fs::symlink(e.path(), bin_dir.join(&name));
+                }
+            }
+        }
+        let base = home.path().join(".cache/pi-bridge/agent");
+        std::fs::create_dir_all(base.join(".lock.d")).unwrap();
+        // The holder is gone (pids this high are never reached here): the lock is stale.
+        std::fs::write(base.join(".lock.d/pid"), "4194304999").unwrap();
+        let u = uname();
+        let bin = FAKE.as_bytes();
+        let dir = dir_name(&sha(bin));
+        let script = bootstrap_script(&[(u.clone(), dir.clone(), bin.len() as u64)]);
+        let mut r = Run::start_with(home.path(), &script, bin_dir.to_str().unwrap());
+        assert_eq!(r.line(), format!("PI-BRIDGE-INSTALL {u}"));
+        r.send(format!("{} {} {dir}\n", bin.len(), sha(bin)).as_bytes());
+        r.send(bin);
+        assert_eq!(r.line(), "noise-from-agent-rc");
+        assert_eq!(r.finish(), 0);
+        assert!(base.join(&dir).join(AGENT_NAME).exists());
+        assert!(!base.join(".lock.d").exists(), "mkdir lock not released");
+        assert!(
+            !base.join(".lock").exists(),
+            "flock was used although hidden"
+        );
     }
 
     #[test]
@@ -803,7 +894,7 @@ mod tests {
             sha: sha.clone(),
             size,
         }];
-        let script = bootstrap_script(&[(u, dir_name(&sha))]);
+        let script = bootstrap_script(&[(u, dir_name(&sha), size)]);
         let (mut child, _reader, _tail) =
             bootstrap(sh_child(home.path(), &script), &known, None, "test", false)
                 .await

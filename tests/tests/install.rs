@@ -106,6 +106,26 @@ fn a_new_agent_build_replaces_and_prunes_the_old_one() {
             "exactly one agent version kept: {cached:?}"
         );
         seen.push(cached[0].clone());
+        // The bootstrap prunes only directories older than 10 minutes that no running process
+        // executes (a live session of that version): wait for this session's agent to exit and
+        // age its directory, so the next build may prune it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while sshd
+            .remote_processes()
+            .iter()
+            .any(|p| p.contains("pi-bridge-agent --stdio"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the agent outlived its session: {:?}",
+                sshd.remote_processes()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        sshd.run_remote_ok(&format!(
+            "touch -d '1 hour ago' \"$HOME/.cache/pi-bridge/agent/{}\"",
+            cached[0]
+        ));
     }
     assert_ne!(seen[0], seen[1], "the new build got its own directory");
     assert!(seen
