@@ -334,6 +334,28 @@ fn write_target(s: &Session, path: &str, flag: WriteFlag) -> Result<Target, Fail
     }
 }
 
+/// Length of the random part of a temp file's name.
+const TEMP_SUFFIX: usize = 8;
+
+/// Marks the temp name of a write that creates its target (none existed), so that a watch can
+/// report the rename as Node reports a new file ('rename', then 'change').
+const TEMP_NEW: &str = "new-";
+
+/// If `name` is one of [`create_temp`]'s names (`.<target>.pi-bridge-[new-]<8 letters or
+/// digits>.tmp`, which watches never report): the target's name, and whether the write creates it.
+pub fn temp_target(name: &str) -> Option<(&str, bool)> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (target, suffix) = rest.rsplit_once(".pi-bridge-")?;
+    let (creates, random) = match suffix.strip_prefix(TEMP_NEW) {
+        Some(r) => (true, r),
+        None => (false, suffix),
+    };
+    let ours = !target.is_empty()
+        && random.len() == TEMP_SUFFIX
+        && random.bytes().all(|b| b.is_ascii_alphanumeric());
+    ours.then_some((target, creates))
+}
+
 /// A fresh temp file next to `target`, created with `mode` (umask applies) or `existing`'s mode.
 fn create_temp(target: &Target, mode: Option<u32>, path: &str) -> Result<(File, PathBuf), Failure> {
     let dir = target.resolved.parent().unwrap_or(Path::new("/"));
@@ -343,8 +365,16 @@ fn create_temp(target: &Target, mode: Option<u32>, path: &str) -> Result<(File, 
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let create_mode = mode.unwrap_or(0o666) & 0o7777;
+    let tag = if target.existing.is_some() {
+        ""
+    } else {
+        TEMP_NEW
+    };
     for _ in 0..100 {
-        let tmp = dir.join(format!(".{name}.pi-bridge-{}.tmp", random_suffix(8)));
+        let tmp = dir.join(format!(
+            ".{name}.pi-bridge-{tag}{}.tmp",
+            random_suffix(TEMP_SUFFIX)
+        ));
         match OpenOptions::new()
             .write(true)
             .create_new(true)

@@ -262,11 +262,53 @@ impl<S: Subscription> Events<S> {
     }
 }
 
-/// Register subscription `S`: params parsed as `S::Params`, items of type `S::Item`.
+/// A subscription call not answered yet: the handler accepts it (the client gets its
+/// subscription id) once it is ready to deliver, or fails the call itself.
+pub struct Pending<S: Subscription> {
+    sink: PendingSubscriptionSink,
+    _s: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: Subscription> Pending<S> {
+    /// Answer with the subscription id; `None` if the client is gone.
+    pub async fn accept(self) -> Option<Events<S>> {
+        let sink = self.sink.accept().await.ok()?;
+        Some(Events {
+            sink,
+            _s: std::marker::PhantomData,
+        })
+    }
+
+    /// Fail the subscribe call (no subscription is created).
+    pub async fn reject(self, failure: Failure) {
+        self.sink.reject(failure.into_error_object()).await
+    }
+}
+
+/// Register subscription `S`, accepted at once: params parsed as `S::Params`, items of type
+/// `S::Item`.
 fn register_subscription<S, F, Fut>(module: &mut RpcModule<Agent>, f: F)
 where
-    S: Subscription,
+    S: Subscription + 'static,
     F: Fn(Arc<Agent>, Arc<Session>, S::Params, Events<S>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    register_subscription_pending::<S, _, _>(module, move |agent, session, p, pending| {
+        let f = f.clone();
+        async move {
+            if let Some(events) = pending.accept().await {
+                f(agent, session, p, events).await
+            }
+        }
+    });
+}
+
+/// Register subscription `S` whose handler answers the call itself ([`Pending`]): for
+/// `watch.start`, which must not confirm before the watch is armed.
+fn register_subscription_pending<S, F, Fut>(module: &mut RpcModule<Agent>, f: F)
+where
+    S: Subscription,
+    F: Fn(Arc<Agent>, Arc<Session>, S::Params, Pending<S>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let res = module.register_subscription(
@@ -284,15 +326,12 @@ where
                     Ok(s) => s,
                     Err(e) => return pending.reject(e).await,
                 };
-                let Ok(sink) = pending.accept().await else {
-                    return;
-                };
                 f(
                     agent,
                     session,
                     p,
-                    Events {
-                        sink,
+                    Pending {
+                        sink: pending,
                         _s: std::marker::PhantomData,
                     },
                 )
@@ -389,7 +428,7 @@ pub fn module(agent: Arc<Agent>) -> RpcModule<Agent> {
         }
     }
     register_subscription::<Spawn, _, _>(&mut module, proc::spawn_subscription);
-    register_subscription::<Watch, _, _>(&mut module, watch::run);
+    register_subscription_pending::<Watch, _, _>(&mut module, watch::run);
     module
 }
 

@@ -508,3 +508,36 @@ fn umask() -> u32 {
     let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
     u32::from_str_radix(line.split_whitespace().nth(1).unwrap(), 8).unwrap()
 }
+
+#[test]
+fn temp_names_are_recognised_exactly() {
+    let f = fx();
+    for creates in [true, false] {
+        let target = write_target(&f.s, &f.p("a.txt"), WriteFlag::Write).unwrap();
+        let (_file, tmp) = create_temp(&target, None, "a.txt").unwrap();
+        let name = tmp.file_name().unwrap().to_str().unwrap().to_string();
+        assert_eq!(temp_target(&name), Some(("a.txt", creates)), "{name}");
+        std::fs::rename(&tmp, f.root.join("a.txt")).unwrap();
+    }
+    assert_eq!(
+        temp_target(".x.y.pi-bridge-AbC12345.tmp"),
+        Some(("x.y", false))
+    );
+    assert_eq!(
+        temp_target(".x.pi-bridge-new-AbC12345.tmp"),
+        Some(("x", true))
+    );
+    for other in [
+        ".a.txt.pi-bridge-new-AbC1234.tmp",
+        ".a.txt.pi-bridge-old-AbC12345.tmp",
+        "a.txt",
+        ".a.txt.pi-bridge-AbC1234.tmp",   // 7 characters
+        ".a.txt.pi-bridge-AbC123456.tmp", // 9
+        ".a.txt.pi-bridge-AbC1234-.tmp",
+        "..pi-bridge-AbC12345.tmp",
+        "a.txt.pi-bridge-AbC12345.tmp",
+        ".a.txt.pi-bridge-AbC12345.tmpx",
+    ] {
+        assert_eq!(temp_target(other), None, "{other}");
+    }
+}

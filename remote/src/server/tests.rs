@@ -761,7 +761,7 @@ async fn watch_reports_creation_and_deletion() {
     let sub = c
         .ok("watch.start", json!({"path": c.p("w"), "recursive": true}))
         .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // No pause: the answer comes only once inotify is armed.
     std::fs::write(c.dir.path().join("w/HEAD"), "ref").unwrap();
     let ev = c.notification(&sub).await;
     assert_eq!(
@@ -789,8 +789,101 @@ async fn watch_reports_creation_and_deletion() {
             break;
         }
     }
-    let sub = c.ok("watch.start", json!({"path": "/etc"})).await;
-    assert_eq!(c.notification(&sub).await["error"]["code"], "EACCES");
+    // A path that cannot be watched fails the call itself (Node's fs.watch throws).
+    let e = c.err("watch.start", json!({"path": "/etc"})).await;
+    assert_eq!(e["data"]["code"], "EACCES", "{e}");
+    let e = c.err("watch.start", json!({"path": c.p("missing")})).await;
+    assert_eq!(
+        (&e["data"]["code"], &e["data"]["syscall"]),
+        (&json!("ENOENT"), &json!("watch")),
+        "{e}"
+    );
+}
+
+/// The notifications of `sub` up to and including the `rename` of `marker`.
+async fn events_until(c: &mut Client, sub: &Value, marker: &str) -> Vec<(String, String)> {
+    let mut evs = vec![];
+    loop {
+        let ev = c.notification(sub).await;
+        assert_eq!(ev["type"], "event", "{ev}");
+        let e = (
+            ev["eventType"].as_str().unwrap().to_string(),
+            ev["filename"].as_str().unwrap().to_string(),
+        );
+        let done = e == ("rename".to_string(), marker.to_string());
+        evs.push(e);
+        if done {
+            return evs;
+        }
+    }
+}
+
+#[tokio::test]
+async fn own_atomic_writes_show_as_node_writes_in_place() {
+    let mut c = Client::ready().await;
+    std::fs::create_dir_all(c.dir.path().join("w/sub")).unwrap();
+    std::fs::write(c.dir.path().join("w/a.txt"), "old").unwrap();
+    std::fs::write(c.dir.path().join("w/sub/b.txt"), "old").unwrap();
+    for recursive in [false, true] {
+        let sub = c
+            .ok(
+                "watch.start",
+                json!({"path": c.p("w"), "recursive": recursive}),
+            )
+            .await;
+        c.ok(
+            "fs.write",
+            json!({"path": c.p("w/a.txt"), "data": b64(b"new"), "flag": "w"}),
+        )
+        .await;
+        if recursive {
+            c.ok(
+                "fs.write",
+                json!({"path": c.p("w/sub/b.txt"), "data": b64(b"new"), "flag": "w"}),
+            )
+            .await;
+        }
+        // A file the write creates: 'rename' then 'change', as Node reports a new file.
+        c.ok(
+            "fs.write",
+            json!({"path": c.p("w/n.txt"), "data": b64(b"n"), "flag": "w"}),
+        )
+        .await;
+        std::fs::remove_file(c.dir.path().join("w/n.txt")).unwrap();
+        // A plain rename (not one of ours) is still a rename, on both sides.
+        std::fs::rename(c.dir.path().join("w/a.txt"), c.dir.path().join("w/c.txt")).unwrap();
+        std::fs::rename(c.dir.path().join("w/c.txt"), c.dir.path().join("w/a.txt")).unwrap();
+        std::fs::write(c.dir.path().join("w/marker"), "").unwrap();
+        let mut want = vec![("change", "a.txt")];
+        if recursive {
+            want.push(("change", "sub/b.txt"));
+        }
+        want.extend([
+            ("rename", "n.txt"),
+            ("change", "n.txt"),
+            ("rename", "n.txt"),
+            ("rename", "a.txt"),
+            ("rename", "c.txt"),
+            ("rename", "c.txt"),
+            ("rename", "a.txt"),
+            ("rename", "marker"),
+        ]);
+        let want: Vec<(String, String)> = want
+            .into_iter()
+            .map(|(t, f)| (t.to_string(), f.to_string()))
+            .collect();
+        assert_eq!(
+            events_until(&mut c, &sub, "marker").await,
+            want,
+            "recursive: {recursive}"
+        );
+        std::fs::remove_file(c.dir.path().join("w/marker")).unwrap();
+        c.ok("watch.stop", json!([sub])).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(c.dir.path().join("w/sub/b.txt")).unwrap(),
+        "new"
+    );
 }
 
 #[test]
