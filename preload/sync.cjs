@@ -82,4 +82,12 @@ function call(method, params) {
   }
 }
 
-module.exports = { configure, call };
+// Post a request to the helper without waiting for its answer (the next call drops it as stale);
+// `transfer` moves MessagePorts along. Used by watch.cjs (its event port, unsubscribing).
+function post(method, params, transfer) {
+  if (!session) throw transportError('not configured');
+  if (!helper) start();
+  helper.port.postMessage({ id: -nextId++, method, params }, transfer);
+}
+
+module.exports = { configure, call, post };

@@ -4,10 +4,11 @@
 // when the remote watch cannot be set up.
 
 const { EventEmitter } = require('events');
+const { MessageChannel } = require('worker_threads');
 const route = require('./route.cjs');
 const rpc = require('./rpc.cjs');
 const sync = require('./sync.cjs');
-const { fsError, WIRE } = require('./errors.cjs');
+const { fsError, transportError, WIRE } = require('./errors.cjs');
 const { makeStats } = require('./stats.cjs');
 
 function asWatchError(err, disp) {
@@ -15,13 +16,62 @@ function asWatchError(err, disp) {
   return w ? fsError({ ...w, syscall: 'watch', path: disp }) : err;
 }
 
+// Watch subscriptions live on the helper worker's connection (already open, so a watch is armed
+// on the remote before fs.watch returns, as Node's is). Subscribing is a blocking call that
+// returns the subscription id; the helper forwards the subscription's notifications on a
+// MessagePort of their own (never the reply port the blocking calls drain). That port is ref'd
+// while any persistent watcher is open, so an idle bridge never keeps node alive.
+const subscriptions = new Map(); // subscription id → onItem(item, lost)
+let events = null; // main thread's end of the event port
+let holds = 0;
+
+function eventPort() {
+  if (events) return events;
+  const { port1, port2 } = new MessageChannel();
+  port1.on('message', (msg) => {
+    if (msg.dead) {
+      const err = transportError(`lost the connection to pii (${msg.dead})`);
+      for (const onItem of [...subscriptions.values()]) onItem(null, err);
+      subscriptions.clear();
+      return;
+    }
+    const onItem = subscriptions.get(msg.subscription);
+    if (onItem) onItem(msg.result);
+  });
+  port1.unref(); // the listener ref'd it; hold() decides
+  sync.post('*events', port2, [port2]);
+  return (events = port1);
+}
+
+function hold() {
+  if (holds++ === 0) events.ref();
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    if (--holds === 0) events.unref();
+  };
+}
+
+// Subscribe (blocking): the watch is armed on the remote when this returns. Throws the agent's
+// error (ENOENT for a missing path) as it is.
+function subscribe(params, onItem) {
+  eventPort();
+  const sid = String(sync.call('watch.start', params));
+  subscriptions.set(sid, onItem);
+  return sid;
+}
+
+function unsubscribe(sid) {
+  if (!subscriptions.delete(sid)) return;
+  sync.post('watch.stop', [sid]);
+}
+
 // An fs.FSWatcher look-alike: 'change'(eventType, filename), 'error', 'close'.
 class RemoteWatcher extends EventEmitter {
   constructor(abs, disp, o) {
     super();
     this._closed = false;
-    this._sid = null;
-    this._release = o.persistent === false ? () => {} : rpc.hold();
     const encoding = o.encoding;
     const onItem = (item, lost) => {
       if (this._closed) return;
@@ -30,13 +80,12 @@ class RemoteWatcher extends EventEmitter {
       const name = item.filename === null || item.filename === undefined ? null : encoding === 'buffer' ? Buffer.from(item.filename) : item.filename;
       this.emit('change', item.eventType, name);
     };
-    rpc.subscribe('watch.start', { path: abs, recursive: !!o.recursive }, onItem).then(
-      (sid) => {
-        this._sid = sid;
-        if (this._closed) rpc.unsubscribe(sid, 'watch.stop');
-      },
-      (err) => this._fail(asWatchError(err, disp)),
-    );
+    try {
+      this._sid = subscribe({ path: abs, recursive: !!o.recursive }, onItem);
+    } catch (err) {
+      throw asWatchError(err, disp);
+    }
+    this._release = o.persistent === false ? () => {} : hold();
   }
 
   _fail(err) {
@@ -49,14 +98,14 @@ class RemoteWatcher extends EventEmitter {
     if (this._closed) return;
     this._closed = true;
     this._release();
-    if (this._sid !== null) rpc.unsubscribe(this._sid, 'watch.stop');
+    unsubscribe(this._sid);
     process.nextTick(() => this.emit('close'));
   }
 
   ref() {
     if (this._closed) return this;
     this._release();
-    this._release = rpc.hold();
+    this._release = hold();
     return this;
   }
 
@@ -74,13 +123,7 @@ function watchArgs(options, listener) {
 
 function watch(abs, disp, options, listener) {
   const [o, l] = watchArgs(options, listener);
-  // Node throws at once for a missing path: check synchronously, as Node's watch does.
-  try {
-    sync.call('fs.stat', { path: abs, lstat: false });
-  } catch (err) {
-    throw asWatchError(err, disp);
-  }
-  const w = new RemoteWatcher(abs, disp, o);
+  const w = new RemoteWatcher(abs, disp, o); // throws at once for a missing path, as Node does
   if (l) w.on('change', l);
   return w;
 }
@@ -108,17 +151,23 @@ function startFileWatch(abs, o) {
   rpc.call('fs.stat', { path: abs, lstat: false }).then((s) => (entry.prev = s), () => (entry.prev = ZERO));
   // Watch the parent directory: catches creation, deletion and replacement by rename.
   const path = require('path');
-  const w = new RemoteWatcher(path.dirname(abs), path.dirname(abs), { persistent: o.persistent });
-  w.on('change', (_t, name) => {
-    if (name === null || name === path.basename(abs)) check();
-  });
   let timer = null;
-  w.on('error', () => {
+  const poll = () => {
     timer = setInterval(check, o.interval || 5007);
     if (o.persistent === false) timer.unref();
-  });
+  };
+  let w = null;
+  try {
+    w = new RemoteWatcher(path.dirname(abs), path.dirname(abs), { persistent: o.persistent });
+    w.on('change', (_t, name) => {
+      if (name === null || name === path.basename(abs)) check();
+    });
+    w.on('error', poll);
+  } catch {
+    poll(); // the directory cannot be watched (missing?): poll like Node does
+  }
   entry.stop = () => {
-    w.close();
+    if (w) w.close();
     if (timer) clearInterval(timer);
   };
   return entry;

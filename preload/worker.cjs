@@ -38,6 +38,16 @@ socket.write(token + '\n');
 socket.on('error', (e) => die(e.message));
 socket.on('close', () => die('connection to pii closed'));
 
+// Subscriptions made on this connection (watch.start, see watch.cjs): their notifications go to
+// the main thread on `events`, a MessagePort of their own (posted once as `*events`), never on
+// `port`, whose replies the main thread takes with receiveMessageOnPort.
+let events = null;
+function forward(msg) {
+  const p = msg.params;
+  if (events && p && p.subscription !== undefined) events.postMessage({ subscription: String(p.subscription), result: p.result });
+}
+socket.on('close', () => events && events.postMessage({ dead: 'connection to pii closed' }));
+
 const splitter = new LineSplitter((line) => {
   let msg;
   try {
@@ -45,12 +55,13 @@ const splitter = new LineSplitter((line) => {
   } catch {
     return;
   }
-  if (msg.id === undefined || msg.id === null) return; // notifications are not ours
+  if (msg.id === undefined || msg.id === null) return forward(msg); // a subscription's notification
   reply(msg.error ? { id: msg.id, error: msg.error } : { id: msg.id, result: msg.result });
 });
 socket.on('data', (chunk) => splitter.push(chunk));
 
 port.on('message', ({ id, method, params }) => {
   if (dead) return reply({ id, dead: 'connection to pii closed' });
+  if (method === '*events') return void (events = params);
   socket.write(encode(id, method, params));
 });

@@ -6,12 +6,14 @@
 //!   re-read HEAD). The test switches the branch on the remote once the script says it is
 //!   watching and waits (20 s deadline, not a speed requirement) for the script to report it; the
 //!   measured latency is logged, debounce included.
-//! - `watch_events_match_plain_node`: `fixtures/watch/probe.cjs` (fs.watch on a directory, on a
-//!   file with Buffer filenames, recursive; fs.watchFile/unwatchFile; fs.promises.watch ended by
-//!   an AbortSignal; close(); a missing path) runs once as plain node on a local directory and once
-//!   through `pii --ssh`; the outputs must be equal case by case. The probe collapses consecutive
-//!   duplicate (eventType, filename) pairs within each step: Node on Linux reports one IN_MODIFY
-//!   per write(2), so a single shell write may show as 'change' once or twice.
+//! - `watch_events_match_plain_node`: `fixtures/watch/probe.cjs` (fs.watch live on return, on a
+//!   directory, on a directory whose files the script writes with fs (the bridge writes
+//!   atomically, Node in place), on a file with Buffer filenames, recursive;
+//!   fs.watchFile/unwatchFile; fs.promises.watch ended by an AbortSignal; close(); a missing path)
+//!   runs once as plain node on a local directory and once through `pii --ssh`; the outputs must
+//!   be equal case by case. The probe collapses consecutive duplicate (eventType, filename) pairs
+//!   within each step: Node on Linux reports one IN_MODIFY per write(2), so a single shell write
+//!   may show as 'change' once or twice.
 //!   In recursive steps it also drops a 'change' right after the 'rename' of the same new file (Node
 //!   20 emulates recursive watches on Linux in JS and may miss the creating write; see probe.cjs).
 //!   Differences that are known bugs are listed in `KNOWN_DIFFERENCES` with the reason, and must
@@ -145,15 +147,7 @@ fn footer_sees_a_remote_branch_switch() {
 
 /// Cases where the bridge is known to differ from Node, with the reason. Such a case must still
 /// differ (when it starts matching, the entry must go): the list cannot hide a new regression.
-const KNOWN_DIFFERENCES: &[(&str, &str)] = &[(
-    "watch live on return (first async use)",
-    "the preload subscribes (watch.start) on the main thread's asynchronous connection; when \
-     fs.watch is the process's first asynchronous bridge call, that connection is still \
-     connecting when fs.watch returns, and a change made before the event loop runs again (here \
-     a synchronous execFileSync) is not seen. Fixing it needs the subscription on an already \
-     connected socket (the helper worker's) and the agent accepting watch.start only after \
-     inotify_add_watch",
-)];
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
 
 /// One JSON object per line, keyed by its `case`.
 fn cases(stdout: &[u8], what: &str) -> Vec<(String, Value)> {
