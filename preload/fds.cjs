@@ -175,16 +175,10 @@ function* readRest(fd) {
     f.pos = f.buf.length;
     return out;
   }
-  const parts = [];
-  for (;;) {
-    const r = yield ['fs.read', { path: f.path, offset: f.pos, length: MAX_CHUNK }];
-    const data = unb64(r.data);
-    if (data.length === 0) break;
-    parts.push(data);
-    f.pos += data.length;
-    if (f.pos >= r.size) break;
-  }
-  return Buffer.concat(parts);
+  const { readAll } = require('./fsops.cjs');
+  const out = yield* readAll(f.path, f.pos);
+  f.pos += out.length;
+  return out;
 }
 
 function* stat(fd, o) {

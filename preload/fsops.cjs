@@ -80,17 +80,35 @@ function toTime(t) {
   return [sec, nsec];
 }
 
-// Read a whole remote file in MAX_CHUNK pieces until its size (as of the first read) is reached.
-function* readAll(p) {
+// Pipelined reads of big files: after the first read (which tells the size), the rest goes in
+// READ_CHUNK pieces with READ_WINDOW of them in flight (the `*readRange` pseudo-call, see run.cjs
+// and worker.cjs), so the agent, ssh, pii and node work on different chunks at once.
+const READ_CHUNK = 1024 * 1024;
+const READ_WINDOW = 4;
+
+const asBuffer = (u) => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
+
+// Read a remote file from `start` to its end (its size as of the latest read), in pieces.
+function* readAll(p, start = 0) {
   const parts = [];
-  let offset = 0;
+  let offset = start;
   for (;;) {
-    const r = yield ['fs.read', { path: p, offset, length: MAX_CHUNK }];
+    const r = yield ['fs.read', { path: p, offset, length: READ_CHUNK }];
     const data = unb64(r.data);
     if (data.length === 0) break;
     parts.push(data);
     offset += data.length;
     if (offset >= r.size) break;
+    const rr = yield ['*readRange', { path: p, offset, end: r.size, chunk: READ_CHUNK, window: READ_WINDOW }];
+    let last = -1;
+    for (const u of rr.parts) {
+      const b = asBuffer(u);
+      parts.push(b);
+      offset += b.length;
+      last = b.length;
+    }
+    // The file changed while it was read: go on one read at a time, as before.
+    if (last === 0 || offset >= rr.size) break;
   }
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }

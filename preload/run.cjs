@@ -22,12 +22,42 @@ function runSync(gen) {
   return step.value;
 }
 
+// `*readRange` {path, offset, end, chunk, window}: fs.read calls of `chunk` bytes covering
+// [offset, end), `window` of them in flight, taken in order up to the first short one (the file
+// changed, or its end). Resolves {parts: [Buffer], size} (size: the last taken read's answer).
+async function readRange(q) {
+  const n = Math.max(1, Math.ceil((q.end - q.offset) / q.chunk));
+  const inflight = [];
+  const issue = (i) => {
+    const pr = rpc.call('fs.read', { path: q.path, offset: q.offset + i * q.chunk, length: q.chunk });
+    pr.catch(() => {}); // one not awaited (after a short read or an error) must not go unhandled
+    inflight[i] = pr;
+  };
+  for (let i = 0; i < Math.min(q.window, n); i++) issue(i);
+  const parts = [];
+  let size = q.end;
+  for (let i = 0; i < n; i++) {
+    const r = await inflight[i];
+    inflight[i] = null;
+    const data = Buffer.from(r.data || '', 'base64');
+    parts.push(data);
+    size = r.size;
+    if (data.length < q.chunk) break;
+    if (i + q.window < n) issue(i + q.window);
+  }
+  return { parts, size };
+}
+
+function callAsync(method, params) {
+  return method === '*readRange' ? readRange(params) : rpc.call(method, params);
+}
+
 async function runAsync(gen) {
   let step = gen.next();
   while (!step.done) {
     let value;
     try {
-      value = await rpc.call(step.value[0], step.value[1]);
+      value = await callAsync(step.value[0], step.value[1]);
     } catch (err) {
       step = gen.throw(err);
       continue;

@@ -62,7 +62,7 @@ function call(method, params) {
   if (Atomics.load(ctl, 1)) throw fail('connection to pii closed');
   const id = nextId++;
   const timeoutMs = (session.rpcTimeoutMs || 30000) + 2000; // pii times out first, with a reply
-  const deadline = process.hrtime.bigint() + BigInt(timeoutMs) * 1_000_000n;
+  let deadline = process.hrtime.bigint() + BigInt(timeoutMs) * 1_000_000n;
   port.postMessage({ id, method, params });
   for (;;) {
     const seen = Atomics.load(ctl, 0);
@@ -72,6 +72,11 @@ function call(method, params) {
       const msg = m.message;
       if (msg.dead) throw fail(msg.dead);
       if (msg.id !== id) continue;
+      if (msg.progress) {
+        // A multi-part call (`*readRange`) made progress: the timeout starts over.
+        deadline = process.hrtime.bigint() + BigInt(timeoutMs) * 1_000_000n;
+        continue;
+      }
       if (msg.error) throw fromRpcError(msg.error);
       return msg.result;
     }

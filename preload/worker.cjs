@@ -38,6 +38,60 @@ socket.write(token + '\n');
 socket.on('error', (e) => die(e.message));
 socket.on('close', () => die('connection to pii closed'));
 
+// Calls the helper makes itself (the pieces of a `*readRange`), by their own string ids; the
+// main thread's ids are numbers.
+const own = new Map(); // id → onReply(msg)
+let ownId = 0;
+
+function send(method, params, onReply) {
+  const id = `h${++ownId}`;
+  own.set(id, onReply);
+  socket.write(encode(id, method, params));
+}
+
+// `*readRange` (see run.cjs for the contract): fs.read pieces with `window` in flight, decoded
+// here and handed over as transferred ArrayBuffers. A {progress} message per piece tells the
+// main thread the call is alive (its timeout is per piece, not for the whole file).
+function readRange(id, q) {
+  const n = Math.max(1, Math.ceil((q.end - q.offset) / q.chunk));
+  const got = [];
+  const parts = [];
+  let issued = 0;
+  let taken = 0;
+  let done = false;
+  const finish = (msg, transfer) => {
+    if (done) return;
+    done = true;
+    port.postMessage(msg, transfer);
+    ring();
+  };
+  const issue = () => {
+    const i = issued++;
+    send('fs.read', { path: q.path, offset: q.offset + i * q.chunk, length: q.chunk }, (m) => {
+      got[i] = m;
+      drain();
+    });
+  };
+  const drain = () => {
+    while (!done && taken < n && got[taken]) {
+      const m = got[taken];
+      got[taken++] = null;
+      if (m.error) return finish({ id, error: m.error });
+      let data = Buffer.from(m.result.data || '', 'base64');
+      // Only a buffer that owns its whole ArrayBuffer may be transferred (small ones share a pool).
+      if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) data = new Uint8Array(data);
+      parts.push(data);
+      if (data.length < q.chunk || taken === n) {
+        return finish({ id, result: { parts, size: m.result.size } }, parts.map((b) => b.buffer));
+      }
+      port.postMessage({ id, progress: true });
+      ring();
+      if (issued < n) issue();
+    }
+  };
+  for (let k = 0; k < Math.min(q.window, n); k++) issue();
+}
+
 // Subscriptions made on this connection (watch.start, see watch.cjs): their notifications go to
 // the main thread on `events`, a MessagePort of their own (posted once as `*events`), never on
 // `port`, whose replies the main thread takes with receiveMessageOnPort.
@@ -56,6 +110,14 @@ const splitter = new LineSplitter((line) => {
     return;
   }
   if (msg.id === undefined || msg.id === null) return forward(msg); // a subscription's notification
+  if (typeof msg.id === 'string') {
+    const onReply = own.get(msg.id);
+    if (onReply) {
+      own.delete(msg.id);
+      onReply(msg);
+    }
+    return;
+  }
   reply(msg.error ? { id: msg.id, error: msg.error } : { id: msg.id, result: msg.result });
 });
 socket.on('data', (chunk) => splitter.push(chunk));
@@ -63,5 +125,6 @@ socket.on('data', (chunk) => splitter.push(chunk));
 port.on('message', ({ id, method, params }) => {
   if (dead) return reply({ id, dead: 'connection to pii closed' });
   if (method === '*events') return void (events = params);
+  if (method === '*readRange') return readRange(id, params);
   socket.write(encode(id, method, params));
 });
