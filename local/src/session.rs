@@ -99,13 +99,14 @@ pub struct Timing {
 }
 
 impl Timing {
-    /// A heartbeat every second; 4 s without a byte from the agent means the link is dead. Any
+    /// A heartbeat every second; 8 s without a byte from the agent means the link is dead. Any
     /// byte counts (a busy link that delivers a large frame slowly stays alive), and the agent
-    /// echoes each heartbeat at once, so an idle healthy link is never silent for 4 s.
+    /// echoes each heartbeat at once, so an idle healthy link is never silent that long. 4 s
+    /// proved too tight on a loaded 2-core machine (an agent starved of CPU looked dead).
     pub fn new(rpc_timeout: Duration) -> Self {
         Timing {
             heartbeat: Duration::from_secs(1),
-            dead_after: Duration::from_secs(4),
+            dead_after: Duration::from_secs(8),
             rpc_timeout,
         }
     }
@@ -1158,7 +1159,16 @@ async fn watchdog_task(
             }
             None => return,
         };
-        tokio::time::sleep(period.max(Duration::from_millis(10))).await;
+        let period = period.max(Duration::from_millis(10));
+        let before = Instant::now();
+        tokio::time::sleep(period).await;
+        // Time this task could not run (pii itself descheduled or its runtime blocked, e.g. on a
+        // loaded machine) is time in which no byte could have been observed either: it is not
+        // the agent's silence, so it does not count.
+        let stalled = before.elapsed().saturating_sub(period);
+        if stalled > period {
+            last_life = (last_life + stalled).min(Instant::now());
+        }
         let b = bytes.load(Ordering::Relaxed);
         let s = seen.load(Ordering::Relaxed);
         if b != last_bytes || s != last_seen {
@@ -1350,6 +1360,34 @@ pub(crate) mod tests {
                 .count()
                 >= 5
         );
+    }
+
+    #[tokio::test]
+    async fn a_stall_of_pii_itself_is_not_the_agent_going_silent() {
+        // An agent that reads but never writes: the watchdog alone decides.
+        let (a, mut b) = tokio::io::duplex(1 << 16);
+        tokio::spawn(async move {
+            let mut sink = vec![0u8; 1024];
+            while tokio::io::AsyncReadExt::read(&mut b, &mut sink)
+                .await
+                .unwrap_or(0)
+                > 0
+            {}
+        });
+        let (r, w) = tokio::io::split(a);
+        let s = Session::start(BufReader::new(r), w, None, fast());
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(s.dead_reason().is_none());
+        // Block the whole runtime (pii descheduled under load) for 3× `dead_after`: that time
+        // cannot be blamed on the agent, so right afterwards the link is not yet dead…
+        std::thread::sleep(Duration::from_millis(900));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        assert!(s.dead_reason().is_none(), "{:?}", s.dead_reason());
+        // …but real silence after it still is detected.
+        tokio::time::timeout(Duration::from_secs(5), s.closed())
+            .await
+            .expect("a silent agent is still declared dead after the stall");
+        assert!(s.dead_reason().unwrap().contains("heartbeat lost"));
     }
 
     #[tokio::test]
