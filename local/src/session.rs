@@ -1362,9 +1362,8 @@ pub(crate) mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_stall_of_pii_itself_is_not_the_agent_going_silent() {
-        // An agent that reads but never writes: the watchdog alone decides.
+    /// A session whose agent reads but never writes: only the watchdog decides its fate.
+    fn silent_session(timing: Timing) -> Session {
         let (a, mut b) = tokio::io::duplex(1 << 16);
         tokio::spawn(async move {
             let mut sink = vec![0u8; 1024];
@@ -1375,7 +1374,12 @@ pub(crate) mod tests {
             {}
         });
         let (r, w) = tokio::io::split(a);
-        let s = Session::start(BufReader::new(r), w, None, fast());
+        Session::start(BufReader::new(r), w, None, timing)
+    }
+
+    #[tokio::test]
+    async fn a_stall_of_pii_itself_is_not_the_agent_going_silent() {
+        let s = silent_session(fast());
         tokio::time::sleep(Duration::from_millis(30)).await;
         assert!(s.dead_reason().is_none());
         // Block the whole runtime (pii descheduled under load) for 3× `dead_after`: that time
@@ -1392,22 +1396,10 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn silent_agent_is_declared_dead_and_pending_calls_fail() {
-        // An agent that reads but never writes.
-        let (a, mut b) = tokio::io::duplex(1 << 16);
-        tokio::spawn(async move {
-            let mut sink = vec![0u8; 1024];
-            while tokio::io::AsyncReadExt::read(&mut b, &mut sink)
-                .await
-                .unwrap_or(0)
-                > 0
-            {}
-        });
-        let (r, w) = tokio::io::split(a);
-        let timing = Timing {
+        let s = silent_session(Timing {
             rpc_timeout: Duration::from_secs(10),
             ..fast()
-        };
-        let s = Session::start(BufReader::new(r), w, None, timing);
+        });
         let (tx, mut notes) = mpsc::unbounded_channel();
         let s2 = s.clone();
         let cid = RawValue::from_string("1".into()).unwrap();
