@@ -1,5 +1,6 @@
 //! Running the `pii` binary against a fixture.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -9,33 +10,29 @@ use crate::{paths, Sshd};
 /// /dev/null, output piped. `cli` is any Node script (pi's cli.js, or a test script); `flags` are
 /// more pii flags.
 pub fn pii_ssh(sshd: &Sshd, log: &Path, cli: &Path, flags: &[&str], args: &[&str]) -> Command {
+    let dest = sshd.dest();
+    let target: [&OsStr; 4] = [
+        "--ssh".as_ref(),
+        dest.as_ref(),
+        "-F".as_ref(),
+        sshd.ssh_config().as_ref(),
+    ];
+    pii(&target, log, cli, flags, args)
+}
+
+/// `pii --local <dir> --log-file <log> --pi <cli> -- <args>`.
+pub fn pii_local(dir: &Path, log: &Path, cli: &Path, args: &[&str]) -> Command {
+    pii(&["--local".as_ref(), dir.as_os_str()], log, cli, &[], args)
+}
+
+fn pii(target: &[&OsStr], log: &Path, cli: &Path, flags: &[&str], args: &[&str]) -> Command {
     let mut cmd = Command::new(paths::bin("pii"));
-    cmd.arg("--ssh")
-        .arg(sshd.dest())
-        .arg("-F")
-        .arg(sshd.ssh_config())
+    cmd.args(target)
         .arg("--log-file")
         .arg(log)
         .arg("--pi")
         .arg(cli)
         .args(flags)
-        .arg("--")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// `pii --local <dir> --log-file <log> --pi <cli> -- <args>`.
-pub fn pii_local(dir: &Path, log: &Path, cli: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(paths::bin("pii"));
-    cmd.arg("--local")
-        .arg(dir)
-        .arg("--log-file")
-        .arg(log)
-        .arg("--pi")
-        .arg(cli)
         .arg("--")
         .args(args)
         .stdin(Stdio::null())

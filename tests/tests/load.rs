@@ -326,29 +326,15 @@ fn load_over_pii_local() {
     let f = callers(&s, CALLERS, per_caller);
     let (bytes, stream_secs) = spawns(&s, SPAWNS);
     let (pii_kb, agent_kb) = (vm_hwm_kb(s.pii), vm_hwm_kb(agent));
-    println!(
-        "load (pii --local): {CALLERS} callers × {per_caller} = {} ops (fs.stat/fs.read), {} \
-         errors, {:.1} s, {:.0} ops/s; {SPAWNS} concurrent `seq 1 {SEQ_TO}`: {bytes} bytes \
-         streamed, all exact, {:.1} s; VmHWM pii {} MB, agent {} MB (bound {} MB)",
-        f.ops,
-        f.errors,
-        f.secs,
-        f.ops as f64 / f.secs,
-        stream_secs,
-        pii_kb / 1024,
-        agent_kb / 1024,
-        MEM_BOUND_KB / 1024
-    );
-    assert_eq!(
+    report(
+        "pii --local",
+        per_caller,
+        &f,
         bytes,
-        SPAWNS as u64
-            * (1..=SEQ_TO)
-                .map(|i| i.to_string().len() as u64 + 1)
-                .sum::<u64>()
+        stream_secs,
+        pii_kb,
+        agent_kb,
     );
-    assert!(pii_kb > 0 && agent_kb > 0, "VmHWM not readable");
-    assert!(pii_kb < MEM_BOUND_KB, "pii VmHWM {pii_kb} kB");
-    assert!(agent_kb < MEM_BOUND_KB, "agent VmHWM {agent_kb} kB");
 }
 
 fn load_over_ssh() {
@@ -376,10 +362,31 @@ fn load_over_ssh() {
         .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         .max()
         .unwrap_or(0);
+    report(
+        "pii --ssh, real sshd",
+        per_caller,
+        &f,
+        bytes,
+        stream_secs,
+        pii_kb,
+        agent_kb,
+    );
+}
+
+/// Prints a run's figures, then checks them: every streamed byte arrived, memory stayed bounded.
+fn report(
+    mode: &str,
+    per_caller: usize,
+    f: &Figures,
+    bytes: u64,
+    stream_secs: f64,
+    pii_kb: u64,
+    agent_kb: u64,
+) {
     println!(
-        "load (pii --ssh, real sshd): {CALLERS} callers × {per_caller} = {} ops, {} errors, \
-         {:.1} s, {:.0} ops/s; {SPAWNS} concurrent `seq 1 {SEQ_TO}`: {bytes} bytes streamed, all \
-         exact, {:.1} s; VmHWM pii {} MB, agent {} MB (bound {} MB)",
+        "load ({mode}): {CALLERS} callers × {per_caller} = {} ops (fs.stat/fs.read), {} \
+         errors, {:.1} s, {:.0} ops/s; {SPAWNS} concurrent `seq 1 {SEQ_TO}`: {bytes} bytes \
+         streamed, all exact, {:.1} s; VmHWM pii {} MB, agent {} MB (bound {} MB)",
         f.ops,
         f.errors,
         f.secs,
@@ -388,6 +395,13 @@ fn load_over_ssh() {
         pii_kb / 1024,
         agent_kb / 1024,
         MEM_BOUND_KB / 1024
+    );
+    assert_eq!(
+        bytes,
+        SPAWNS as u64
+            * (1..=SEQ_TO)
+                .map(|i| i.to_string().len() as u64 + 1)
+                .sum::<u64>()
     );
     assert!(pii_kb > 0 && agent_kb > 0, "VmHWM not readable");
     assert!(pii_kb < MEM_BOUND_KB, "pii VmHWM {pii_kb} kB");
