@@ -58,6 +58,10 @@ pub struct Errno {
     /// Extra words for humans (e.g. why a path was refused). Not part of Node's message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Set by the agent on a failed lookup (ENOENT, ENOTDIR) that stays true until an
+    /// `fs.changed` notification names this path or an ancestor: a cacheable negative lookup.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub cache: bool,
 }
 
 impl Errno {
@@ -68,6 +72,7 @@ impl Errno {
             path: path.map(str::to_string),
             dest: None,
             detail: None,
+            cache: false,
         }
     }
 

@@ -46,6 +46,10 @@ pub struct Stat {
     pub mtime: Time,
     pub ctime: Time,
     pub birthtime: Time,
+    /// Set by the agent when this answer stays true until an `fs.changed` notification names
+    /// this path or an ancestor (see [`crate::watch::Change`]); clients may cache it.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +108,10 @@ pub struct ReadResult {
     pub data: Bytes,
     /// The file's size when it was opened: the reader knows whether more chunks follow.
     pub size: u64,
+    /// As [`Stat::cache`]: the bytes stay valid until an `fs.changed` names the path or an
+    /// ancestor.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub cache: bool,
 }
 
 /// How a whole-file write opens its target (Node's flags).
@@ -437,6 +445,7 @@ mod tests {
                 mtime: t,
                 ctime: t,
                 birthtime: Time(0, 0),
+                cache: false,
             },
             r#"{"dev":1,"ino":2,"mode":33188,"nlink":1,"uid":3,"gid":4,"rdev":0,"size":5,"blksize":4096,"blocks":8,"atime":[1700000000,123456789],"mtime":[1700000000,123456789],"ctime":[1700000000,123456789],"birthtime":[0,0]}"#,
         );
@@ -457,8 +466,17 @@ mod tests {
             ReadResult {
                 data: Bytes(vec![0xff, 0x00, 0x80]),
                 size: 3,
+                cache: false,
             },
             r#"{"data":"/wCA","size":3}"#,
+        );
+        check(
+            ReadResult {
+                data: Bytes(vec![]),
+                size: 0,
+                cache: true,
+            },
+            r#"{"data":"","size":0,"cache":true}"#,
         );
         check(
             MkdirResult {

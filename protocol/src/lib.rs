@@ -174,6 +174,9 @@ pub mod methods {
         Spawn = "proc.spawn", notification = "proc.event", unsubscribe = "proc.unsubscribe", (SpawnParams) -> ProcEvent;
         /// Watch a path with inotify; events arrive as `watch.event` notifications.
         Watch = "watch.start", notification = "watch.event", unsubscribe = "watch.stop", (crate::watch::WatchParams) -> crate::watch::WatchEvent;
+        /// The project's change feed, which keeps clients' metadata caches coherent: what may
+        /// have changed since the subscription began (see [`crate::watch::Change`]).
+        Changes = "fs.changes", notification = "fs.changed", unsubscribe = "fs.changes.stop", (Empty) -> crate::watch::Change;
     }
 }
 
@@ -190,6 +193,11 @@ pub fn subscription(method: &str) -> Option<(&'static str, &'static str, &'stati
         .iter()
         .copied()
         .find(|(name, _, _)| *name == method)
+}
+
+/// For `skip_serializing_if` on flags that are absent unless set.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A result or params with no fields (`null` on the wire, `{}` also accepted as params).

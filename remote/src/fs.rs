@@ -165,6 +165,7 @@ pub fn to_stat(md: &std::fs::Metadata) -> protocol::fs::Stat {
         mtime: time_of(md.mtime(), md.mtime_nsec()),
         ctime: time_of(md.ctime(), md.ctime_nsec()),
         birthtime,
+        cache: false,
     }
 }
 
@@ -296,6 +297,7 @@ fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
     Ok(ReadResult {
         data: Bytes(buf),
         size,
+        cache: false,
     })
 }
 
