@@ -359,10 +359,7 @@ pub async fn hello(agent: Arc<Agent>, p: Hello) -> Result<HelloResult, Failure> 
         has_rg: probe.has_rg,
         has_fd: probe.has_fd,
     };
-    let session = Session {
-        sandbox: Sandbox::new(sandbox),
-        login: probe.login.clone(),
-    };
+    let session = Session::new(Sandbox::new(sandbox), probe.login.clone());
     agent.set_session(session);
     Ok(HelloResult {
         protocol: protocol::PROTOCOL_VERSION,

@@ -169,27 +169,54 @@ pub fn to_stat(md: &std::fs::Metadata) -> protocol::fs::Stat {
     }
 }
 
+/// Whether an answer about `path` may carry `cache: true` (see `changes`): its parent was a
+/// watched directory before the call (`watched`, decided before any syscall) and the path was
+/// reached without a symlink (for a following call, not even at its end).
+fn plain(watched: bool, r: &Pinned, path: &str) -> bool {
+    watched && r.canonical().as_os_str().as_bytes() == path.as_bytes()
+}
+
+/// A failed lookup that stays true until a change is reported: ENOENT, ENOTDIR.
+fn cacheable(f: Failure, plain: bool) -> Failure {
+    match f {
+        Failure::Os(mut e) if plain && (e.code == "ENOENT" || e.code == "ENOTDIR") => {
+            e.cache = true;
+            Failure::Os(e)
+        }
+        f => f,
+    }
+}
+
 fn stat(s: &Session, p: StatParams) -> Result<protocol::fs::Stat, Failure> {
     let (follow, syscall) = if p.lstat {
         (Follow::NotLast, "lstat")
     } else {
         (Follow::All, "stat")
     };
+    let watched = s.changes.watched_parent(&p.path);
     let r = s.sandbox.pin(&p.path, follow, syscall)?;
+    let plain = plain(watched, &r, &p.path);
     let md = if p.lstat {
         std::fs::symlink_metadata(&r)
     } else {
         std::fs::metadata(&r)
     };
-    Ok(to_stat(&md.map_err(|e| os(&e, syscall, &p.path))?))
+    let mut st = to_stat(&md.map_err(|e| cacheable(os(&e, syscall, &p.path), plain))?);
+    st.cache = plain;
+    Ok(st)
 }
 
 fn access(s: &Session, p: AccessParams) -> Result<Empty, Failure> {
+    let watched = s.changes.watched_parent(&p.path);
     let r = s.sandbox.pin(&p.path, Follow::All, "access")?;
+    let plain = plain(watched, &r, &p.path);
     let c = cpath(&r).map_err(|e| os(&e, "access", &p.path))?;
     // SAFETY: valid C string.
     if unsafe { libc::access(c.as_ptr(), (p.mode & 7) as libc::c_int) } != 0 {
-        return Err(os(&io::Error::last_os_error(), "access", &p.path));
+        return Err(cacheable(
+            os(&io::Error::last_os_error(), "access", &p.path),
+            plain,
+        ));
     }
     Ok(Empty)
 }
@@ -267,8 +294,10 @@ fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
 }
 
 fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
+    let watched = s.changes.watched_parent(&p.path);
     let r = s.sandbox.pin(&p.path, Follow::All, "open")?;
-    let f = File::open(&r).map_err(|e| os(&e, "open", &p.path))?;
+    let plain = plain(watched, &r, &p.path);
+    let f = File::open(&r).map_err(|e| cacheable(os(&e, "open", &p.path), plain))?;
     let md = f.metadata().map_err(|e| os(&e, "fstat", &p.path))?;
     if md.is_dir() {
         return Err(Errno::new("EISDIR", "read", None).into());
@@ -294,10 +323,12 @@ fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
         }
     }
     buf.truncate(got);
+    // Cacheable only as the whole file.
+    let whole = p.offset == 0 && got as u64 == size;
     Ok(ReadResult {
         data: Bytes(buf),
         size,
-        cache: false,
+        cache: plain && whole,
     })
 }
 

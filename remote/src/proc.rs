@@ -6,7 +6,8 @@
 //! without `/` is looked up in the LOGIN PATH. Output is read in chunks of at most
 //! [`CHUNK`] bytes and only read again once the previous chunk was handed on, so a process
 //! writing gigabytes blocks on its pipe instead of growing the agent's memory. `exit` comes
-//! after both pipes reached EOF and the process was reaped. Processes outlive their
+//! after both pipes reached EOF and the process was reaped, and after every change the process
+//! made to the project was handed on as `fs.changed` (`changes`). Processes outlive their
 //! subscription; they end when killed or when the agent exits ([`Procs::kill_all`]).
 
 use crate::sandbox::Follow;
@@ -333,6 +334,8 @@ pub async fn spawn_subscription(
     }
     agent.procs.exited(pid);
     let (code, signal) = exit_event(status.flatten());
+    // The barrier: every change the process made is on its way before its exit.
+    session.changes.flush().await;
     if live {
         events.send(&ProcEvent::Exit { code, signal }).await;
     }
@@ -525,6 +528,8 @@ async fn run(agent: Arc<Agent>, p: RunParams) -> Result<RunResult, Failure> {
     result.signal = signal;
     result.stdout = Bytes(so);
     result.stderr = Bytes(se);
+    // The barrier, as for `exit` in `spawn_subscription`.
+    session.changes.flush().await;
     Ok(result)
 }
 

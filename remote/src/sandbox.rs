@@ -57,6 +57,11 @@ impl Sandbox {
         Sandbox { root }
     }
 
+    /// The canonical root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Whether a canonical path lies inside the root (or is it).
     pub fn contains(&self, canonical: &Path) -> bool {
         canonical.starts_with(&self.root)

@@ -13,7 +13,7 @@
 //! directly.
 
 use crate::resume::{self, Out};
-use crate::{facts, fs, proc, sandbox::Sandbox, watch};
+use crate::{changes, facts, fs, proc, sandbox::Sandbox, watch};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use jsonrpsee::types::ErrorObjectOwned;
@@ -70,6 +70,19 @@ impl From<Failure> for ErrorObjectOwned {
 pub struct Session {
     pub sandbox: Sandbox,
     pub login: Arc<facts::LoginEnv>,
+    /// The `fs.changes` watcher of the project (idle until the first subscription).
+    pub changes: Arc<changes::Tracker>,
+}
+
+impl Session {
+    pub fn new(sandbox: Sandbox, login: Arc<facts::LoginEnv>) -> Self {
+        let changes = Arc::new(changes::Tracker::new(sandbox.root().to_path_buf()));
+        Session {
+            sandbox,
+            login,
+            changes,
+        }
+    }
 }
 
 /// The state of one connection.
@@ -129,6 +142,9 @@ impl Agent {
     /// for resumes.
     pub async fn shutdown(&self) {
         self.life.close();
+        if let Ok(s) = self.session() {
+            s.changes.shutdown().await;
+        }
         self.uploads.abort_all();
         self.procs.kill_all().await;
     }
@@ -270,6 +286,11 @@ pub struct Pending<S: Subscription> {
 }
 
 impl<S: Subscription> Pending<S> {
+    /// The subscription id the answer will carry, as JSON.
+    pub fn subscription_id(&self) -> String {
+        serde_json::to_string(&self.sink.subscription_id()).unwrap_or_default()
+    }
+
     /// Answer with the subscription id; `None` if the client is gone.
     pub async fn accept(self) -> Option<Events<S>> {
         let sink = self.sink.accept().await.ok()?;
@@ -414,7 +435,7 @@ async fn batch(
     Ok(out)
 }
 
-/// The jsonrpsee module: every plain method of [`table`] plus the two subscriptions.
+/// The jsonrpsee module: every plain method of [`table`] plus the subscriptions.
 pub fn module(agent: Arc<Agent>) -> RpcModule<Agent> {
     let table = Arc::new(table());
     let _ = agent.table.set(table.clone());
@@ -429,6 +450,7 @@ pub fn module(agent: Arc<Agent>) -> RpcModule<Agent> {
     }
     register_subscription::<Spawn, _, _>(&mut module, proc::spawn_subscription);
     register_subscription_pending::<Watch, _, _>(&mut module, watch::run);
+    register_subscription_pending::<Changes, _, _>(&mut module, changes::subscribe);
     module
 }
 
@@ -703,6 +725,17 @@ async fn handle(module: Arc<RpcModule<Agent>>, agent: Arc<Agent>, out: Out, line
         return;
     }
     let id: Box<RawValue> = id.to_owned();
+    let is_changes = method == Changes::NAME;
+    if method == Changes::UNSUBSCRIBE {
+        #[derive(Deserialize)]
+        struct Unsub {
+            #[serde(default)]
+            params: serde_json::Value,
+        }
+        if let (Ok(u), Ok(s)) = (serde_json::from_str::<Unsub>(&line), agent.session()) {
+            s.changes.unsubscribing(&u.params).await;
+        }
+    }
     match module.raw_json_request(&line, SUB_BUFFER).await {
         Ok((resp, mut rx)) => {
             let resp: Box<str> = resp.into();
@@ -716,8 +749,14 @@ async fn handle(module: Arc<RpcModule<Agent>>, agent: Arc<Agent>, out: Out, line
             } else {
                 resp
             };
+            // An `fs.changes` feed sends its items straight to `out`: only once this answer
+            // (its subscription id) is out.
+            let answer = is_changes.then(|| resp.clone());
             if !out.frame(resp).await {
                 return;
+            }
+            if let (Some(answer), Ok(s)) = (answer, agent.session()) {
+                s.changes.answered(&answer).await;
             }
             while let Some(n) = rx.recv().await {
                 if !out.note(n.into()).await {
@@ -768,4 +807,4 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -14,13 +14,13 @@ fn fx() -> Fx {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().canonicalize().unwrap().join("root");
     std::fs::create_dir(&root).unwrap();
-    let s = Session {
-        sandbox: Sandbox::new(root.clone()),
-        login: Arc::new(LoginEnv {
+    let s = Session::new(
+        Sandbox::new(root.clone()),
+        Arc::new(LoginEnv {
             vars: vec![],
             path: "/usr/bin:/bin".into(),
         }),
-    };
+    );
     Fx { _tmp: tmp, root, s }
 }
 

@@ -1,22 +1,23 @@
-//! Whole-server tests over an in-memory pipe (`tokio::io::duplex`), speaking raw frames.
+//! Whole-server tests over an in-memory pipe (`tokio::io::duplex`), speaking raw frames. The
+//! [`Client`] is shared with other modules' tests (`changes`).
 
 use super::*;
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 
-struct Client {
-    rd: protocol::FrameReader<BufReader<ReadHalf<DuplexStream>>>,
-    wr: WriteHalf<DuplexStream>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-    stash: Vec<Value>,
-    next_id: u64,
-    dir: tempfile::TempDir,
-    root: String,
+pub(crate) struct Client {
+    pub(crate) rd: protocol::FrameReader<BufReader<ReadHalf<DuplexStream>>>,
+    pub(crate) wr: WriteHalf<DuplexStream>,
+    pub(crate) server: tokio::task::JoinHandle<anyhow::Result<()>>,
+    pub(crate) stash: Vec<Value>,
+    pub(crate) next_id: u64,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) root: String,
 }
 
 impl Client {
-    async fn start() -> Client {
+    pub(crate) async fn start() -> Client {
         let (ours, theirs) = tokio::io::duplex(1 << 20);
         let (sr, sw) = tokio::io::split(theirs);
         let server = tokio::spawn(serve(sr, sw));
@@ -47,7 +48,7 @@ impl Client {
         }
     }
 
-    async fn ready() -> Client {
+    pub(crate) async fn ready() -> Client {
         let mut c = Client::start().await;
         let r = c
             .call(
@@ -59,16 +60,16 @@ impl Client {
         c
     }
 
-    fn p(&self, rel: &str) -> String {
+    pub(crate) fn p(&self, rel: &str) -> String {
         format!("{}/{rel}", self.root)
     }
 
-    async fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) async fn send_raw(&mut self, bytes: &[u8]) {
         self.wr.write_all(bytes).await.unwrap();
         self.wr.flush().await.unwrap();
     }
 
-    async fn frame(&mut self) -> Value {
+    pub(crate) async fn frame(&mut self) -> Value {
         let f = tokio::time::timeout(Duration::from_secs(10), self.rd.next_frame())
             .await
             .expect("no frame within 10 s")
@@ -78,7 +79,7 @@ impl Client {
     }
 
     /// The reply with this id (other frames are stashed).
-    async fn reply(&mut self, id: &Value) -> Value {
+    pub(crate) async fn reply(&mut self, id: &Value) -> Value {
         if let Some(i) = self
             .stash
             .iter()
@@ -96,7 +97,7 @@ impl Client {
     }
 
     /// The next notification of subscription `sub`.
-    async fn notification(&mut self, sub: &Value) -> Value {
+    pub(crate) async fn notification(&mut self, sub: &Value) -> Value {
         if let Some(i) = self
             .stash
             .iter()
@@ -113,7 +114,7 @@ impl Client {
         }
     }
 
-    async fn call(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = json!(self.next_id);
         self.next_id += 1;
         let req = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
@@ -121,20 +122,20 @@ impl Client {
         self.reply(&id).await
     }
 
-    async fn ok(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn ok(&mut self, method: &str, params: Value) -> Value {
         let r = self.call(method, params).await;
         assert!(r.get("error").is_none(), "{method} failed: {r}");
         r["result"].clone()
     }
 
-    async fn err(&mut self, method: &str, params: Value) -> Value {
+    pub(crate) async fn err(&mut self, method: &str, params: Value) -> Value {
         let r = self.call(method, params).await;
         assert!(r.get("result").is_none(), "{method} should fail: {r}");
         r["error"].clone()
     }
 
     /// Spawn and collect events until exit/error.
-    async fn spawn_events(&mut self, params: Value) -> Vec<Value> {
+    pub(crate) async fn spawn_events(&mut self, params: Value) -> Vec<Value> {
         let sub = self.ok("proc.spawn", params).await;
         let mut evs = vec![];
         loop {
@@ -148,7 +149,7 @@ impl Client {
     }
 }
 
-fn b64(bytes: &[u8]) -> Value {
+pub(crate) fn b64(bytes: &[u8]) -> Value {
     json!(base64_encode(bytes))
 }
 

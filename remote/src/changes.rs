@@ -1,0 +1,720 @@
+//! `fs.changes`: the project's change feed, which keeps clients' metadata caches coherent (the
+//! contract is [`protocol::watch::Change`]).
+//!
+//! One recursive inotify instance per session ([`Tracker`]), armed on the first subscription
+//! (on a blocking thread: a big tree takes a while) and stopped when the last one ends. Every
+//! real directory under the canonical project root gets a watch; symlinks are never followed
+//! (`IN_DONT_FOLLOW|IN_ONLYDIR`, and the walk descends by `d_type` only). A directory created or
+//! moved in is watched with its subtree BEFORE its path is reported, so whatever a client cached
+//! under it before the watch existed is dropped; a directory moved away or deleted loses its
+//! watches. The queue overflowing (`IN_Q_OVERFLOW`) re-walks the whole tree and reports `All`.
+//! A directory the kernel will not watch (`ENOSPC`: `max_user_watches` reached) is left out with
+//! its subtree: nothing under it is ever flagged cacheable.
+//!
+//! Ordering. One lock ([`Tracker::inner`]) covers reading the inotify queue and handing the
+//! resulting `fs.changed` notifications to the session's ordered output ([`Out`]). The reader
+//! task takes it when the descriptor is readable; [`Tracker::flush`] takes it, reads whatever is
+//! pending (non-blocking) and hands it on before returning. `proc` calls `flush` before a
+//! process's `exit` event and before a `proc.run` answer, so every change a finished command
+//! made reaches the client before the client learns the command finished. Notifications bypass
+//! jsonrpsee's per-subscription channels (which only order one subscription's items) and go to
+//! [`Out`] directly, but only once the subscription's answer was written ([`Tracker::answered`]),
+//! so a client never sees an item of a subscription id it does not know yet.
+//!
+//! Flags. [`Tracker::watched_parent`] is the cheap check the fs handlers make BEFORE their
+//! syscall: the literal parent of the (already normal) path the client sent is a watched
+//! directory. The handlers add that the canonical path equals the literal one (no symlink on the
+//! way, nor at the end for a following call).
+//!
+//! Coalescing: per batch read from the kernel, paths are deduplicated, more than [`COALESCE`]
+//! children of one directory are reported as the directory, and a path under another reported
+//! path is dropped. The agent's own atomic-write temp files are not reported (their rename over
+//! the target is, as the target).
+//!
+//! The inotify syscalls are made through `libc` rather than the `inotify` crate (used by
+//! `watch`): the reader waits for readiness while `flush` reads the same descriptor, which needs
+//! reads through a shared reference, and the crate's `read_events` takes `&mut`.
+
+use crate::fs::temp_target;
+use crate::resume::Out;
+use crate::server::{Agent, Pending, Session};
+use protocol::watch::Change;
+use protocol::{Empty, Errno};
+use serde_json::value::RawValue;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::{oneshot, Mutex};
+
+/// More children than this of one directory in one batch are reported as the directory.
+pub const COALESCE: usize = 32;
+/// At most this many paths in one notification (keeps frames far below the frame limit).
+const PATHS_PER_NOTE: usize = 2048;
+/// Bytes read from the queue per batch.
+const READ_BUF: usize = 256 * 1024;
+/// A `flush` reads at most this many batches (a writer that never stops cannot hold it forever).
+const FLUSH_BATCHES: usize = 256;
+
+const MASK: u32 = libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_ONLYDIR
+    | libc::IN_DONT_FOLLOW
+    | libc::IN_EXCL_UNLINK;
+
+type Watched = Arc<RwLock<HashSet<Box<[u8]>>>>;
+
+/// The session's change tracker (see the module docs).
+pub struct Tracker {
+    root: PathBuf,
+    /// The watcher runs (fast path for `flush` and the flags).
+    live: AtomicBool,
+    /// Canonical paths of the directories with a live watch; empty while stopped.
+    watched: Watched,
+    /// THE lock: reading the queue and handing its notifications to [`Out`].
+    inner: Mutex<Inner>,
+    next_key: AtomicU64,
+}
+
+#[derive(Default)]
+struct Inner {
+    run: Option<Running>,
+    feeds: Vec<Feed>,
+    out: Option<Out>,
+}
+
+struct Feed {
+    key: u64,
+    /// The subscription id as JSON.
+    sub: String,
+    /// Its answer was written: items may follow.
+    active: bool,
+}
+
+struct Running {
+    fd: Arc<AsyncFd<OwnedFd>>,
+    /// Taken while a batch is processed on a blocking thread.
+    tree: Option<Tree>,
+    /// Dropped to end the reader task.
+    _stop: oneshot::Sender<()>,
+}
+
+/// What one batch found.
+#[derive(Default)]
+struct Batch {
+    paths: Vec<PathBuf>,
+    all: bool,
+    /// The last read found the queue empty.
+    drained: bool,
+}
+
+impl Tracker {
+    pub fn new(root: PathBuf) -> Self {
+        Tracker {
+            root,
+            live: AtomicBool::new(false),
+            watched: Arc::default(),
+            inner: Mutex::new(Inner::default()),
+            next_key: AtomicU64::new(1),
+        }
+    }
+
+    /// Whether the literal parent of `path` (an absolute path with no `.`, `..`, empty or
+    /// trailing component) is a watched directory right now. Call it before the syscall.
+    pub fn watched_parent(&self, path: &str) -> bool {
+        if !self.live.load(Ordering::Acquire) || !is_normal(path) {
+            return false;
+        }
+        let parent = match path.rfind('/') {
+            Some(0) => "/",
+            Some(i) => &path[..i],
+            None => return false,
+        };
+        self.watched
+            .read()
+            .map(|w| w.contains(parent.as_bytes()))
+            .unwrap_or(false)
+    }
+
+    /// Directories watched now (for tests and logs).
+    pub fn watched_count(&self) -> usize {
+        self.watched.read().map(|w| w.len()).unwrap_or(0)
+    }
+
+    /// Open a feed for subscription `sub` (its id as JSON), arming the watcher if it is the
+    /// first. Items flow once [`Tracker::answered`] saw its answer go out.
+    async fn open(self: &Arc<Self>, out: Out, sub: String) -> Result<u64, Errno> {
+        let mut inner = self.inner.lock().await;
+        if inner.run.is_none() {
+            self.start(&mut inner).await?;
+        }
+        inner.out = Some(out);
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        inner.feeds.push(Feed {
+            key,
+            sub,
+            active: false,
+        });
+        Ok(key)
+    }
+
+    /// A feed ended; the last one stops the watcher.
+    async fn close(&self, key: u64) {
+        let mut inner = self.inner.lock().await;
+        let before = inner.feeds.len();
+        inner.feeds.retain(|f| f.key != key);
+        if before != inner.feeds.len() && inner.feeds.is_empty() {
+            self.stop_locked(&mut inner);
+        }
+    }
+
+    /// The answer `resp` of an `fs.changes` call was written: its feed may send items now.
+    pub async fn answered(&self, resp: &str) {
+        #[derive(serde::Deserialize)]
+        struct Answer<'a> {
+            #[serde(borrow)]
+            result: Option<&'a RawValue>,
+        }
+        let Ok(Answer { result: Some(id) }) = serde_json::from_str::<Answer>(resp) else {
+            return;
+        };
+        let Ok(id) = serde_json::from_str::<serde_json::Value>(id.get()) else {
+            return;
+        };
+        let mut inner = self.inner.lock().await;
+        for f in inner.feeds.iter_mut() {
+            if serde_json::from_str::<serde_json::Value>(&f.sub)
+                .ok()
+                .as_ref()
+                == Some(&id)
+            {
+                f.active = true;
+            }
+        }
+    }
+
+    /// The client is unsubscribing `params` (`[id]`): end that feed now, before the answer, so
+    /// nothing follows the answer and its watcher stops with it.
+    pub async fn unsubscribing(&self, params: &serde_json::Value) {
+        let id = match params {
+            serde_json::Value::Array(a) => a.first(),
+            serde_json::Value::Object(o) => o.values().next(),
+            _ => None,
+        };
+        let Some(id) = id else { return };
+        let mut inner = self.inner.lock().await;
+        let before = inner.feeds.len();
+        inner.feeds.retain(|f| {
+            serde_json::from_str::<serde_json::Value>(&f.sub)
+                .ok()
+                .as_ref()
+                != Some(id)
+        });
+        if before != inner.feeds.len() && inner.feeds.is_empty() {
+            self.stop_locked(&mut inner);
+        }
+    }
+
+    /// Stop the watcher and end every feed's flow (the session is ending).
+    pub async fn shutdown(&self) {
+        let mut inner = self.inner.lock().await;
+        inner.feeds.clear();
+        self.stop_locked(&mut inner);
+    }
+
+    fn stop_locked(&self, inner: &mut Inner) {
+        if inner.run.take().is_some() {
+            self.live.store(false, Ordering::Release);
+            if let Ok(mut w) = self.watched.write() {
+                w.clear();
+            }
+            tracing::debug!("fs.changes: watcher stopped");
+        }
+    }
+
+    /// Create the inotify instance, watch the tree (blocking thread), start the reader.
+    async fn start(self: &Arc<Self>, inner: &mut Inner) -> Result<(), Errno> {
+        // SAFETY: plain syscall; the fd is owned right below.
+        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if raw < 0 {
+            return Err(Errno::from_io(
+                &io::Error::last_os_error(),
+                "inotify_init",
+                None,
+            ));
+        }
+        // SAFETY: a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut tree = Tree::new(raw, self.root.clone(), self.watched.clone());
+        let root = self.root.clone();
+        let t0 = std::time::Instant::now();
+        let tree = tokio::task::spawn_blocking(move || {
+            let ok = tree.add_tree(&root);
+            (tree, ok)
+        })
+        .await;
+        let tree = match tree {
+            Ok((tree, Ok(()))) => tree,
+            Ok((_, Err(e))) => {
+                if let Ok(mut w) = self.watched.write() {
+                    w.clear();
+                }
+                let root = self.root.to_string_lossy();
+                return Err(Errno::from_io(&e, "inotify_add_watch", Some(&root)));
+            }
+            Err(e) => {
+                return Err(Errno::new("EIO", "inotify_add_watch", None).with_detail(e.to_string()))
+            }
+        };
+        tracing::debug!(
+            "fs.changes: {} directories watched in {:?}",
+            tree.wds.len(),
+            t0.elapsed()
+        );
+        // SAFETY: the OwnedFd stays open, and the same descriptor, for as long as the AsyncFd
+        // that owns it lives.
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+        let fd = Arc::new(fd.map_err(|e| {
+            let (_, e) = e.into_parts();
+            Errno::from_io(&e, "epoll_ctl", None)
+        })?);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        inner.run = Some(Running {
+            fd: fd.clone(),
+            tree: Some(tree),
+            _stop: stop_tx,
+        });
+        self.live.store(true, Ordering::Release);
+        tokio::spawn(reader(self.clone(), fd, stop_rx));
+        Ok(())
+    }
+
+    /// The barrier: every event queued now is read and its `fs.changed` handed to the output
+    /// before this returns. A no-op while nothing watches.
+    pub async fn flush(&self) {
+        if !self.live.load(Ordering::Acquire) {
+            return;
+        }
+        let mut inner = self.inner.lock().await;
+        for _ in 0..FLUSH_BATCHES {
+            match self.pump(&mut inner).await {
+                Some(true) => continue,
+                _ => return,
+            }
+        }
+    }
+
+    /// Read and process one batch, then deliver it. `Some(more)`: whether more may be queued;
+    /// `None` when the watcher is not running.
+    async fn pump(&self, inner: &mut Inner) -> Option<bool> {
+        let run = inner.run.as_mut()?;
+        let mut tree = run.tree.take()?;
+        let res = tokio::task::spawn_blocking(move || {
+            let b = tree.read_batch();
+            (tree, b)
+        })
+        .await;
+        let Ok((tree, batch)) = res else {
+            // The blocking task panicked: the tree is lost; stop rather than lie.
+            tracing::error!("fs.changes: the reader failed; stopping the watcher");
+            self.stop_locked(inner);
+            return None;
+        };
+        if let Some(run) = inner.run.as_mut() {
+            run.tree = Some(tree);
+        }
+        let items = items_of(&batch);
+        deliver(inner, &items).await;
+        Some(!batch.drained)
+    }
+}
+
+/// `fs.changes`: arm (or join) the watcher, answer, then serve until unsubscribed.
+pub async fn subscribe(
+    agent: Arc<Agent>,
+    session: Arc<Session>,
+    _p: Empty,
+    pending: Pending<protocol::methods::Changes>,
+) {
+    let Some(out) = agent.out.get().cloned() else {
+        return pending
+            .reject(Errno::new("EIO", "fs.changes", None).into())
+            .await;
+    };
+    let tracker = session.changes.clone();
+    let key = match tracker.open(out, pending.subscription_id()).await {
+        Ok(k) => k,
+        Err(e) => return pending.reject(e.into()).await,
+    };
+    if let Some(events) = pending.accept().await {
+        events.closed().await;
+    }
+    tracker.close(key).await;
+}
+
+/// Until stopped: wait for the queue to be readable, then take the lock and pump.
+async fn reader(tracker: Arc<Tracker>, fd: Arc<AsyncFd<OwnedFd>>, mut stop: oneshot::Receiver<()>) {
+    loop {
+        let guard = tokio::select! {
+            g = fd.readable() => g,
+            _ = &mut stop => return,
+        };
+        let Ok(mut guard) = guard else { return };
+        let mut inner = tracker.inner.lock().await;
+        match &inner.run {
+            Some(run) if Arc::ptr_eq(&run.fd, &fd) => {}
+            _ => return,
+        }
+        match tracker.pump(&mut inner).await {
+            None => return,
+            // Empty now: wait for the next edge (a `flush` may have emptied it first).
+            Some(false) => guard.clear_ready(),
+            Some(true) => {}
+        }
+    }
+}
+
+/// The batch as feed items.
+fn items_of(batch: &Batch) -> Vec<Change> {
+    let mut items = Vec::new();
+    if batch.all {
+        items.push(Change::All {});
+    }
+    let paths = coalesce(&batch.paths);
+    for chunk in paths.chunks(PATHS_PER_NOTE) {
+        items.push(Change::Paths {
+            paths: chunk.to_vec(),
+        });
+    }
+    items
+}
+
+/// Hand `items` to every active feed, in order.
+async fn deliver(inner: &Inner, items: &[Change]) {
+    if items.is_empty() {
+        return;
+    }
+    let Some(out) = &inner.out else { return };
+    let bodies: Vec<String> = items
+        .iter()
+        .filter_map(|c| serde_json::to_string(c).ok())
+        .collect();
+    for feed in inner.feeds.iter().filter(|f| f.active) {
+        for body in &bodies {
+            let frame = format!(
+                "{{\"jsonrpc\":\"2.0\",\"method\":\"{}\",\"params\":{{\"subscription\":{},\"result\":{}}}}}",
+                <protocol::methods::Changes as protocol::Subscription>::NOTIFICATION,
+                feed.sub,
+                body
+            );
+            if !out.note(frame.into()).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Deduplicate; more than [`COALESCE`] children of one directory become the directory; drop
+/// what lies under another reported path.
+pub fn coalesce(paths: &[PathBuf]) -> Vec<String> {
+    let mut seen: HashSet<&Path> = HashSet::new();
+    let mut uniq: Vec<&Path> = Vec::new();
+    for p in paths {
+        if seen.insert(p.as_path()) {
+            uniq.push(p);
+        }
+    }
+    let mut per_parent: HashMap<&Path, usize> = HashMap::new();
+    for p in &uniq {
+        if let Some(parent) = p.parent() {
+            *per_parent.entry(parent).or_default() += 1;
+        }
+    }
+    let mut set: HashSet<&Path> = HashSet::new();
+    let mut order: Vec<&Path> = Vec::new();
+    for p in uniq {
+        let p = match p.parent() {
+            Some(parent) if per_parent.get(parent).copied().unwrap_or(0) > COALESCE => parent,
+            _ => p,
+        };
+        if set.insert(p) {
+            order.push(p);
+        }
+    }
+    order
+        .into_iter()
+        .filter(|p| !p.ancestors().skip(1).any(|a| set.contains(a)))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// An absolute path with no empty, `.` or `..` component and no trailing slash.
+fn is_normal(path: &str) -> bool {
+    path.len() > 1
+        && path.starts_with('/')
+        && path[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// The watch table (used on blocking threads, one at a time, under the tracker's lock).
+struct Tree {
+    fd: RawFd,
+    root: PathBuf,
+    wds: HashMap<i32, PathBuf>,
+    /// Ordered by components, so a directory's subtree is one contiguous range.
+    dirs: BTreeMap<PathBuf, i32>,
+    watched: Watched,
+    full_logged: bool,
+    buf: Vec<u8>,
+}
+
+impl Tree {
+    fn new(fd: RawFd, root: PathBuf, watched: Watched) -> Self {
+        Tree {
+            fd,
+            root,
+            wds: HashMap::new(),
+            dirs: BTreeMap::new(),
+            watched,
+            full_logged: false,
+            buf: vec![0u8; READ_BUF],
+        }
+    }
+
+    fn add_watch(&self, path: &Path) -> io::Result<i32> {
+        let c = CString::new(path.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: valid fd and C string.
+        let wd = unsafe { libc::inotify_add_watch(self.fd, c.as_ptr(), MASK) };
+        if wd < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(wd)
+        }
+    }
+
+    /// Watch `top` and every real directory under it (never through a symlink). Watches are
+    /// added before each directory is listed, so nothing created meanwhile is missed. The error
+    /// is that of `top` itself; below it, what cannot be watched is left out with its subtree.
+    fn add_tree(&mut self, top: &Path) -> io::Result<()> {
+        let mut stack = vec![top.to_path_buf()];
+        let mut added: Vec<Box<[u8]>> = Vec::new();
+        let mut first = true;
+        while let Some(dir) = stack.pop() {
+            let wd = match self.add_watch(&dir) {
+                Ok(wd) => wd,
+                Err(e) => {
+                    if e.raw_os_error() == Some(libc::ENOSPC) && !self.full_logged {
+                        self.full_logged = true;
+                        tracing::warn!(
+                            "fs.changes: the inotify watch limit is reached \
+                             (fs.inotify.max_user_watches); {} and other directories are not \
+                             watched and their answers are never cached",
+                            dir.display()
+                        );
+                    }
+                    if first {
+                        self.publish(added);
+                        return Err(e);
+                    }
+                    continue;
+                }
+            };
+            first = false;
+            // The same inode under another name (a move we saw only half of): the new name wins.
+            if let Some(old) = self.wds.insert(wd, dir.clone()) {
+                if old != dir && self.dirs.get(&old) == Some(&wd) {
+                    self.dirs.remove(&old);
+                    if let Ok(mut w) = self.watched.write() {
+                        w.remove(old.as_os_str().as_bytes());
+                    }
+                }
+            }
+            self.dirs.insert(dir.clone(), wd);
+            added.push(dir.as_os_str().as_bytes().into());
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                    stack.push(dir.join(e.file_name()));
+                }
+            }
+        }
+        self.publish(added);
+        Ok(())
+    }
+
+    fn publish(&self, added: Vec<Box<[u8]>>) {
+        if added.is_empty() {
+            return;
+        }
+        if let Ok(mut w) = self.watched.write() {
+            w.extend(added);
+        }
+    }
+
+    /// Drop the watches of `top` and everything under it.
+    fn forget(&mut self, top: &Path) {
+        let gone: Vec<(PathBuf, i32)> = self
+            .dirs
+            .range(top.to_path_buf()..)
+            .take_while(|(p, _)| p.starts_with(top))
+            .map(|(p, wd)| (p.clone(), *wd))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        if let Ok(mut w) = self.watched.write() {
+            for (p, _) in &gone {
+                w.remove(p.as_os_str().as_bytes());
+            }
+        }
+        for (p, wd) in gone {
+            self.dirs.remove(&p);
+            if self.wds.get(&wd) == Some(&p) {
+                self.wds.remove(&wd);
+            }
+            // SAFETY: plain syscall; a watch the kernel already dropped gives EINVAL.
+            unsafe { libc::inotify_rm_watch(self.fd, wd) };
+        }
+    }
+
+    /// Re-walk everything (after an overflow): new directories get watches, and every path is
+    /// mapped afresh; watches of what is gone are removed.
+    fn rescan(&mut self) {
+        let old: Vec<i32> = self.wds.keys().copied().collect();
+        self.wds.clear();
+        self.dirs.clear();
+        if let Ok(mut w) = self.watched.write() {
+            w.clear();
+        }
+        let root = self.root.clone();
+        if let Err(e) = self.add_tree(&root) {
+            tracing::warn!("fs.changes: re-watching the project failed: {e}");
+        }
+        for wd in old {
+            if !self.wds.contains_key(&wd) {
+                // SAFETY: as in `forget`.
+                unsafe { libc::inotify_rm_watch(self.fd, wd) };
+            }
+        }
+    }
+
+    /// Read what is queued (up to one buffer) and apply it to the table.
+    fn read_batch(&mut self) -> Batch {
+        let mut batch = Batch::default();
+        let n = loop {
+            // SAFETY: the buffer is ours and as long as stated.
+            let n = unsafe {
+                libc::read(
+                    self.fd,
+                    self.buf.as_mut_ptr() as *mut libc::c_void,
+                    self.buf.len(),
+                )
+            };
+            if n >= 0 {
+                break n as usize;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                Some(libc::EAGAIN) => {
+                    batch.drained = true;
+                    return batch;
+                }
+                _ => {
+                    tracing::warn!("fs.changes: reading inotify: {e}");
+                    batch.drained = true;
+                    return batch;
+                }
+            }
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let mut off = 0;
+        const HEAD: usize = 16;
+        while off + HEAD <= n {
+            let field = |i: usize| {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&buf[off + i..off + i + 4]);
+                b
+            };
+            let wd = i32::from_ne_bytes(field(0));
+            let mask = u32::from_ne_bytes(field(4));
+            let len = u32::from_ne_bytes(field(12)) as usize;
+            let end = (off + HEAD + len).min(n);
+            let raw = &buf[off + HEAD..end];
+            let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+            self.apply(wd, mask, name, &mut batch);
+            off = end;
+        }
+        self.buf = buf;
+        if batch.all {
+            self.rescan();
+        }
+        batch
+    }
+
+    fn apply(&mut self, wd: i32, mask: u32, name: &[u8], batch: &mut Batch) {
+        if mask & libc::IN_Q_OVERFLOW != 0 {
+            batch.all = true;
+            return;
+        }
+        if mask & libc::IN_IGNORED != 0 {
+            if let Some(p) = self.wds.remove(&wd) {
+                if self.dirs.get(&p) == Some(&wd) {
+                    self.dirs.remove(&p);
+                    if let Ok(mut w) = self.watched.write() {
+                        w.remove(p.as_os_str().as_bytes());
+                    }
+                }
+            }
+            return;
+        }
+        let Some(dir) = self.wds.get(&wd) else {
+            return;
+        };
+        if name.is_empty() {
+            // The watched directory itself. Its deletion or move is reported by its parent,
+            // except for the root, which has none inside the project.
+            if mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 {
+                if *dir == self.root {
+                    batch.all = true;
+                }
+            } else {
+                batch.paths.push(dir.clone());
+            }
+            return;
+        }
+        let name = OsStr::from_bytes(name);
+        if name.to_str().is_some_and(|n| temp_target(n).is_some()) {
+            return;
+        }
+        let path = dir.join(name);
+        if mask & libc::IN_ISDIR != 0 {
+            if mask & (libc::IN_MOVED_FROM | libc::IN_DELETE) != 0 {
+                self.forget(&path);
+            }
+            if mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
+                // Watched (with its subtree) before it is reported.
+                let _ = self.add_tree(&path);
+            }
+        }
+        batch.paths.push(path);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,493 @@
+//! The `fs.changes` feed through the agent's real JSON-RPC handling (`serve` over an in-memory
+//! pipe), with real inotify and real processes. No timing: every wait is "until a marker file
+//! shows up in the feed" or "until a process's exit / answer", and the 10 s frame guard of the
+//! shared [`Client`] only turns a hang into a failure.
+
+use super::*;
+use crate::server::tests::Client;
+use serde_json::{json, Value};
+use std::os::unix::fs::PermissionsExt;
+
+/// What the feed reported, in arrival order.
+#[derive(Default, Debug)]
+struct Seen {
+    paths: Vec<String>,
+    all: usize,
+}
+
+impl Seen {
+    fn add(&mut self, item: &Value) {
+        match item["type"].as_str() {
+            Some("paths") => {
+                for p in item["paths"].as_array().expect("paths array") {
+                    self.paths
+                        .push(p.as_str().expect("path string").to_string());
+                }
+            }
+            Some("all") => self.all += 1,
+            other => panic!("unexpected fs.changed item {other:?}: {item}"),
+        }
+    }
+
+    /// `path` itself was reported.
+    fn has(&self, path: &str) -> bool {
+        self.paths.iter().any(|p| p == path)
+    }
+
+    /// `path` or a directory above it was reported (the contract: a path covers its subtree).
+    fn covers(&self, path: &str) -> bool {
+        self.all > 0
+            || self
+                .paths
+                .iter()
+                .any(|p| p == path || path.starts_with(&format!("{p}/")))
+    }
+}
+
+async fn subscribe(c: &mut Client) -> Value {
+    let sub = c.ok("fs.changes", json!(null)).await;
+    assert!(sub.is_string() || sub.is_number(), "{sub}");
+    sub
+}
+
+/// Write a fresh marker file and collect the feed until it shows up: everything the feed
+/// reported for changes made before the marker (inotify queues in order).
+async fn until_marker(c: &mut Client, sub: &Value, n: &mut u32) -> Seen {
+    *n += 1;
+    let marker = c.p(&format!("marker-{n}"));
+    std::fs::write(&marker, b"m").unwrap();
+    let mut seen = Seen::default();
+    while !seen.covers(&marker) {
+        let item = c.notification(sub).await;
+        seen.add(&item);
+    }
+    seen
+}
+
+fn stat_cache(v: &Value) -> bool {
+    match v.get("cache") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => panic!("cache is not a bool: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn file_changes_are_reported() {
+    let mut c = Client::ready().await;
+    let sub = subscribe(&mut c).await;
+    let mut n = 0;
+    let f = c.p("f.txt");
+    let g = c.p("g.txt");
+
+    std::fs::write(&f, b"one").unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&f), "create: {s:?}");
+
+    let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    std::io::Write::write_all(&mut h, b"two").unwrap();
+    drop(h);
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&f), "modify: {s:?}");
+
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&f), "chmod: {s:?}");
+
+    std::fs::rename(&f, &g).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&f) && s.has(&g), "rename: {s:?}");
+
+    std::fs::remove_file(&g).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&g), "delete: {s:?}");
+    assert!(!s.has(&f), "only what changed: {s:?}");
+
+    // The agent's own atomic write shows as the target, not as its temp file.
+    c.ok(
+        "fs.write",
+        json!({"path": f, "data": crate::server::tests::b64(b"w")}),
+    )
+    .await;
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&f), "fs.write: {s:?}");
+    assert!(
+        s.paths.iter().all(|p| !p.contains(".pi-bridge-")),
+        "temp files: {s:?}"
+    );
+    c.ok("fs.changes.stop", json!([sub])).await;
+}
+
+#[tokio::test]
+async fn directory_subtrees_are_followed() {
+    let mut c = Client::ready().await;
+    let sub = subscribe(&mut c).await;
+    let mut n = 0;
+
+    // mkdir -p, then a file deep inside: the new directories were watched as they appeared.
+    std::fs::create_dir_all(c.p("a/b/c")).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.covers(&c.p("a/b/c")), "mkdir -p: {s:?}");
+    std::fs::write(c.p("a/b/c/f"), b"x").unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&c.p("a/b/c/f")), "file in a new subtree: {s:?}");
+
+    // A chmod of a directory.
+    std::fs::set_permissions(c.p("a/b"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&c.p("a/b")), "chmod dir: {s:?}");
+
+    // Renamed: both names reported, the watches follow the new name.
+    std::fs::rename(c.p("a"), c.p("z")).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&c.p("a")) && s.has(&c.p("z")), "rename dir: {s:?}");
+    std::fs::write(c.p("z/b/c/g"), b"x").unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&c.p("z/b/c/g")), "file under the renamed dir: {s:?}");
+    assert!(
+        s.paths.iter().all(|p| !p.starts_with(&c.p("a/"))),
+        "stale name: {s:?}"
+    );
+    let st = c.ok("fs.stat", json!({"path": c.p("z/b/c/g")})).await;
+    assert!(stat_cache(&st), "renamed subtree is watched: {st}");
+
+    // Deleted: reported, and nothing under it is cacheable any more.
+    std::fs::remove_dir_all(c.p("z")).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(
+        s.covers(&c.p("z/b/c/g")) && s.has(&c.p("z")),
+        "rm -rf: {s:?}"
+    );
+    let e = c.err("fs.stat", json!({"path": c.p("z/b/c/g")})).await;
+    assert_eq!(e["data"]["code"], "ENOENT");
+    assert!(!stat_cache(&e["data"]), "under a deleted dir: {e}");
+}
+
+#[tokio::test]
+async fn a_directory_moved_in_from_outside_is_watched() {
+    let mut c = Client::ready().await;
+    let outside = tempfile::tempdir_in(c.dir.path().parent().unwrap()).unwrap();
+    let src = outside.path().join("pkg");
+    std::fs::create_dir_all(src.join("sub/deep")).unwrap();
+    std::fs::write(src.join("sub/deep/old"), b"x").unwrap();
+    let sub = subscribe(&mut c).await;
+    let mut n = 0;
+
+    std::fs::rename(&src, c.p("pkg")).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&c.p("pkg")), "moved in: {s:?}");
+    std::fs::write(c.p("pkg/sub/deep/new"), b"y").unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(
+        s.has(&c.p("pkg/sub/deep/new")),
+        "inside the moved-in tree: {s:?}"
+    );
+    let st = c
+        .ok("fs.stat", json!({"path": c.p("pkg/sub/deep/old")}))
+        .await;
+    assert!(stat_cache(&st), "{st}");
+
+    // Moved out again: reported, no longer watched, its later changes are not ours.
+    std::fs::rename(c.p("pkg"), outside.path().join("back")).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&c.p("pkg")), "moved out: {s:?}");
+    std::fs::write(outside.path().join("back/sub/deep/later"), b"z").unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(
+        s.paths.iter().all(|p| !p.contains("later")),
+        "a change outside the project: {s:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_feed_gets_every_change() {
+    let mut c = Client::ready().await;
+    let one = subscribe(&mut c).await;
+    let two = subscribe(&mut c).await;
+    assert_ne!(one, two);
+    let mut n = 0;
+    std::fs::write(c.p("shared"), b"x").unwrap();
+    let s1 = until_marker(&mut c, &one, &mut n).await;
+    let mut s2 = Seen::default();
+    while !s2.covers(&c.p("marker-1")) {
+        let item = c.notification(&two).await;
+        s2.add(&item);
+    }
+    assert!(s1.has(&c.p("shared")) && s2.has(&c.p("shared")));
+    assert_eq!(s1.paths, s2.paths, "same items, same order");
+    // One feed stopping leaves the watcher to the other.
+    c.ok("fs.changes.stop", json!([one])).await;
+    let st = c.ok("fs.stat", json!({"path": c.p("shared")})).await;
+    assert!(stat_cache(&st), "{st}");
+    c.ok("fs.changes.stop", json!([two])).await;
+    let st = c.ok("fs.stat", json!({"path": c.p("shared")})).await;
+    assert!(!stat_cache(&st), "no feed, no watcher: {st}");
+}
+
+/// The command of a barrier test: 200 files, `r<round>f1` … `r<round>f200`. Each test runs
+/// a few rounds: without the barrier, the last changes of a round often (not always) trail its
+/// end, so rounds make a missing barrier fail the test nearly every time.
+fn burst(round: u32) -> String {
+    format!("for i in $(seq 200); do echo $i > r{round}f$i; done")
+}
+const ROUNDS: u32 = 3;
+
+/// Every file of [`burst`]`(round)` is covered by what `seen` holds.
+fn all_files_covered(c: &Client, seen: &Seen, round: u32) {
+    for i in 1..=200 {
+        let f = c.p(&format!("r{round}f{i}"));
+        assert!(seen.covers(&f), "{f} not reported before the end: {seen:?}");
+    }
+}
+
+/// After the command ended and its changes were taken: only the marker may arrive now (anything
+/// about the command's files would be a change reported after its end).
+async fn nothing_late(c: &mut Client, sub: &Value, n: &mut u32) {
+    let late = until_marker(c, sub, n).await;
+    assert_eq!(late.all, 0, "{late:?}");
+    for p in &late.paths {
+        assert!(
+            p.contains("marker-"),
+            "reported after the command ended: {p} ({late:?})"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_spawned_process_changes_arrive_before_its_exit() {
+    let mut c = Client::ready().await;
+    let feed = subscribe(&mut c).await;
+    let cwd = c.root.clone();
+    let mut n = 0;
+    for round in 0..ROUNDS {
+        let proc_sub = c
+            .ok(
+                "proc.spawn",
+                json!({"file": "sh", "args": ["-c", burst(round)], "cwd": cwd}),
+            )
+            .await;
+        // In arrival order: the feed's items until the process's exit.
+        let mut seen = Seen::default();
+        let mut pending: std::collections::VecDeque<Value> = std::mem::take(&mut c.stash).into();
+        loop {
+            let f = match pending.pop_front() {
+                Some(f) => f,
+                None => c.frame().await,
+            };
+            let s = &f["params"]["subscription"];
+            if s == &feed {
+                seen.add(&f["params"]["result"]);
+            } else if s == &proc_sub {
+                let ev = &f["params"]["result"];
+                assert_ne!(ev["type"], "error", "{ev}");
+                if ev["type"] == "exit" {
+                    assert_eq!(ev["code"], 0, "{ev}");
+                    break;
+                }
+            }
+        }
+        c.stash.extend(pending);
+        all_files_covered(&c, &seen, round);
+        nothing_late(&mut c, &feed, &mut n).await;
+    }
+}
+
+#[tokio::test]
+async fn proc_run_answers_after_its_changes() {
+    let mut c = Client::ready().await;
+    let feed = subscribe(&mut c).await;
+    let cwd = c.root.clone();
+    let mut n = 0;
+    for round in 0..ROUNDS {
+        let r = c
+            .ok(
+                "proc.run",
+                json!({"spawn": {"file": "sh", "args": ["-c", burst(round)], "cwd": cwd}}),
+            )
+            .await;
+        assert_eq!(r["code"], 0, "{r}");
+        // Everything that arrived before the answer was stashed, in order.
+        let mut seen = Seen::default();
+        for f in std::mem::take(&mut c.stash) {
+            if f["params"]["subscription"] == feed {
+                seen.add(&f["params"]["result"]);
+            }
+        }
+        all_files_covered(&c, &seen, round);
+        nothing_late(&mut c, &feed, &mut n).await;
+    }
+}
+
+#[tokio::test]
+async fn cache_flags_only_for_plain_paths_under_watched_dirs() {
+    let mut c = Client::ready().await;
+    std::fs::create_dir_all(c.p("sub")).unwrap();
+    std::fs::write(c.p("sub/file"), b"hello").unwrap();
+    std::os::unix::fs::symlink("sub", c.p("link")).unwrap();
+    std::os::unix::fs::symlink("sub/file", c.p("flink")).unwrap();
+    std::os::unix::fs::symlink("nowhere", c.p("dangling")).unwrap();
+
+    // Before any subscription: nothing is cacheable.
+    let st = c.ok("fs.stat", json!({"path": c.p("sub/file")})).await;
+    assert!(!stat_cache(&st), "before fs.changes: {st}");
+    let e = c.err("fs.stat", json!({"path": c.p("sub/missing")})).await;
+    assert!(!stat_cache(&e["data"]), "before fs.changes: {e}");
+
+    let sub = subscribe(&mut c).await;
+    let yes = |v: &Value, what: &str| assert!(stat_cache(v), "{what} should be cacheable: {v}");
+    let no = |v: &Value, what: &str| assert!(!stat_cache(v), "{what} must not be cached: {v}");
+
+    // Plain file, directory, root-level entry, lstat.
+    yes(
+        &c.ok("fs.stat", json!({"path": c.p("sub/file")})).await,
+        "file",
+    );
+    yes(&c.ok("fs.stat", json!({"path": c.p("sub")})).await, "dir");
+    yes(
+        &c.ok("fs.stat", json!({"path": c.p("sub/file"), "lstat": true}))
+            .await,
+        "lstat file",
+    );
+    // A missing child of a watched directory: a cacheable negative answer.
+    for (m, params) in [
+        ("fs.stat", json!({"path": c.p("sub/missing")})),
+        (
+            "fs.stat",
+            json!({"path": c.p("sub/missing"), "lstat": true}),
+        ),
+        ("fs.access", json!({"path": c.p("sub/missing")})),
+        ("fs.read", json!({"path": c.p("sub/missing")})),
+    ] {
+        let e = c.err(m, params).await;
+        assert_eq!(e["data"]["code"], "ENOENT", "{m}: {e}");
+        yes(&e["data"], m);
+    }
+    // A whole small file read from offset 0; not a part of it.
+    let r = c.ok("fs.read", json!({"path": c.p("sub/file")})).await;
+    yes(&r, "whole read");
+    no(
+        &c.ok("fs.read", json!({"path": c.p("sub/file"), "offset": 1}))
+            .await,
+        "read at an offset",
+    );
+    no(
+        &c.ok("fs.read", json!({"path": c.p("sub/file"), "length": 2}))
+            .await,
+        "partial read",
+    );
+
+    // Through a symlinked directory.
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("link/file")})).await,
+        "via link/",
+    );
+    let e = c.err("fs.stat", json!({"path": c.p("link/missing")})).await;
+    no(&e["data"], "missing via link/");
+    no(
+        &c.ok("fs.read", json!({"path": c.p("link/file")})).await,
+        "read via link/",
+    );
+    // A symlink as the final component of a following stat (the link itself under lstat is
+    // plain: its parent lists it).
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("flink")})).await,
+        "stat of a symlink",
+    );
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("link")})).await,
+        "stat of a dir symlink",
+    );
+    no(
+        &c.ok("fs.read", json!({"path": c.p("flink")})).await,
+        "read via a symlink",
+    );
+    yes(
+        &c.ok("fs.stat", json!({"path": c.p("flink"), "lstat": true}))
+            .await,
+        "lstat of a symlink",
+    );
+    let e = c.err("fs.stat", json!({"path": c.p("dangling")})).await;
+    assert_eq!(e["data"]["code"], "ENOENT");
+    no(&e["data"], "dangling symlink");
+    // A missing path whose parent is missing too.
+    let e = c.err("fs.stat", json!({"path": c.p("nope/x")})).await;
+    assert_eq!(e["data"]["code"], "ENOENT");
+    no(&e["data"], "missing parent");
+    // Not in normal form.
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("sub/../sub/file")}))
+            .await,
+        "with ..",
+    );
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("sub//file")})).await,
+        "with //",
+    );
+    // Outside the project root.
+    let e = c.err("fs.stat", json!({"path": "/etc/passwd"})).await;
+    no(&e["data"], "outside the root");
+    let outside = c
+        .dir
+        .path()
+        .parent()
+        .unwrap()
+        .join("pi-bridge-no-such-dir/x");
+    let e = c
+        .err("fs.stat", json!({"path": outside.to_str().unwrap()}))
+        .await;
+    no(&e["data"], "missing outside the root");
+    // The root itself has no watched parent.
+    no(
+        &c.ok("fs.stat", json!({"path": c.root.clone()})).await,
+        "root",
+    );
+
+    // Through fs.batch too.
+    let b = c
+        .ok(
+            "fs.batch",
+            json!({"calls": [{"method": "fs.stat", "params": {"path": c.p("sub/file")}}]}),
+        )
+        .await;
+    assert_eq!(b[0]["ok"]["cache"], json!(true), "{b}");
+
+    c.ok("fs.changes.stop", json!([sub])).await;
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("sub/file")})).await,
+        "after stop",
+    );
+}
+
+#[test]
+fn coalescing() {
+    let p = |s: &str| PathBuf::from(s);
+    // Dedupe, order kept.
+    assert_eq!(
+        coalesce(&[p("/r/a"), p("/r/b"), p("/r/a")]),
+        vec!["/r/a".to_string(), "/r/b".to_string()]
+    );
+    // A path under another reported one is dropped.
+    assert_eq!(
+        coalesce(&[p("/r/d/x"), p("/r/d"), p("/r/e")]),
+        vec!["/r/d".to_string(), "/r/e".to_string()]
+    );
+    // Up to COALESCE children stay; one more and the directory stands for them.
+    let kids: Vec<PathBuf> = (0..COALESCE).map(|i| p(&format!("/r/d/{i}"))).collect();
+    assert_eq!(coalesce(&kids).len(), COALESCE);
+    let mut more = kids.clone();
+    more.push(p("/r/d/last"));
+    more.push(p("/r/other"));
+    assert_eq!(
+        coalesce(&more),
+        vec!["/r/d".to_string(), "/r/other".to_string()]
+    );
+}
+
+#[test]
+fn normal_paths() {
+    assert!(is_normal("/a"));
+    assert!(is_normal("/a/b.c/d"));
+    for bad in ["/", "", "a/b", "/a/", "/a//b", "/a/./b", "/a/../b", "/a/.."] {
+        assert!(!is_normal(bad), "{bad}");
+    }
+}
