@@ -4,8 +4,10 @@
 // pending or streaming, so an idle bridge never keeps node alive.
 
 const net = require('net');
+const sync = require('./sync.cjs');
 const { encode, LineSplitter, parseEndpoint } = require('./wire.cjs');
 const { fromRpcError, transportError } = require('./errors.cjs');
+const cache = require('./cache.cjs');
 
 let session = null;
 let socket = null;
@@ -15,13 +17,22 @@ const subscriptions = new Map(); // subscription id → onItem(result)
 const early = new Map(); // notifications that beat their subscription's answer
 let holds = 0; // open streams that must keep node alive (running processes, watches)
 
+// The cache's fs.changes feed on this socket (cache.cjs). Its items are applied in line order,
+// so a process's `exit` (proc.event on this socket) comes after what it changed. proc.spawn waits
+// for the feed's answer; a process started without a live feed, or whose feed ended before it
+// did, drops the whole cache when it ends.
+let feedReady = Promise.resolve();
+let feedEpoch = 0; // bumped for each feed answered on this socket; 0 while none is live
+let feedCount = 0;
+let weak = 0; // pending calls that must not keep node alive (the feed's subscription)
+
 function configure(s) {
   session = s;
 }
 
 function updateRef() {
   if (!socket) return;
-  if (pending.size > 0 || holds > 0) socket.ref();
+  if (pending.size > weak || holds > 0) socket.ref();
   else socket.unref();
 }
 
@@ -48,6 +59,7 @@ function onLine(line) {
   if (msg.id !== undefined && msg.id !== null) return settle(msg);
   const p = msg.params;
   if (!p || p.subscription === undefined) return;
+  if (msg.method === 'fs.changed') return onChange(p.result);
   const key = String(p.subscription);
   const sub = subscriptions.get(key);
   if (sub) sub(p.result);
@@ -57,11 +69,39 @@ function onLine(line) {
   }
 }
 
+function onChange(item) {
+  cache.apply(item);
+  if (item && item.type === 'error') {
+    feedEpoch = 0;
+    if (socket) subscribeFeed();
+  }
+}
+
+function subscribeFeed() {
+  const s = socket;
+  feedEpoch = 0;
+  weak++;
+  feedReady = call('fs.changes', {}).then(
+    () => {
+      weak--;
+      updateRef();
+      if (socket === s) feedEpoch = ++feedCount;
+    },
+    () => {
+      weak--;
+      updateRef();
+    },
+  );
+}
+
 function settle(msg) {
   const p = pending.get(msg.id);
   if (!p) return;
   pending.delete(msg.id);
   updateRef();
+  const answer = msg.error ? { error: msg.error } : { result: msg.result };
+  cache.store(p.method, p.params, p.tok, answer);
+  p.done(answer);
   if (msg.error) p.reject(fromRpcError(msg.error));
   else p.resolve(msg.result);
 }
@@ -75,22 +115,36 @@ function connect() {
   s.on('data', (chunk) => splitter.push(chunk));
   s.on('error', () => {}); // 'close' follows and does the work
   s.on('close', () => {
-    if (socket === s) socket = null;
+    if (socket === s) {
+      socket = null;
+      feedEpoch = 0;
+      cache.clearAll();
+    }
     const err = () => transportError('lost the connection to pii (connection closed)');
-    for (const p of pending.values()) p.reject(err());
+    for (const p of pending.values()) {
+      p.done(null);
+      p.reject(err());
+    }
     pending.clear();
     for (const onItem of subscriptions.values()) onItem(null, err());
     subscriptions.clear();
   });
   socket = s;
+  if (cache.state.enabled) {
+    sync.ensure(); // the helper's feed is the one that lets answers be cached
+    subscribeFeed();
+  }
 }
 
 function call(method, params) {
   if (!session) return Promise.reject(transportError('not configured'));
   if (!socket) connect();
+  const hit = cache.lookup(method, params);
+  if (hit) return hit.error ? Promise.reject(fromRpcError(hit.error)) : Promise.resolve(hit.result);
   const id = nextId++;
   return new Promise((resolve, reject) => {
-    pending.set(id, { resolve, reject, method });
+    const done = cache.issue(method, params);
+    pending.set(id, { resolve, reject, method, params, done, tok: cache.token() });
     updateRef();
     socket.write(encode(id, method, params));
   });
@@ -99,6 +153,16 @@ function call(method, params) {
 // Subscribe; `onItem(item)` gets every notification, `onItem(null, err)` if the connection is
 // lost. Resolves with the subscription id.
 async function subscribe(method, params, onItem) {
+  if (method === 'proc.spawn' && cache.state.enabled) {
+    if (!socket) connect();
+    await feedReady;
+    const epoch = feedEpoch;
+    const inner = onItem;
+    onItem = (item, lost) => {
+      if (lost || !item || ((item.type === 'exit' || item.type === 'error') && (epoch === 0 || feedEpoch !== epoch))) cache.clearAll();
+      inner(item, lost);
+    };
+  }
   const sid = String(await call(method, params));
   subscriptions.set(sid, onItem);
   const queued = early.get(sid);

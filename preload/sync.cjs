@@ -6,6 +6,7 @@
 const path = require('path');
 const { Worker, MessageChannel, receiveMessageOnPort } = require('worker_threads');
 const { fromRpcError, transportError } = require('./errors.cjs');
+const cache = require('./cache.cjs');
 
 const SPIN_NS = 50_000n; // spin briefly before sleeping (measured: longer spins bought nothing through pii)
 
@@ -19,11 +20,14 @@ function configure(s) {
 }
 
 function start() {
-  const ctl = new Int32Array(new SharedArrayBuffer(8)); // [doorbell, dead]
+  // [doorbell, dead, cache: changes posted, feed epoch, changes drained] (cache.cjs CTL)
+  const ctl = new Int32Array(new SharedArrayBuffer(4 * cache.CTL.LENGTH));
   const { port1, port2 } = new MessageChannel();
+  // The fs.changes feed's items come on a port of their own, drained by cache.poll().
+  const changes = cache.state.enabled ? new MessageChannel() : null;
   const worker = new Worker(path.join(__dirname, 'worker.cjs'), {
-    workerData: { piiHelper: true, port: port2, ctl, endpoint: session.endpoint, token: session.token },
-    transferList: [port2],
+    workerData: { piiHelper: true, port: port2, ctl, endpoint: session.endpoint, token: session.token, changes: changes && changes.port2 },
+    transferList: changes ? [port2, changes.port2] : [port2],
     execArgv: [], // no preload in the helper: a blocking call from it would deadlock
     env: {},
   });
@@ -33,7 +37,16 @@ function start() {
     Atomics.store(ctl, 1, 1);
   });
   port1.unref();
+  if (changes) {
+    changes.port1.unref();
+    cache.attach(ctl, changes.port1);
+  }
   helper = { port: port1, ctl, worker };
+}
+
+// Start the helper now if it is not running (rpc.cjs: the cache needs the helper's feed).
+function ensure() {
+  if (session && !helper) start();
 }
 
 function fail(reason) {
@@ -54,10 +67,33 @@ function waitForBell(ctl, seen, deadline) {
   return true;
 }
 
-// Call `method` and return its result, or throw a Node-shaped error.
+// Call `method` and return its result, or throw a Node-shaped error. The cache (cache.cjs) may
+// answer it; every answer, and every mutation, goes through the cache too.
 function call(method, params) {
   if (!session) throw transportError('not configured');
   if (!helper) start();
+  const hit = cache.lookup(method, params);
+  if (hit) {
+    if (hit.error) throw fromRpcError(hit.error);
+    return hit.result;
+  }
+  const done = cache.issue(method, params);
+  const tok = cache.token();
+  let answer;
+  try {
+    answer = exchange(method, params);
+  } catch (err) {
+    done(null); // lost or timed out: it may or may not have been applied
+    throw err;
+  }
+  cache.store(method, params, tok, answer);
+  done(answer);
+  if (answer.error) throw fromRpcError(answer.error);
+  return answer.result;
+}
+
+// One request through the helper: {result} or {error} (the JSON-RPC error object).
+function exchange(method, params) {
   const { port, ctl } = helper;
   if (Atomics.load(ctl, 1)) throw fail('connection to pii closed');
   const id = nextId++;
@@ -77,8 +113,7 @@ function call(method, params) {
         deadline = process.hrtime.bigint() + BigInt(timeoutMs) * 1_000_000n;
         continue;
       }
-      if (msg.error) throw fromRpcError(msg.error);
-      return msg.result;
+      return msg.error ? { error: msg.error } : { result: msg.result };
     }
     if (Atomics.load(ctl, 1)) throw fail('connection to pii closed');
     if (!waitForBell(ctl, seen, deadline)) {
@@ -95,4 +130,4 @@ function post(method, params, transfer) {
   helper.port.postMessage({ id: -nextId++, method, params }, transfer);
 }
 
-module.exports = { configure, call, post };
+module.exports = { configure, call, post, ensure };

@@ -9,7 +9,13 @@ const net = require('net');
 const { workerData } = require('worker_threads');
 const { encode, LineSplitter, parseEndpoint } = require('./wire.cjs');
 
-const { port, ctl, endpoint, token } = workerData;
+const { port, ctl, endpoint, token, changes } = workerData;
+
+// ctl indices of the cache's feed (cache.cjs CTL; not required here: it reads process.env).
+const CHANGES = 2;
+const EPOCH = 3;
+const DRAINED = 4;
+const BACKLOG = 4096; // items the main thread has not drained yet, beyond which one `all` stands for them
 
 function ring() {
   Atomics.add(ctl, 0, 1);
@@ -29,6 +35,49 @@ function die(reason) {
   port.postMessage({ id: null, dead: reason });
   ring();
   port.close();
+  if (changes) {
+    Atomics.store(ctl, EPOCH, 0);
+    change({ type: 'error', error: { code: 'ECONNRESET', syscall: 'read' } });
+  }
+}
+
+// The cache's fs.changes feed on this connection. Each item goes to the main thread on
+// `changes` and ctl[CHANGES] is bumped right away, so it is counted before the reply of any
+// later answer on this socket is posted: after a proc.run answer (which the agent sends after the
+// process's changes) the main thread drains them before it looks anything up. ctl[EPOCH] is the
+// feed's epoch once it is answered (0: no live feed, nothing may be cached). proc.run calls wait
+// until the feed is answered, or the barrier could miss what they change.
+let feedEpoch = 0;
+let feedPending = false;
+let overflowed = false;
+const heldRuns = [];
+
+function change(item) {
+  if (!changes) return;
+  const backlog = Atomics.load(ctl, CHANGES) - Atomics.load(ctl, DRAINED);
+  if (backlog > BACKLOG) {
+    if (overflowed) return;
+    overflowed = true;
+    item = { type: 'all' };
+  } else overflowed = false;
+  changes.postMessage(item);
+  Atomics.add(ctl, CHANGES, 1);
+}
+
+function releaseRuns() {
+  feedPending = false;
+  for (const m of heldRuns.splice(0)) socket.write(encode(m.id, m.method, m.params));
+}
+
+function subscribeFeed() {
+  feedPending = true;
+  send('fs.changes', {}, (m) => {
+    if (!m.error && !dead) {
+      feedEpoch++;
+      Atomics.store(ctl, EPOCH, feedEpoch);
+    }
+    releaseRuns(); // a feed that cannot be had leaves caching off (EPOCH 0) but must not block
+  });
 }
 
 const { host, port: tcpPort } = parseEndpoint(endpoint);
@@ -102,6 +151,16 @@ function forward(msg) {
 }
 socket.on('close', () => events && events.postMessage({ dead: 'connection to pii closed' }));
 
+function onChange(msg) {
+  const item = msg.params && msg.params.result;
+  change(item);
+  if (item && item.type === 'error') {
+    // The feed ended (its session is gone): nothing is cached until a new one is answered.
+    Atomics.store(ctl, EPOCH, 0);
+    if (!dead) subscribeFeed();
+  }
+}
+
 const splitter = new LineSplitter((line) => {
   let msg;
   try {
@@ -109,7 +168,10 @@ const splitter = new LineSplitter((line) => {
   } catch {
     return;
   }
-  if (msg.id === undefined || msg.id === null) return forward(msg); // a subscription's notification
+  if (msg.id === undefined || msg.id === null) {
+    if (msg.method === 'fs.changed') return onChange(msg); // this connection's one feed
+    return forward(msg); // a subscription's notification
+  }
   if (typeof msg.id === 'string') {
     const onReply = own.get(msg.id);
     if (onReply) {
@@ -126,5 +188,8 @@ port.on('message', ({ id, method, params }) => {
   if (dead) return reply({ id, dead: 'connection to pii closed' });
   if (method === '*events') return void (events = params);
   if (method === '*readRange') return readRange(id, params);
+  if (method === 'proc.run' && feedPending) return void heldRuns.push({ id, method, params });
   socket.write(encode(id, method, params));
 });
+
+if (changes) subscribeFeed();

@@ -1,0 +1,353 @@
+'use strict';
+// The main thread's metadata and small-file cache, kept coherent by the agent's `fs.changes` feed
+// (protocol/src/watch.rs, `Change`). It sits at the transport: sync.cjs and rpc.cjs ask it before
+// sending a call (`lookup`), take a `token` when they send one, and hand it every answer
+// (`store`) and every mutating call (`issue` → its `done` at completion), so every caller of the
+// bridge (fs ops, streams, watchFile, chdir) sees the same cache and every mutation, whoever made
+// it, invalidates it.
+//
+// What is cached: only answers the agent flagged `cache: true` — fs.stat {path, lstat} (results
+// and ENOENT/ENOTDIR errors) and whole-file fs.read results up to MAX_READ bytes. Served from
+// them: fs.stat (a non-symlink's stat answers lstat too, and the other way round), fs.access with
+// mode 0 (F_OK), and fs.read at any offset of a cached whole file.
+//
+// Coherence:
+// - Feeds: the helper worker subscribes on its connection and forwards each item on a port of
+//   its own, bumping ctl[CHANGES] before it posts any later reply; every lookup and store first
+//   drains that port when the counter moved (`poll`). So an answer taken from the helper after a
+//   proc.run (whose changes the agent sends before its answer) never meets a stale entry. rpc.cjs
+//   subscribes on the main thread's socket too and applies items in line order, so an async
+//   child's `exit` comes after its changes.
+// - Nothing is cached unless the helper's feed is live (ctl[EPOCH] != 0) when the request was
+//   sent, and only if the generation (bumped by every change applied, local or remote) did not
+//   move while it was in flight.
+// - `all`, `error`, a lost feed or a new feed epoch drop everything.
+// - The process's own mutations invalidate their paths when issued and again when answered
+//   (EFFECTS); when a path is not known to be free of symlinks (no cached entry of its own, which
+//   the agent only flags when its parent was reached without symlinks and it is not one itself),
+//   the mutation may have landed elsewhere, so everything is dropped.
+
+const MAX_ENTRIES = 20_000;
+const MAX_READ = 256 * 1024;
+const MAX_CHUNK = 4 * 1024 * 1024; // wire.cjs MAX_CHUNK: fs.read's default length
+const S_IFMT = 0o170000;
+const S_IFLNK = 0o120000;
+
+// ctl indices shared with worker.cjs (0 and 1 are sync.cjs's doorbell and dead flag).
+const CTL = { CHANGES: 2, EPOCH: 3, DRAINED: 4, LENGTH: 5 };
+
+const counters = { hits: 0, misses: 0, stores: 0, invalidations: 0, clears: 0 };
+
+const state = {
+  enabled: process.env.PI_BRIDGE_CACHE !== '0',
+  ctl: null, // the helper's Int32Array
+  port: null, // the helper's change port (drained with receiveMessageOnPort)
+  seenChanges: 0,
+  epoch: 0, // the helper feed's epoch as last seen (0: not live)
+  gen: 1,
+  entries: 0,
+  root: newNode(),
+};
+
+let receive = null; // worker_threads.receiveMessageOnPort, loaded with the first attach
+
+function newNode() {
+  // stat / lstat: {ok: Stat} | {err: rpc error object}; read: {b64, size, buf?}
+  return { kids: null, stat: undefined, lstat: undefined, read: undefined };
+}
+
+function split(p) {
+  return p.split('/').filter(Boolean);
+}
+
+function find(p) {
+  let n = state.root;
+  for (const part of split(p)) {
+    if (!n.kids) return null;
+    n = n.kids.get(part);
+    if (!n) return null;
+  }
+  return n;
+}
+
+function findOrMake(p) {
+  let n = state.root;
+  for (const part of split(p)) {
+    if (!n.kids) n.kids = new Map();
+    let k = n.kids.get(part);
+    if (!k) n.kids.set(part, (k = newNode()));
+    n = k;
+  }
+  return n;
+}
+
+function ownCount(n) {
+  return (n.stat ? 1 : 0) + (n.lstat ? 1 : 0) + (n.read ? 1 : 0);
+}
+
+function subtreeCount(n) {
+  let c = ownCount(n);
+  if (n.kids) for (const k of n.kids.values()) c += subtreeCount(k);
+  return c;
+}
+
+function dropOwn(n) {
+  state.entries -= ownCount(n);
+  n.stat = n.lstat = n.read = undefined;
+}
+
+const isNegative = (e) => !!(e && e.err);
+
+// ---- applying changes ---------------------------------------------------------------------------
+
+function clearAll() {
+  state.root = newNode();
+  state.entries = 0;
+  state.gen++;
+  counters.clears++;
+}
+
+// `p` changed: drop it and everything under it, its parent's own entries (stat, listing), and
+// negative entries on the way down (a created path's missing ancestors now exist).
+function invalidate(p) {
+  state.gen++;
+  counters.invalidations++;
+  const parts = split(p);
+  if (parts.length === 0) return clearAll();
+  let n = state.root;
+  for (let i = 0; i < parts.length - 1; i++) {
+    if (isNegative(n.stat) || isNegative(n.lstat)) dropOwn(n);
+    if (!n.kids) return;
+    n = n.kids.get(parts[i]);
+    if (!n) return;
+  }
+  dropOwn(n); // the parent
+  if (!n.kids) return;
+  const last = parts[parts.length - 1];
+  const gone = n.kids.get(last);
+  if (gone) {
+    state.entries -= subtreeCount(gone);
+    n.kids.delete(last);
+  }
+}
+
+// Only a path's stat entries (its atime moved: the process read it).
+function touch(p) {
+  state.gen++;
+  const n = find(p);
+  if (n && (n.stat || n.lstat)) {
+    state.entries -= (n.stat ? 1 : 0) + (n.lstat ? 1 : 0);
+    n.stat = n.lstat = undefined;
+  }
+}
+
+// One item of an fs.changes feed.
+function apply(item) {
+  if (!item || typeof item !== 'object') return;
+  if (item.type === 'paths' && Array.isArray(item.paths)) {
+    for (const p of item.paths) if (typeof p === 'string') invalidate(p);
+  } else clearAll(); // 'all', 'error', or anything this client does not know
+}
+
+// Drain the helper's feed if its counter moved; notice a new (or lost) feed epoch.
+function poll() {
+  const ctl = state.ctl;
+  if (!ctl) return;
+  const n = Atomics.load(ctl, CTL.CHANGES);
+  if (n !== state.seenChanges) {
+    state.seenChanges = n;
+    let m;
+    while ((m = receive(state.port))) apply(m.message);
+    Atomics.store(ctl, CTL.DRAINED, n);
+  }
+  const ep = Atomics.load(ctl, CTL.EPOCH);
+  if (ep !== state.epoch) {
+    state.epoch = ep;
+    clearAll();
+  }
+}
+
+// sync.cjs hands over the helper's shared ctl and change port when it starts the helper.
+function attach(ctl, port) {
+  if (!receive) receive = require('worker_threads').receiveMessageOnPort;
+  state.ctl = ctl;
+  state.port = port;
+  state.seenChanges = 0;
+  state.epoch = 0;
+  clearAll();
+}
+
+// ---- lookups ------------------------------------------------------------------------------------
+
+const copyTime = (t) => (Array.isArray(t) ? [t[0], t[1]] : t);
+function copyStat(s) {
+  return { ...s, atime: copyTime(s.atime), mtime: copyTime(s.mtime), ctime: copyTime(s.ctime), birthtime: copyTime(s.birthtime) };
+}
+
+function rpcError(e, syscall) {
+  return { code: e.code, message: e.message, data: { ...e.data, ...(syscall ? { syscall } : {}) } };
+}
+
+// The stat entry for `p` (follow = stat, else lstat), derived from the other kind when that one
+// shows the path is not a symlink (then both are the same answer). Returns {ok}|{err}|undefined,
+// with err's syscall as asked.
+function statEntry(n, follow) {
+  const own = follow ? n.stat : n.lstat;
+  if (own) return own;
+  const other = follow ? n.lstat : n.stat;
+  if (!other) return undefined;
+  if (other.ok) return (other.ok.mode & S_IFMT) === S_IFLNK ? undefined : other;
+  // A flagged ENOENT/ENOTDIR did not go through a symlink at the path: true of both kinds.
+  return { err: rpcError(other.err, follow ? 'stat' : 'lstat') };
+}
+
+// Can this call be answered from the cache? Returns undefined (no), {result} or {error} (a JSON-RPC
+// error object, fresh).
+function lookup(method, params) {
+  if (!state.enabled || !params) return undefined;
+  let kind;
+  if (method === 'fs.stat') kind = 'stat';
+  else if (method === 'fs.access' && !params.mode) kind = 'access';
+  else if (method === 'fs.read') kind = 'read';
+  else return undefined;
+  poll();
+  const n = state.epoch !== 0 && typeof params.path === 'string' ? find(params.path) : null;
+  let out;
+  if (n) {
+    if (kind === 'stat') {
+      const e = statEntry(n, !params.lstat);
+      if (e) out = e.ok ? { result: copyStat(e.ok) } : { error: rpcError(e.err) };
+    } else if (kind === 'access') {
+      const e = statEntry(n, true);
+      if (e) out = e.ok ? { result: null } : { error: rpcError(e.err, 'access') };
+    } else if (n.read) {
+      const r = n.read;
+      const offset = params.offset || 0;
+      const length = params.length === undefined || params.length === null ? MAX_CHUNK : params.length;
+      if (offset === 0 && length >= r.size) out = { result: { data: r.b64, size: r.size } };
+      else {
+        if (!r.buf) r.buf = Buffer.from(r.b64, 'base64');
+        out = { result: { data: r.buf.subarray(offset, offset + length).toString('base64'), size: r.size } };
+      }
+    }
+  }
+  if (out) counters.hits++;
+  else counters.misses++;
+  return out;
+}
+
+// ---- storing ------------------------------------------------------------------------------------
+
+// Taken when a request is sent: the generation it may be stored under, or -1 (not cacheable).
+function token() {
+  if (!state.enabled) return -1;
+  poll();
+  return state.epoch !== 0 ? state.gen : -1;
+}
+
+function put(p, slot, value) {
+  if (state.entries >= MAX_ENTRIES) clearAll();
+  const n = findOrMake(p);
+  if (!n[slot]) state.entries++;
+  n[slot] = value;
+  counters.stores++;
+}
+
+// An answer to `method(params)` sent under `tok`: {result} or {error} (the JSON-RPC error object).
+function store(method, params, tok, answer) {
+  if (tok < 0 || !params || typeof params.path !== 'string') return;
+  poll();
+  if (tok !== state.gen) return;
+  const p = params.path;
+  if (method === 'fs.stat') {
+    const slot = params.lstat ? 'lstat' : 'stat';
+    if (answer.error) {
+      const d = answer.error.data;
+      if (answer.error.code === -32000 && d && d.cache === true && (d.code === 'ENOENT' || d.code === 'ENOTDIR')) put(p, slot, { err: answer.error });
+    } else if (answer.result && answer.result.cache === true) put(p, slot, { ok: answer.result });
+  } else if (method === 'fs.read') {
+    const r = answer.result;
+    if (!r || r.cache !== true || (params.offset || 0) !== 0 || typeof r.data !== 'string' || r.size > MAX_READ) return;
+    if (Buffer.byteLength(r.data, 'base64') !== r.size) return; // not the whole file
+    put(p, 'read', { b64: r.data, size: r.size });
+  }
+}
+
+// ---- the process's own calls --------------------------------------------------------------------
+
+// Is `p` known to be a real path (reached without symlinks) and, when the call follows its last
+// component, not a symlink itself? Only then can its effect be pinned to `p`.
+function plain(p, follows) {
+  if (typeof p !== 'string') return false;
+  const n = find(p);
+  if (!n) return false;
+  if (n.stat || n.read) return true;
+  if (!n.lstat) return false;
+  return !follows || !n.lstat.ok || (n.lstat.ok.mode & S_IFMT) !== S_IFLNK;
+}
+
+const uploads = new Map(); // upload id → path (fs.upload.commit names only the id)
+
+// What each call does to the cache. `paths(params)`: [path, follows] pairs it changes (subtree +
+// parent); `read`: the path whose atime it moves (stat entries only), after its answer is stored.
+// Calls that are not listed, and are not in PURE, drop everything.
+const EFFECTS = {
+  'fs.write': { paths: (q) => [[q.path, true]] },
+  'fs.upload.begin': { paths: (q) => [[q.path, true]], done: (q, r) => r && r.id !== undefined && uploads.set(r.id, q.path) },
+  'fs.upload.commit': { paths: (q) => [[uploads.get(q.id), true]], done: (q) => uploads.delete(q.id) },
+  'fs.upload.abort': { paths: () => [], done: (q) => uploads.delete(q.id) },
+  'fs.mkdir': { paths: (q) => [[q.path, false]] },
+  'fs.rmdir': { paths: (q) => [[q.path, false]] },
+  'fs.unlink': { paths: (q) => [[q.path, false]] },
+  'fs.rm': { paths: (q) => [[q.path, false]] },
+  'fs.rename': { paths: (q) => [[q.from, false], [q.to, false]] },
+  'fs.link': { paths: (q) => [[q.from, false], [q.to, false]] }, // the source's nlink/ctime move
+  'fs.copyFile': { paths: (q) => [[q.to, true]], read: (q) => q.from },
+  'fs.symlink': { paths: (q) => [[q.path, false]] },
+  'fs.chmod': { paths: (q) => [[q.path, true]] },
+  'fs.utimes': { paths: (q) => [[q.path, !q.lstat]] },
+  'fs.truncate': { paths: (q) => [[q.path, true]] },
+  'fs.mkdtemp': { paths: (q) => [[q.prefix, false]], done: (q, r) => typeof r === 'string' && invalidate(r) },
+  'fs.read': { paths: () => [], read: (q) => q.path },
+  '*readRange': { paths: () => [], read: (q) => q.path },
+  'fs.readdir': { paths: () => [], read: (q) => q.path },
+  'fs.readlink': { paths: () => [], read: (q) => q.path },
+};
+
+// Calls that change nothing on disk themselves. proc.run/proc.spawn: what a process changes comes
+// on the feeds, before its end (the barrier).
+const PURE = new Set(['fs.stat', 'fs.access', 'fs.realpath', 'fs.upload.chunk', 'session.info', 'watch.start', 'watch.stop', 'fs.changes', 'fs.changes.stop', 'proc.run', 'proc.spawn', 'proc.stdin', 'proc.kill', 'proc.unsubscribe', 'session.ack', '*events']);
+
+const NOOP = () => {};
+
+// A call is being sent. Returns the function to call with its answer ({result}|{error}) once it
+// is back (before anyone sees it).
+function issue(method, params) {
+  if (!state.enabled) return NOOP;
+  if (PURE.has(method)) return NOOP;
+  const fx = EFFECTS[method];
+  if (!fx) {
+    clearAll();
+    return () => clearAll();
+  }
+  poll();
+  const q = params || {};
+  const targets = fx.paths(q);
+  const precise = targets.every(([p, follows]) => plain(p, follows));
+  const hit = () => {
+    if (!precise) return clearAll();
+    for (const [p] of targets) invalidate(p);
+  };
+  if (targets.length) hit();
+  return (answer) => {
+    poll();
+    if (targets.length) hit();
+    if (fx.read) touch(fx.read(q));
+    if (fx.done && answer && !answer.error) fx.done(q, answer.result);
+    else if (fx.done && method === 'fs.upload.abort') fx.done(q);
+  };
+}
+
+const api = { state, counters, CTL, MAX_READ, MAX_ENTRIES, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find };
+globalThis[Symbol.for('pi-bridge.cache')] = counters;
+module.exports = api;

@@ -1,0 +1,440 @@
+'use strict';
+// The metadata/small-file cache (preload/cache.cjs): its trie, generation and effect rules as
+// units, then end to end through the real `pii --local` (agent with the fs.changes feed).
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const { MessageChannel } = require('worker_threads');
+const h = require('./support/harness.cjs');
+
+// A fresh cache module with a fake helper: `feed(item)` posts as worker.cjs does, `live(epoch)`.
+function freshCache(env = {}) {
+  const saved = process.env.PI_BRIDGE_CACHE;
+  if (env.PI_BRIDGE_CACHE !== undefined) process.env.PI_BRIDGE_CACHE = env.PI_BRIDGE_CACHE;
+  else delete process.env.PI_BRIDGE_CACHE;
+  delete require.cache[require.resolve('../cache.cjs')];
+  const cache = require('../cache.cjs');
+  if (saved === undefined) delete process.env.PI_BRIDGE_CACHE;
+  else process.env.PI_BRIDGE_CACHE = saved;
+  const ctl = new Int32Array(new SharedArrayBuffer(4 * cache.CTL.LENGTH));
+  const ch = new MessageChannel();
+  ch.port1.unref();
+  ch.port2.unref();
+  cache.attach(ctl, ch.port1);
+  const feed = (item) => {
+    ch.port2.postMessage(item);
+    Atomics.add(ctl, cache.CTL.CHANGES, 1);
+  };
+  const live = (epoch) => Atomics.store(ctl, cache.CTL.EPOCH, epoch);
+  return { cache, ctl, feed, live };
+}
+
+const T = [1, 0];
+const stat = (mode, extra = {}) => ({ dev: 1, ino: 2, mode, nlink: 1, uid: 0, gid: 0, rdev: 0, size: 3, blksize: 4096, blocks: 1, atime: T, mtime: T, ctime: T, birthtime: T, cache: true, ...extra });
+const FILE = 0o100644;
+const DIR = 0o040755;
+const LINK = 0o120777;
+const enoent = (p, syscall = 'stat', cache = true) => ({ code: -32000, message: 'no such file', data: { code: 'ENOENT', syscall, path: p, ...(cache ? { cache } : {}) } });
+
+// Send a stat through the cache as sync.cjs does; returns the answer used.
+function roundTrip(cache, method, params, answer) {
+  const hit = cache.lookup(method, params);
+  if (hit) return { hit };
+  const done = cache.issue(method, params);
+  const tok = cache.token();
+  cache.store(method, params, tok, answer);
+  done(answer);
+  return { sent: answer };
+}
+
+test('unit: nothing is cached before the helper feed is live, flagged answers are after', () => {
+  const { cache, live } = freshCache();
+  roundTrip(cache, 'fs.stat', { path: '/p/a', lstat: false }, { result: stat(FILE) });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/a', lstat: false }), undefined);
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/a', lstat: false }, { result: stat(FILE) });
+  const hit = cache.lookup('fs.stat', { path: '/p/a', lstat: false });
+  assert.strictEqual(hit.result.mode, FILE);
+  // fresh objects: mutating a hit does not change the next one
+  hit.result.mode = 0;
+  hit.result.mtime[0] = 99;
+  const again = cache.lookup('fs.stat', { path: '/p/a', lstat: false });
+  assert.strictEqual(again.result.mode, FILE);
+  assert.strictEqual(again.result.mtime[0], 1);
+  // lstat of a non-symlink is the same answer; access F_OK too, but not R_OK
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/a', lstat: true }).result.ino, 2);
+  assert.deepStrictEqual(cache.lookup('fs.access', { path: '/p/a', mode: 0 }), { result: null });
+  assert.strictEqual(cache.lookup('fs.access', { path: '/p/a', mode: 4 }), undefined);
+  // unflagged answers are never cached
+  roundTrip(cache, 'fs.stat', { path: '/p/b', lstat: false }, { result: stat(FILE, { cache: false }) });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/b', lstat: false }), undefined);
+  roundTrip(cache, 'fs.stat', { path: '/p/c', lstat: false }, { error: enoent('/p/c', 'stat', false) });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/c', lstat: false }), undefined);
+});
+
+test('unit: negative entries answer stat, lstat and access with their own syscall', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/x', lstat: false }, { error: enoent('/p/x') });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/x', lstat: false }).error.data.syscall, 'stat');
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/x', lstat: true }).error.data.syscall, 'lstat');
+  const a = cache.lookup('fs.access', { path: '/p/x', mode: 0 });
+  assert.strictEqual(a.error.data.syscall, 'access');
+  assert.strictEqual(a.error.data.code, 'ENOENT');
+  assert.strictEqual(a.error.data.path, '/p/x');
+  // an EACCES is never cached, even flagged
+  roundTrip(cache, 'fs.stat', { path: '/p/y', lstat: false }, { error: { code: -32000, message: 'x', data: { code: 'EACCES', syscall: 'stat', path: '/p/y', cache: true } } });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/y', lstat: false }), undefined);
+});
+
+test('unit: a symlink lstat does not answer stat', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/l', lstat: true }, { result: stat(LINK) });
+  assert.ok(cache.lookup('fs.stat', { path: '/p/l', lstat: true }));
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/l', lstat: false }), undefined);
+  assert.strictEqual(cache.lookup('fs.access', { path: '/p/l', mode: 0 }), undefined);
+});
+
+test('unit: a change drops the path, its subtree and its parent, not its siblings', () => {
+  const { cache, live, feed } = freshCache();
+  live(1);
+  for (const p of ['/p', '/p/d', '/p/d/a', '/p/d/a/b', '/p/e', '/p/d2']) roundTrip(cache, 'fs.stat', { path: p, lstat: false }, { result: stat(DIR) });
+  assert.strictEqual(cache.state.entries, 6);
+  feed({ type: 'paths', paths: ['/p/d'] });
+  const has = (p) => !!cache.lookup('fs.stat', { path: p, lstat: false });
+  assert.deepStrictEqual(['/p', '/p/d', '/p/d/a', '/p/d/a/b', '/p/e', '/p/d2'].map(has), [false, false, false, false, true, true]);
+  assert.strictEqual(cache.state.entries, 2);
+  feed({ type: 'all' });
+  assert.strictEqual(has('/p/e'), false);
+  assert.strictEqual(cache.state.entries, 0);
+});
+
+test('unit: an answer whose request saw a change in flight is not stored', () => {
+  const { cache, live, feed } = freshCache();
+  live(1);
+  const params = { path: '/p/f', lstat: false };
+  const tok = cache.token();
+  feed({ type: 'paths', paths: ['/q/unrelated'] }); // arrives while the request is out
+  cache.store('fs.stat', params, tok, { result: stat(FILE) });
+  assert.strictEqual(cache.lookup('fs.stat', params), undefined);
+  const tok2 = cache.token();
+  cache.store('fs.stat', params, tok2, { result: stat(FILE) });
+  assert.ok(cache.lookup('fs.stat', params));
+});
+
+test('unit: a feed error or a new epoch drops everything; after an error nothing is stored until live again', () => {
+  const { cache, live, feed } = freshCache();
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/f', lstat: false }, { result: stat(FILE) });
+  live(0);
+  feed({ type: 'error', error: { code: 'EIO', syscall: 'read' } });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/f', lstat: false }), undefined);
+  roundTrip(cache, 'fs.stat', { path: '/p/f', lstat: false }, { result: stat(FILE) });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/f', lstat: false }), undefined);
+  live(2);
+  roundTrip(cache, 'fs.stat', { path: '/p/f', lstat: false }, { result: stat(FILE) });
+  assert.ok(cache.lookup('fs.stat', { path: '/p/f', lstat: false }));
+  live(3);
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/f', lstat: false }), undefined);
+});
+
+test('unit: whole small files are cached and serve any range; partial or big reads are not', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  const data = Buffer.from('hello world');
+  roundTrip(cache, 'fs.read', { path: '/p/r', offset: 0, length: 1 << 20 }, { result: { data: data.toString('base64'), size: data.length, cache: true } });
+  const whole = cache.lookup('fs.read', { path: '/p/r', offset: 0, length: 1 << 20 });
+  assert.strictEqual(Buffer.from(whole.result.data, 'base64').toString(), 'hello world');
+  const part = cache.lookup('fs.read', { path: '/p/r', offset: 6, length: 3 });
+  assert.strictEqual(Buffer.from(part.result.data, 'base64').toString(), 'wor');
+  assert.strictEqual(part.result.size, data.length);
+  roundTrip(cache, 'fs.read', { path: '/p/s', offset: 0, length: 4 }, { result: { data: data.subarray(0, 4).toString('base64'), size: data.length, cache: true } });
+  assert.strictEqual(cache.lookup('fs.read', { path: '/p/s', offset: 0, length: 4 }), undefined);
+  const big = Buffer.alloc(cache.MAX_READ + 1);
+  roundTrip(cache, 'fs.read', { path: '/p/big', offset: 0, length: 1 << 20 }, { result: { data: big.toString('base64'), size: big.length, cache: true } });
+  assert.strictEqual(cache.lookup('fs.read', { path: '/p/big', offset: 0 }), undefined);
+});
+
+test('unit: the process own mutations invalidate precisely when the path is known plain, else everything', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  for (const p of ['/p/a', '/p/b', '/p/c']) roundTrip(cache, 'fs.stat', { path: p, lstat: false }, { result: stat(FILE) });
+  const has = (p) => !!cache.lookup('fs.stat', { path: p, lstat: false });
+  // known path: only it goes (issued and answered)
+  roundTrip(cache, 'fs.write', { path: '/p/a', data: '', flag: 'w' }, { result: null });
+  assert.deepStrictEqual([has('/p/a'), has('/p/b'), has('/p/c')], [false, true, true]);
+  // rename of known paths: both go
+  roundTrip(cache, 'fs.rename', { from: '/p/b', to: '/p/c' }, { result: null });
+  assert.deepStrictEqual([has('/p/b'), has('/p/c')], [false, false]);
+  // an unknown path (may be reached through a symlink): everything goes
+  roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
+  roundTrip(cache, 'fs.write', { path: '/p/unknown/x', data: '', flag: 'w' }, { result: null });
+  assert.strictEqual(has('/p/z'), false);
+  // a write through a path whose lstat says symlink: everything goes
+  roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
+  roundTrip(cache, 'fs.stat', { path: '/p/l', lstat: true }, { result: stat(LINK) });
+  roundTrip(cache, 'fs.write', { path: '/p/l', data: '', flag: 'w' }, { result: null });
+  assert.strictEqual(has('/p/z'), false);
+  // unknown methods drop everything; pure ones nothing
+  roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
+  roundTrip(cache, 'proc.run', {}, { result: { code: 0 } });
+  assert.strictEqual(has('/p/z'), true);
+  roundTrip(cache, 'fs.batch', { calls: [] }, { result: [] });
+  assert.strictEqual(has('/p/z'), false);
+});
+
+test('unit: a read keeps its own bytes but drops the path stat (atime); mkdir -p clears missing ancestors', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/r', lstat: false }, { result: stat(FILE, { size: 2 }) });
+  roundTrip(cache, 'fs.read', { path: '/p/r', offset: 0, length: 1 << 20 }, { result: { data: 'aGk=', size: 2, cache: true } });
+  assert.ok(cache.lookup('fs.read', { path: '/p/r', offset: 0 }));
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/r', lstat: false }), undefined);
+  roundTrip(cache, 'fs.stat', { path: '/p/n', lstat: false }, { error: enoent('/p/n') });
+  roundTrip(cache, 'fs.mkdir', { path: '/p/n/m/k', recursive: true }, { result: { first: '/p/n' } });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/n', lstat: false }), undefined);
+});
+
+test('unit: the size cap clears everything past the limit', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  for (let i = 0; i <= cache.MAX_ENTRIES; i++) roundTrip(cache, 'fs.stat', { path: `/p/f${i}`, lstat: false }, { result: stat(FILE) });
+  assert.ok(cache.state.entries <= cache.MAX_ENTRIES);
+  assert.ok(cache.lookup('fs.stat', { path: `/p/f${cache.MAX_ENTRIES}`, lstat: false }));
+});
+
+test('unit: PI_BRIDGE_CACHE=0 caches nothing', () => {
+  const { cache, live } = freshCache({ PI_BRIDGE_CACHE: '0' });
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/a', lstat: false }, { result: stat(FILE) });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/a', lstat: false }), undefined);
+  assert.strictEqual(cache.counters.hits, 0);
+});
+
+// ---- end to end: the real pii --local and agent ---------------------------------------------
+
+// Runs `body` (the body of an async function; `fs`, `cp`, `c()` (the counters), `check(name, ok,
+// detail)` in scope) under pii --local in a fresh project made by `populate(dir)`. Returns
+// {checks, counters, dir}.
+function runBridged(body, { populate = () => {}, env = {} } = {}) {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-cache-'));
+  const dir = path.join(root, 'project');
+  fs.mkdirSync(dir);
+  populate(dir);
+  const script = path.join(root, 'script.cjs');
+  fs.writeFileSync(
+    script,
+    `const fs = require('fs'); const cp = require('child_process'); const path = require('path');
+     const c = () => ({ ...globalThis[Symbol.for('pi-bridge.cache')] });
+     const checks = [];
+     const check = (name, ok, detail) => checks.push({ name, ok: !!ok, detail });
+     const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+     // Repeat fn until one run is all hits (the first calls may go out before the helper's feed
+     // is live, and a read drops its path's stat entry once): true when it got there.
+     const settle = (fn) => { for (let i = 0; i < 50; i++) { const m = c().misses; fn(); if (c().misses === m) return true; sleep(10); } return false; };
+     (async () => { ${body} })().then(
+       () => console.log(JSON.stringify({ checks, counters: c() })),
+       (e) => { console.error(e); process.exit(3); });`,
+  );
+  try {
+    const r = h.runPii(fs.realpathSync(dir), script, [], env);
+    assert.strictEqual(r.status, 0, `pii exited ${r.status}: ${r.stderr}`);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop());
+    for (const ck of out.checks) assert.ok(ck.ok, `${ck.name}: ${JSON.stringify(ck.detail)}`);
+    return out;
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+}
+
+const files = (map) => (dir) => {
+  for (const [name, text] of Object.entries(map)) {
+    fs.mkdirSync(path.dirname(path.join(dir, name)), { recursive: true });
+    if (text !== null) fs.writeFileSync(path.join(dir, name), text);
+  }
+};
+
+test('e2e: repeated statSync/existsSync/lstat/access/readFileSync of unchanged paths are hits', () => {
+  const out = runBridged(
+    `const round = () => {
+       check('stat', fs.statSync('a.txt').size === 5);
+       check('lstat', fs.lstatSync('a.txt').isFile());
+       check('exists', fs.existsSync('a.txt'));
+       check('missing', !fs.existsSync('nope'));
+       check('access', fs.accessSync('a.txt') === undefined);
+       let code = null;
+       try { fs.accessSync('nope'); } catch (e) { code = e.code + ' ' + e.syscall + ' ' + e.message; }
+       check('access missing', code === "ENOENT access ENOENT: no such file or directory, access 'nope'", code);
+       check('read', fs.readFileSync('a.txt', 'utf8') === 'hello');
+     };
+     check('settled', settle(round));
+     const before = c();
+     for (let i = 0; i < 10; i++) round();
+     const after = c();
+     check('all hits', after.hits - before.hits === 70 && after.misses === before.misses, { before, after });`,
+    { populate: files({ 'a.txt': 'hello' }) },
+  );
+  assert.ok(out.counters.hits >= 70);
+});
+
+test('e2e: the process own writes, renames and removals are visible at once', () => {
+  runBridged(
+    `const warm = () => { fs.existsSync('f'); fs.existsSync('g'); try { fs.statSync('f'); fs.readFileSync('f', 'utf8'); } catch {} };
+     warm(); warm();
+     fs.writeFileSync('f', 'longer text');
+     check('write: stat', fs.statSync('f').size === 11);
+     check('write: read', fs.readFileSync('f', 'utf8') === 'longer text');
+     warm();
+     await fs.promises.writeFile('f', 'async');
+     check('async write: read', fs.readFileSync('f', 'utf8') === 'async');
+     fs.appendFileSync('f', '+');
+     check('append', fs.readFileSync('f', 'utf8') === 'async+');
+     warm();
+     fs.renameSync('f', 'g');
+     check('rename: old gone', !fs.existsSync('f'));
+     check('rename: new there', fs.readFileSync('g', 'utf8') === 'async+');
+     fs.rmSync('g');
+     check('rm', !fs.existsSync('g'));
+     fs.mkdirSync('d/e/f', { recursive: true });
+     check('mkdir -p', fs.statSync('d/e/f').isDirectory());
+     const fd = fs.openSync('d/e/f/x', 'w'); fs.writeSync(fd, 'fd!'); fs.closeSync(fd);
+     check('fd write', fs.readFileSync('d/e/f/x', 'utf8') === 'fd!');
+     fs.chmodSync('d/e/f/x', 0o600);
+     check('chmod', (fs.statSync('d/e/f/x').mode & 0o777) === 0o600);
+     fs.truncateSync('d/e/f/x', 1);
+     check('truncate', fs.readFileSync('d/e/f/x', 'utf8') === 'f');
+     const ws = fs.createWriteStream('d/e/f/x');
+     await new Promise((res) => ws.end('stream', res));
+     check('write stream', fs.readFileSync('d/e/f/x', 'utf8') === 'stream');
+     fs.copyFileSync('d/e/f/x', 'copy');
+     check('copyFile', fs.readFileSync('copy', 'utf8') === 'stream');
+     fs.unlinkSync('copy');
+     check('unlink', !fs.existsSync('copy'));`,
+    { populate: files({ f: 'short' }) },
+  );
+});
+
+test('e2e: spawnSync/execSync and an async spawn are barriers: their changes are visible after exit', () => {
+  runBridged(
+    `const warm = () => { for (const n of ['a', 'b', 'c', 'd/x']) { if (fs.existsSync(n)) { fs.statSync(n); fs.readFileSync(n, 'utf8'); } } };
+     check('warm hits', settle(warm));
+     cp.execSync('echo changed > a; rm b; echo new > c');
+     check('execSync: modified', fs.readFileSync('a', 'utf8') === 'changed\\n', fs.readFileSync('a', 'utf8'));
+     check('execSync: deleted', !fs.existsSync('b'));
+     check('execSync: created', fs.readFileSync('c', 'utf8') === 'new\\n');
+     warm(); warm();
+     const r = cp.spawnSync('sh', ['-c', 'echo again > a; mv d e; echo b > b']);
+     check('spawnSync status', r.status === 0, String(r.stderr));
+     check('spawnSync: modified', fs.readFileSync('a', 'utf8') === 'again\\n');
+     check('spawnSync: dir moved away', !fs.existsSync('d/x') && !fs.existsSync('d'));
+     check('spawnSync: dir moved here', fs.readFileSync('e/x', 'utf8') === 'x');
+     check('spawnSync: created', fs.statSync('b').size === 2);
+     warm(); fs.statSync('e/x'); fs.readFileSync('e/x', 'utf8');
+     const seen = await new Promise((resolve) => {
+       const child = cp.spawn('sh', ['-c', 'echo third > a; rm b; mkdir -p d; echo y > d/x; rm -r e']);
+       const look = () => ({ a: fs.readFileSync('a', 'utf8'), b: fs.existsSync('b'), dx: fs.existsSync('d/x') && fs.readFileSync('d/x', 'utf8'), e: fs.existsSync('e/x') });
+       let onExit;
+       child.on('exit', () => (onExit = look()));
+       child.on('close', () => resolve({ onExit, onClose: look() }));
+     });
+     for (const k of ['onExit', 'onClose']) check('spawn ' + k, JSON.stringify(seen[k]) === JSON.stringify({ a: 'third\\n', b: false, dx: 'y\\n', e: false }), seen[k]);
+     warm();
+     const out = await new Promise((res) => cp.exec('echo fourth > a', (err) => res(err)));
+     const a4 = fs.readFileSync('a', 'utf8');
+     check('exec callback', out === null && a4 === 'fourth\\n', { out: String(out), a4 });`,
+    { populate: files({ a: 'a', b: 'b', 'd/x': 'x' }) },
+  );
+});
+
+test('e2e: a directory renamed by the process drops its cached subtree', () => {
+  runBridged(
+    `for (let i = 0; i < 2; i++) { fs.statSync('d/s/x'); fs.readFileSync('d/s/x', 'utf8'); fs.existsSync('e/s/x'); }
+     fs.renameSync('d', 'e');
+     check('old subtree gone', !fs.existsSync('d/s/x') && !fs.existsSync('d/s'));
+     check('new subtree there', fs.readFileSync('e/s/x', 'utf8') === 'x');`,
+    { populate: files({ 'd/s/x': 'x' }) },
+  );
+});
+
+test('e2e: a symlinked path is never served from the cache', () => {
+  runBridged(
+    `fs.symlinkSync('real', 'link');
+     check('the real path is cached', settle(() => { fs.statSync('real/f'); fs.readFileSync('real/f', 'utf8'); }));
+     fs.statSync('link'); fs.readFileSync('link/f', 'utf8');
+     const before = c();
+     for (let i = 0; i < 5; i++) {
+       check('stat through link', fs.statSync('link').isDirectory());
+       check('read through link', fs.readFileSync('link/f', 'utf8') === 'f');
+       check('exists through link', fs.existsSync('link/f'));
+     }
+     const after = c();
+     check('no hits', after.hits === before.hits && after.misses - before.misses === 15, { before, after });
+     fs.writeFileSync('real/f', 'g');
+     check('write then read through link', fs.readFileSync('link/f', 'utf8') === 'g');
+     fs.writeFileSync('link/f', 'h');
+     check('write through link then read real', fs.readFileSync('real/f', 'utf8') === 'h');`,
+    { populate: files({ 'real/f': 'f' }) },
+  );
+});
+
+test('e2e: PI_BRIDGE_CACHE=0 gives no hits', () => {
+  const out = runBridged(
+    `for (let i = 0; i < 10; i++) { fs.statSync('a'); fs.existsSync('a'); fs.readFileSync('a'); }
+     check('zero hits', c().hits === 0, c());`,
+    { populate: files({ a: 'a' }), env: { PI_BRIDGE_CACHE: '0' } },
+  );
+  assert.strictEqual(out.counters.hits, 0);
+});
+
+test('e2e: a change made outside the bridge becomes visible', async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-cache-ext-'));
+  const dir = path.join(root, 'project');
+  fs.mkdirSync(dir);
+  fs.writeFileSync(path.join(dir, 'f'), 'old');
+  const script = path.join(root, 'script.cjs');
+  fs.writeFileSync(
+    script,
+    `const fs = require('fs');
+     const c = () => globalThis[Symbol.for('pi-bridge.cache')].hits;
+     const sleep = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+     // The first calls may go out before the helper's feed is live (then nothing is stored).
+     let cached = false;
+     for (let i = 0; i < 5 && !cached; i++) {
+       const h0 = c(); fs.readFileSync('f', 'utf8'); fs.statSync('f'); fs.existsSync('g');
+       cached = c() - h0 === 3;
+     }
+     process.stdout.write('ready\\n');
+     let r = {};
+     const deadline = Date.now() + 10000;
+     for (;;) {
+       r = { f: fs.readFileSync('f', 'utf8'), size: fs.statSync('f').size, g: fs.existsSync('g') };
+       if ((r.f === 'new text' && r.size === 8 && r.g) || Date.now() > deadline) break;
+       sleep(20);
+     }
+     console.log(JSON.stringify({ cached, ...r }));`,
+  );
+  try {
+    const child = require('child_process').spawn(h.piiBin(), ['--local', fs.realpathSync(dir), '--pi', script], { cwd: os.tmpdir(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stderr.on('data', (d) => (err += d));
+    const done = new Promise((resolve) => child.on('close', resolve));
+    child.stdout.on('data', (d) => {
+      const first = !out.includes('ready');
+      out += d;
+      if (first && out.includes('ready')) {
+        fs.writeFileSync(path.join(dir, 'f'), 'new text');
+        fs.writeFileSync(path.join(dir, 'g'), '');
+      }
+    });
+    const status = await done;
+    assert.strictEqual(status, 0, err);
+    const r = JSON.parse(out.trim().split('\n').pop());
+    assert.deepStrictEqual(r, { cached: true, f: 'new text', size: 8, g: true });
+  } finally {
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
