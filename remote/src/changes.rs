@@ -58,6 +58,10 @@ pub const COALESCE: usize = 32;
 const PATHS_PER_NOTE: usize = 2048;
 /// Bytes read from the queue per batch.
 const READ_BUF: usize = 256 * 1024;
+/// After delivering a batch, the reader lets the queue fill this long before reading again, so a
+/// burst is read in few big batches (which coalesce) instead of one per event. The first change
+/// after a quiet spell is still read at once, and `flush` never waits.
+const BURST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 /// A `flush` reads at most this many batches (a writer that never stops cannot hold it forever).
 const FLUSH_BATCHES: usize = 256;
 
@@ -381,6 +385,12 @@ async fn reader(tracker: Arc<Tracker>, fd: Arc<AsyncFd<OwnedFd>>, mut stop: ones
             // Empty now: wait for the next edge (a `flush` may have emptied it first).
             Some(false) => guard.clear_ready(),
             Some(true) => {}
+        }
+        drop(inner);
+        drop(guard);
+        tokio::select! {
+            _ = tokio::time::sleep(BURST_PAUSE) => {}
+            _ = &mut stop => return,
         }
     }
 }
