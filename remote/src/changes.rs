@@ -554,14 +554,7 @@ impl Tree {
             }
             self.dirs.insert(dir.clone(), wd);
             added.push(dir.as_os_str().as_bytes().into());
-            let Ok(rd) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for e in rd.flatten() {
-                if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                    stack.push(dir.join(e.file_name()));
-                }
-            }
+            stack.extend(subdirs(&dir));
         }
         self.publish(added);
         Ok(())
@@ -728,3 +721,55 @@ impl Tree {
 
 #[cfg(test)]
 mod tests;
+
+/// The subdirectories of `dir` (not following symlinks), listed without touching its atime
+/// (O_NOATIME, where the agent owns the directory): arming the feed must not change what a
+/// `stat` of the directory says, or the client's view would differ from a plain run's.
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+        return vec![];
+    };
+    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: `c` is a valid NUL-terminated path; the fd is owned by the DIR stream below.
+    let mut fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_NOATIME) };
+    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        // SAFETY: as above.
+        fd = unsafe { libc::open(c.as_ptr(), flags) };
+    }
+    if fd < 0 {
+        return vec![];
+    }
+    // SAFETY: `fd` is an open directory fd; on success the DIR stream owns it.
+    let d = unsafe { libc::fdopendir(fd) };
+    if d.is_null() {
+        // SAFETY: fdopendir failed, so the fd is still ours to close.
+        unsafe { libc::close(fd) };
+        return vec![];
+    }
+    let mut out = vec![];
+    loop {
+        // SAFETY: `d` is a valid DIR stream until closedir below.
+        let e = unsafe { libc::readdir(d) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated.
+        let (ty, name) = unsafe { ((*e).d_type, std::ffi::CStr::from_ptr((*e).d_name.as_ptr())) };
+        let name = name.to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        let path = dir.join(OsStr::from_bytes(name));
+        let is_dir = match ty {
+            libc::DT_DIR => true,
+            libc::DT_UNKNOWN => std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()),
+            _ => false,
+        };
+        if is_dir {
+            out.push(path);
+        }
+    }
+    // SAFETY: `d` came from fdopendir and is closed once.
+    unsafe { libc::closedir(d) };
+    out
+}
