@@ -4,6 +4,7 @@
 // where this file also runs) it does nothing. Patches are installed before any ESM code imports
 // fs or child_process, and syncBuiltinESMExports() covers anything imported earlier.
 
+const path = require('path');
 const { isMainThread } = require('worker_threads');
 
 function readSession() {
@@ -48,6 +49,27 @@ function installCwd(route, sync) {
   };
 }
 
+// The remote facts, from pii's `session.info`: it answers once the ssh connection and the
+// handshake are done (node starts while they happen). A failed connect answers with the reason;
+// pii prints it and exits non-zero, so this process just ends.
+function fetchInfo(sync, trust, trustProject) {
+  for (;;) {
+    let info;
+    try {
+      info = sync.call('session.info', {});
+    } catch (err) {
+      if (err && err.code === 'ETIMEDOUT') continue; // still connecting (a first install is slow)
+      if (!/\(rpc -32004\)$/.test(String(err && err.message))) {
+        process.stderr.write(`${(err && err.message) || err}\n`);
+      }
+      process.exit(1);
+    }
+    const root = info.facts.projectRoot;
+    if (!trustProject) trust.setRoot(root);
+    return { routes: [info.facts.sandboxRoot], cwd: root };
+  }
+}
+
 function main() {
   if (!isMainThread) return;
   const session = readSession();
@@ -56,12 +78,33 @@ function main() {
   const sync = require('./sync.cjs');
   const rpc = require('./rpc.cjs');
   const childProcess = require('./child_process.cjs');
+  const trust = require('./trust.cjs');
   childProcess.setStartupEnv(process.env); // after deleting PII_*: the caller's baseline
-  route.configure({ routes: session.routes, cwd: session.cwd, realCwd: process.cwd });
   sync.configure(session);
   rpc.configure(session);
+  const known = Array.isArray(session.routes) && typeof session.cwd === 'string';
+  if (known) {
+    route.configure({ routes: session.routes, cwd: session.cwd, realCwd: process.cwd });
+  } else {
+    const trustState = {
+      setRoot(root) {
+        trust.state.hidden = path.join(path.resolve(root), '.pi', 'extensions');
+        trust.state.settings = path.join(path.resolve(root), '.pi', 'settings.json');
+      },
+    };
+    route.configure({
+      realCwd: process.cwd,
+      pending: () => fetchInfo(sync, trustState, session.trustProject),
+    });
+    // Warm up: the helper thread starts and its connection is made (the reply waits in pii
+    // until the session is up) while node goes on loading; the first real call finds it ready.
+    sync.post('session.info', {});
+  }
   installCwd(route, sync);
-  require('./trust.cjs').install(session, require('./fsops.cjs').OPS); // before fs patches
+  // Before the fs patches. Until the project root is known, the hidden paths are set by
+  // fetchInfo (no remote call can happen before it: every one needs the routes).
+  trust.install(known ? session : { ...session, cwd: '/' }, require('./fsops.cjs').OPS);
+  if (!known && !session.trustProject) trust.state.hidden = trust.state.settings = null;
   require('./fs.cjs').install();
   childProcess.install();
   require('module').syncBuiltinESMExports();

@@ -1,6 +1,9 @@
 'use strict';
 // Which paths are remote. A path (string, Buffer, file: URL; relative ones resolved against the
 // virtual cwd) equal to or under a route goes to the agent; everything else is Node's own.
+// node starts while pii is still connecting: until the routes are known (`pending`), the first
+// question that needs them (a routed-or-not decision, process.cwd()) fetches them with one
+// blocking `session.info` call. Nothing is asked at require time.
 
 const path = require('path');
 const { fileURLToPath } = require('url');
@@ -9,15 +12,33 @@ const state = {
   routes: [], // normalised absolute prefixes, no trailing slash (except '/')
   cwd: null, // the virtual cwd (a remote path) or null: use the real one
   realCwd: process.cwd, // the original process.cwd, set by index.cjs before patching
+  pending: null, // () => ({ routes, cwd }): fetches them on first need; null once known
+  fetching: false,
 };
 
-function configure({ routes, cwd, realCwd }) {
+function configure({ routes, cwd, realCwd, pending }) {
   state.routes = (routes || []).map((r) => path.resolve(r));
   state.cwd = cwd ? path.resolve(cwd) : null;
   if (realCwd) state.realCwd = realCwd;
+  state.pending = pending || null;
+}
+
+// Make the routes and the virtual cwd known (a no-op once they are).
+function settle() {
+  if (state.pending === null || state.fetching) return;
+  state.fetching = true;
+  try {
+    const { routes, cwd } = state.pending();
+    state.routes = (routes || []).map((r) => path.resolve(r));
+    state.cwd = cwd ? path.resolve(cwd) : null;
+    state.pending = null;
+  } finally {
+    state.fetching = false;
+  }
 }
 
 function cwd() {
+  settle();
   return state.cwd !== null ? state.cwd : state.realCwd.call(process);
 }
 
@@ -47,6 +68,7 @@ function isUnder(abs, route) {
 }
 
 function isRoutedAbsolute(abs) {
+  settle();
   for (const r of state.routes) if (isUnder(abs, r)) return true;
   return false;
 }
@@ -59,4 +81,4 @@ function routed(p) {
   return isRoutedAbsolute(abs) ? abs : null;
 }
 
-module.exports = { configure, cwd, setCwd, toPathString, routed, isRoutedAbsolute, state };
+module.exports = { configure, settle, cwd, setCwd, toPathString, routed, isRoutedAbsolute, state };

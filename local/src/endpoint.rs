@@ -42,29 +42,63 @@ pub fn token_matches(expected: &str, given: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// Where the endpoint stands with the agent session. The endpoint listens (and node starts)
+/// before the ssh connection is up; calls that arrive meanwhile wait for [`Ready::Up`] and fail
+/// with the connect error on [`Ready::Failed`].
+#[derive(Clone)]
+pub enum Ready {
+    Pending,
+    Up(Session, Arc<SessionInfo>),
+    Failed(Arc<str>),
+}
+
+/// pii's side of [`Ready`]: set once, when the handshake is done or has failed.
+pub struct Slot(tokio::sync::watch::Sender<Ready>);
+
+impl Slot {
+    pub fn up(&self, session: Session, info: SessionInfo) {
+        self.0.send_replace(Ready::Up(session, Arc::new(info)));
+    }
+
+    pub fn fail(&self, why: &str) {
+        self.0.send_replace(Ready::Failed(why.into()));
+    }
+}
+
 pub struct Endpoint {
     pub addr: SocketAddr,
     listener: TcpListener,
     token: Arc<String>,
-    session: Session,
-    info: Arc<SessionInfo>,
+    ready: tokio::sync::watch::Receiver<Ready>,
 }
 
 impl Endpoint {
+    /// An endpoint whose session is already up.
+    #[cfg(test)]
     pub async fn bind(
         session: Session,
         info: SessionInfo,
         token: String,
     ) -> std::io::Result<Endpoint> {
+        let (ep, slot) = Endpoint::bind_pending(token).await?;
+        slot.up(session, info);
+        Ok(ep)
+    }
+
+    /// An endpoint that accepts connections at once; its calls wait until `Slot` is set.
+    pub async fn bind_pending(token: String) -> std::io::Result<(Endpoint, Slot)> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
         let addr = listener.local_addr()?;
-        Ok(Endpoint {
-            addr,
-            listener,
-            token: Arc::new(token),
-            session,
-            info: Arc::new(info),
-        })
+        let (tx, ready) = tokio::sync::watch::channel(Ready::Pending);
+        Ok((
+            Endpoint {
+                addr,
+                listener,
+                token: Arc::new(token),
+                ready,
+            },
+            Slot(tx),
+        ))
     }
 
     /// Serve connections until the task is dropped.
@@ -74,10 +108,9 @@ impl Endpoint {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let token = self.token.clone();
-                    let session = self.session.clone();
-                    let info = self.info.clone();
+                    let ready = self.ready.clone();
                     tokio::spawn(async move {
-                        serve_connection(stream, peer, token, session, info).await;
+                        serve_connection(stream, peer, token, ready).await;
                     });
                 }
                 Err(e) => {
@@ -102,8 +135,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     token: Arc<String>,
-    session: Session,
-    info: Arc<SessionInfo>,
+    ready: tokio::sync::watch::Receiver<Ready>,
 ) {
     let (r, mut w) = stream.into_split();
     let mut reader = BufReader::new(r);
@@ -154,7 +186,7 @@ async fn serve_connection(
                 if text.trim().is_empty() {
                     continue;
                 }
-                handle_frame(&text, &tx, &session, &info);
+                handle_frame(&text, &tx, &ready);
             }
             Ok(None) => break,
             Err(e) if e.is_recoverable() => {
@@ -178,8 +210,7 @@ fn parse_error(msg: &str, code: ErrorCode) -> String {
 fn handle_frame(
     text: &str,
     tx: &mpsc::UnboundedSender<String>,
-    session: &Session,
-    info: &Arc<SessionInfo>,
+    ready: &tokio::sync::watch::Receiver<Ready>,
 ) {
     let value: &RawValue = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -217,15 +248,7 @@ fn handle_frame(
         return;
     };
     let id: Box<RawValue> = id.to_owned();
-    if req.method == "session.info" {
-        let reply = match serde_json::value::to_raw_value(&**info) {
-            Ok(r) => Reply::Result(r),
-            Err(e) => Reply::error(ErrorCode::InvalidRequest, &e.to_string()),
-        };
-        let _ = tx.send(reply.to_frame(&id));
-        return;
-    }
-    if reserved_for_pii(&req.method) {
+    if req.method != "session.info" && reserved_for_pii(&req.method) {
         // `hello` would re-root the agent's sandbox (e.g. at `/`), `session.*` drive the link:
         // only pii itself makes these calls, never a client of the endpoint.
         let msg = format!(
@@ -237,7 +260,50 @@ fn handle_frame(
     }
     let method = req.method;
     let params: Option<Box<RawValue>> = req.params.map(|p| p.to_owned());
-    let session = session.clone();
+    let state = ready.borrow().clone();
+    match state {
+        Ready::Pending => {
+            // The session is still connecting: this call waits for it (in order of arrival
+            // does not matter; calls to the agent run concurrently anyway).
+            let mut ready = ready.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let state = match ready.wait_for(|r| !matches!(r, Ready::Pending)).await {
+                    Ok(r) => r.clone(),
+                    Err(_) => Ready::Failed("pii is shutting down".into()),
+                };
+                dispatch(state, id, method, params, &tx);
+            });
+        }
+        state => dispatch(state, id, method, params, tx),
+    }
+}
+
+/// Answer `session.info`, or forward the call to the agent, once the session is up or failed.
+fn dispatch(
+    state: Ready,
+    id: Box<RawValue>,
+    method: String,
+    params: Option<Box<RawValue>>,
+    tx: &mpsc::UnboundedSender<String>,
+) {
+    let (session, info) = match state {
+        Ready::Up(s, i) => (s, i),
+        Ready::Failed(why) => {
+            let msg = format!("pii could not start the remote session: {why}");
+            let _ = tx.send(Reply::error(ErrorCode::ConnectionLost, &msg).to_frame(&id));
+            return;
+        }
+        Ready::Pending => unreachable!("dispatched only once the session is settled"),
+    };
+    if method == "session.info" {
+        let reply = match serde_json::value::to_raw_value(&*info) {
+            Ok(r) => Reply::Result(r),
+            Err(e) => Reply::error(ErrorCode::InvalidRequest, &e.to_string()),
+        };
+        let _ = tx.send(reply.to_frame(&id));
+        return;
+    }
     let tx = tx.clone();
     tokio::spawn(async move {
         let sink = protocol::subscription(&method).map(|_| (tx.clone(), id.clone()));

@@ -222,19 +222,20 @@ pub fn find_pi(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
     Ok(real)
 }
 
-/// The `PII_SESSION` value.
+/// The `PII_SESSION` value. `facts` is `None` when node starts before the session is up: the
+/// preload then asks `session.info` for them when it first needs them.
 pub fn session_env(
     endpoint: std::net::SocketAddr,
-    facts: &protocol::Facts,
+    facts: Option<&protocol::Facts>,
     rpc_timeout_ms: u64,
     trust_project: bool,
 ) -> SessionEnv {
     SessionEnv {
         endpoint: endpoint.to_string(),
-        cwd: facts.project_root.clone(),
-        routes: vec![facts.sandbox_root.clone()],
-        remote_path: facts.login_path.clone(),
-        remote_home: facts.home.clone(),
+        cwd: facts.map(|f| f.project_root.clone()),
+        routes: facts.map(|f| vec![f.sandbox_root.clone()]),
+        remote_path: facts.map(|f| f.login_path.clone()),
+        remote_home: facts.map(|f| f.home.clone()),
         rpc_timeout_ms,
         trust_project,
     }
@@ -261,21 +262,25 @@ pub async fn call<T: serde::de::DeserializeOwned>(
 pub async fn trust_notice(session: &crate::session::Session, root: &str) -> Option<String> {
     let pi_dir = format!("{}/.pi", root.trim_end_matches('/'));
     let mut hidden = vec![];
-    let ext: Result<serde_json::Value, String> = call(
-        session,
-        "fs.stat",
-        serde_json::json!({"path": format!("{pi_dir}/extensions"), "lstat": true}),
-    )
-    .await;
+    // Both at once: one round trip on the way to answering the preload's `session.info`.
+    let (ext, settings): (
+        Result<serde_json::Value, String>,
+        Result<protocol::fs::ReadResult, String>,
+    ) = tokio::join!(
+        call(
+            session,
+            "fs.stat",
+            serde_json::json!({"path": format!("{pi_dir}/extensions"), "lstat": true}),
+        ),
+        call(
+            session,
+            "fs.read",
+            serde_json::json!({"path": format!("{pi_dir}/settings.json")}),
+        )
+    );
     if ext.is_ok() {
         hidden.push(".pi/extensions".to_string());
     }
-    let settings: Result<protocol::fs::ReadResult, String> = call(
-        session,
-        "fs.read",
-        serde_json::json!({"path": format!("{pi_dir}/settings.json")}),
-    )
-    .await;
     if let Ok(r) = settings {
         let v: serde_json::Value = serde_json::from_slice(&r.data.0).unwrap_or_default();
         let keys: Vec<&str> = ["packages", "extensions", "npmCommand"]
@@ -426,7 +431,7 @@ mod tests {
         std::fs::create_dir(&cwd).unwrap();
         let env = session_env(
             "127.0.0.1:9".parse().unwrap(),
-            &crate::session::tests::facts(),
+            Some(&crate::session::tests::facts()),
             1234,
             false,
         );

@@ -199,79 +199,78 @@ async fn reap(
     }
 }
 
-async fn run(cli: Cli) -> Result<i32> {
-    let cwd = std::env::current_dir().context("reading the current directory")?;
-    let cfg = config::load(&cwd, home().as_deref())?;
-    let log = init_logging(cli.log_file.as_deref())?;
-    tracing::info!(
-        "pii {} starting (config: {:?})",
-        protocol::VERSION,
-        cfg.source
-    );
+/// How pii reaches the agent.
+enum Link {
+    Local {
+        agent: PathBuf,
+        root: PathBuf,
+    },
+    Ssh {
+        dest: String,
+        path: String,
+        opts: ssh::SshOptions,
+    },
+}
 
-    // Everything local first, so a bad setup fails before any connection.
-    let node = launch::find_node(cli.tools.node.as_deref())?;
-    let node_version = launch::check_node(&node)?;
-    let pi = launch::find_pi(cli.tools.pi.as_deref())?;
-    if !launch::PRELOAD_FILES
-        .iter()
-        .any(|(n, _)| *n == launch::PRELOAD_ENTRY)
-    {
-        bail!(launch::LaunchError::NoPreload);
-    }
-
-    let timing = session::Timing::new(Duration::from_millis(cfg.rpc_timeout_ms));
-    let (mut child, reader, root, stderr_tail, dest) = if let Some(dir) = &cli.local {
-        let agent = install::find_local_agent(cli.tools.agent.as_deref())?;
-        let root =
-            std::fs::canonicalize(dir).with_context(|| format!("--local {}", dir.display()))?;
-        if cli.verbose {
-            eprintln!(
-                "pii: agent {} --stdio (local, in {})",
-                agent.display(),
-                root.display()
-            );
-        }
-        let mut child = tokio::process::Command::new(&agent)
-            .arg("--stdio")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .with_context(|| format!("starting the agent {}", agent.display()))?;
-        let tail = install::capture_stderr(child.stderr.take().expect("piped"), "agent");
-        let stdout = child.stdout.take().expect("piped");
-        let mut reader = BufReader::new(session::Activity::new(stdout));
-        match install::read_announce(&mut reader).await? {
-            Some(install::Announce::Agent(_)) => {}
-            Some(install::Announce::Install(u)) => {
-                bail!(install::InstallError::UnexpectedInstall(u))
-            }
-            None => {
-                let st = reap(&mut child, Duration::from_secs(3)).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                bail!(
-                    "the agent {} exited ({st:?}) before announcing itself:\n{}",
+/// Start the agent (ssh or local), `hello`, and get everything node's session needs: the
+/// session (with reconnect set up for ssh) and what `session.info` answers. The trust notice is
+/// printed here, before the preload gets its answer.
+async fn connect(
+    link: Link,
+    cli: &Cli,
+    cfg: &config::Config,
+    timing: session::Timing,
+    grace_ms: Option<u64>,
+    (node, node_version, pi, log): (&Path, &str, &Path, Option<&Path>),
+) -> Result<(session::Session, protocol::endpoint::SessionInfo)> {
+    let (mut child, reader, root, stderr_tail, dest) = match link {
+        Link::Local { agent, root } => {
+            if cli.verbose {
+                eprintln!(
+                    "pii: agent {} --stdio (local, in {})",
                     agent.display(),
-                    install::tail_text(&tail)
+                    root.display()
                 );
             }
+            let mut child = tokio::process::Command::new(&agent)
+                .arg("--stdio")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting the agent {}", agent.display()))?;
+            let tail = install::capture_stderr(child.stderr.take().expect("piped"), "agent");
+            let stdout = child.stdout.take().expect("piped");
+            let mut reader = BufReader::new(session::Activity::new(stdout));
+            match install::read_announce(&mut reader).await? {
+                Some(install::Announce::Agent(_)) => {}
+                Some(install::Announce::Install(u)) => {
+                    bail!(install::InstallError::UnexpectedInstall(u))
+                }
+                None => {
+                    let st = reap(&mut child, Duration::from_secs(3)).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    bail!(
+                        "the agent {} exited ({st:?}) before announcing itself:\n{}",
+                        agent.display(),
+                        install::tail_text(&tail)
+                    );
+                }
+            }
+            (
+                child,
+                reader,
+                root.to_string_lossy().into_owned(),
+                tail,
+                None,
+            )
         }
-        (
-            child,
-            reader,
-            root.to_string_lossy().into_owned(),
-            tail,
-            None,
-        )
-    } else {
-        let target = cli.ssh.as_deref().expect("clap requires --ssh or --local");
-        let (dest, path) = ssh::parse_target(target)?;
-        let opts = cli.ssh_flags.options(&cfg.ssh_options);
-        let (child, reader, tail) =
-            install::connect_ssh(&opts, &dest, cli.tools.agent.as_deref(), cli.verbose).await?;
-        (child, reader, path, tail, Some((dest, opts)))
+        Link::Ssh { dest, path, opts } => {
+            let (child, reader, tail) =
+                install::connect_ssh(&opts, &dest, cli.tools.agent.as_deref(), cli.verbose).await?;
+            (child, reader, path, tail, Some((dest, opts)))
+        }
     };
 
     let mut stdin = child.stdin.take().expect("piped");
@@ -279,7 +278,7 @@ async fn run(cli: Cli) -> Result<i32> {
     let counter = reader.get_ref().counter();
     let session = session::Session::start(reader, stdin, Some(counter), timing);
     session.set_child(child);
-    session.set_grace_ms(resume_grace_ms()?);
+    session.set_grace_ms(grace_ms);
     let hello = match tokio::time::timeout(
         timing.rpc_timeout,
         session.hello(&root, cfg.sandbox_root.as_deref()),
@@ -315,7 +314,7 @@ async fn run(cli: Cli) -> Result<i32> {
             node_version,
             pi.display()
         );
-        if let Some(l) = &log {
+        if let Some(l) = log {
             eprintln!("pii: logging to {}", l.display());
         }
     }
@@ -324,24 +323,66 @@ async fn run(cli: Cli) -> Result<i32> {
         let r = ssh::SshReconnect::new(&opts, &dest, cli.tools.agent.clone());
         session.set_reconnect(std::sync::Arc::new(r));
     }
-
-    let token = endpoint::new_token(cfg.auth_token_length);
-    let info = protocol::endpoint::SessionInfo {
-        agent_version: hello.agent_version.clone(),
-        facts: facts.clone(),
-    };
-    let ep = endpoint::Endpoint::bind(session.clone(), info, token.clone())
-        .await
-        .context("opening the loopback endpoint")?;
     if !cli.trust_project {
         if let Some(notice) = launch::trust_notice(&session, &facts.project_root).await {
             tracing::info!("{notice}");
             eprintln!("{notice}");
         }
     }
-    let env = launch::session_env(ep.addr, &facts, cfg.rpc_timeout_ms, cli.trust_project);
-    let server = tokio::spawn(ep.serve());
+    let info = protocol::endpoint::SessionInfo {
+        agent_version: hello.agent_version.clone(),
+        facts,
+    };
+    Ok((session, info))
+}
 
+async fn run(cli: Cli) -> Result<i32> {
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let cfg = config::load(&cwd, home().as_deref())?;
+    let log = init_logging(cli.log_file.as_deref())?;
+    tracing::info!(
+        "pii {} starting (config: {:?})",
+        protocol::VERSION,
+        cfg.source
+    );
+
+    // Everything local first, so a bad setup fails before any connection.
+    let node = launch::find_node(cli.tools.node.as_deref())?;
+    let node_version = launch::check_node(&node)?;
+    let pi = launch::find_pi(cli.tools.pi.as_deref())?;
+    if !launch::PRELOAD_FILES
+        .iter()
+        .any(|(n, _)| *n == launch::PRELOAD_ENTRY)
+    {
+        bail!(launch::LaunchError::NoPreload);
+    }
+
+    let timing = session::Timing::new(Duration::from_millis(cfg.rpc_timeout_ms));
+    let grace_ms = resume_grace_ms()?;
+    // What can be checked without the remote fails before anything starts.
+    let link = match &cli.local {
+        Some(dir) => {
+            let agent = install::find_local_agent(cli.tools.agent.as_deref())?;
+            let root =
+                std::fs::canonicalize(dir).with_context(|| format!("--local {}", dir.display()))?;
+            Link::Local { agent, root }
+        }
+        None => {
+            let target = cli.ssh.as_deref().expect("clap requires --ssh or --local");
+            let (dest, path) = ssh::parse_target(target)?;
+            let opts = cli.ssh_flags.options(&cfg.ssh_options);
+            Link::Ssh { dest, path, opts }
+        }
+    };
+
+    // node starts right away, with the endpoint listening: it boots and loads its modules while
+    // ssh connects; the preload's first `session.info` waits for the handshake (issue 4).
+    let token = endpoint::new_token(cfg.auth_token_length);
+    let (ep, slot) = endpoint::Endpoint::bind_pending(token.clone())
+        .await
+        .context("opening the loopback endpoint")?;
+    let env = launch::session_env(ep.addr, None, cfg.rpc_timeout_ms, cli.trust_project);
+    let server = tokio::spawn(ep.serve());
     let scratch = launch::Scratch::create(&std::env::temp_dir())?;
     let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
     tracing::info!(
@@ -351,16 +392,58 @@ async fn run(cli: Cli) -> Result<i32> {
         pi.display(),
         cli.pi_args
     );
-    let status = launch::run_node(
-        &node,
-        &preload,
-        &pi,
-        &cli.pi_args,
-        &scratch.cwd(),
-        &token,
-        &env,
-    )
-    .await;
+    let node_cwd = scratch.cwd();
+    let node_run = launch::run_node(&node, &preload, &pi, &cli.pi_args, &node_cwd, &token, &env);
+    let up = connect(
+        link,
+        &cli,
+        &cfg,
+        timing,
+        grace_ms,
+        (&node, &node_version, &pi, log.as_deref()),
+    );
+    tokio::pin!(node_run, up);
+    enum First {
+        Up(Box<Result<(session::Session, protocol::endpoint::SessionInfo)>>),
+        NodeDone(Result<std::process::ExitStatus, launch::LaunchError>),
+    }
+    let first = tokio::select! {
+        r = &mut up => First::Up(Box::new(r)),
+        st = &mut node_run => First::NodeDone(st),
+    };
+    let (session, status) = match first {
+        First::Up(up) => match *up {
+            Ok((session, info)) => {
+                tracing::info!("session up; answering session.info");
+                slot.up(session.clone(), info);
+                (Some(session), node_run.await)
+            }
+            Err(e) => {
+                // The preload's pending `session.info` fails with this reason and node exits on
+                // its own; one that is not waiting on the session is killed (kill_on_drop).
+                slot.fail(&format!("{e:#}"));
+                match tokio::time::timeout(Duration::from_secs(2), &mut node_run).await {
+                    Ok(st) => tracing::info!("node exited after the failed connect: {st:?}"),
+                    Err(_) => {
+                        tracing::warn!("node did not exit after the failed connect; killing it")
+                    }
+                }
+                server.abort();
+                return Err(e);
+            }
+        },
+        First::NodeDone(st) => {
+            tracing::info!("node exited before the session was up: {st:?}");
+            slot.fail("node exited");
+            (None, st)
+        }
+    };
+    // node finished first: returning drops the unfinished connect (and kills its ssh).
+    let Some(session) = session else {
+        server.abort();
+        drop(scratch);
+        return Ok(launch::exit_code(status?));
+    };
 
     let link_lost_early = session.dead_reason().is_some();
     // Teardown: session.end and close the agent's stdin (it kills its processes and exits).

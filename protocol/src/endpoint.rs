@@ -20,19 +20,28 @@ pub const SESSION_ENV: &str = "PII_SESSION";
 pub const TOKEN_BYTES: usize = 32;
 
 /// What the preload needs before its first call, passed in [`SESSION_ENV`].
+///
+/// node starts while pii is still connecting, so the remote facts (`cwd`, `routes`,
+/// `remotePath`, `remoteHome`) are usually absent: the preload then asks `session.info` (a
+/// blocking call pii answers once `hello` is done) the first time it must decide whether a path
+/// is remote or what `process.cwd()` is. When present (all four), they are used as they are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionEnv {
     /// `127.0.0.1:<port>`.
     pub endpoint: String,
     /// Canonical remote project root: the initial `process.cwd()`.
-    pub cwd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
     /// Path prefixes routed to the remote (the sandbox root).
-    pub routes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<String>>,
     /// Remote login PATH.
-    pub remote_path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_path: Option<String>,
     /// Remote home directory.
-    pub remote_home: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_home: Option<String>,
     /// Milliseconds a call may take before it fails with ETIMEDOUT-like error.
     pub rpc_timeout_ms: u64,
     /// `pii --trust-project`: let pi see the project's `.pi/extensions` and the `packages` and
@@ -59,10 +68,10 @@ mod tests {
         crate::roundtrip::check(
             SessionEnv {
                 endpoint: "127.0.0.1:4000".into(),
-                cwd: "/p".into(),
-                routes: vec!["/p".into()],
-                remote_path: "/usr/bin".into(),
-                remote_home: "/home/u".into(),
+                cwd: Some("/p".into()),
+                routes: Some(vec!["/p".into()]),
+                remote_path: Some("/usr/bin".into()),
+                remote_home: Some("/home/u".into()),
                 rpc_timeout_ms: 30000,
                 trust_project: true,
             },
@@ -74,6 +83,19 @@ mod tests {
         )
         .unwrap();
         assert!(!old.trust_project);
+        // Started before the session is up: only what pii knows locally.
+        crate::roundtrip::check(
+            SessionEnv {
+                endpoint: "127.0.0.1:4000".into(),
+                cwd: None,
+                routes: None,
+                remote_path: None,
+                remote_home: None,
+                rpc_timeout_ms: 30000,
+                trust_project: false,
+            },
+            r#"{"endpoint":"127.0.0.1:4000","rpcTimeoutMs":30000,"trustProject":false}"#,
+        );
         crate::roundtrip::rejects_unknown::<SessionEnv>(
             r#"{"endpoint":"e","cwd":"/","routes":[],"remotePath":"","remoteHome":"","rpcTimeoutMs":1,"token":"x"}"#,
         );

@@ -253,9 +253,10 @@ fn a_wrong_token_executes_nothing_and_the_right_one_does() {
         "a request with a wrong token was executed"
     );
 
-    // The same request with the right token is executed: the check above could fail.
+    // The same request with the right token is executed: the check above could fail. (node
+    // starts while ssh connects and the agent uploads: the answer waits for the session.)
     let mut s = TcpStream::connect(&endpoint).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
     s.write_all(format!("{token}\n{}", write_request(&target)).as_bytes())
         .unwrap();
     let mut line = String::new();

@@ -128,8 +128,9 @@ impl Drop for Session {
     }
 }
 
-/// The node process running `marker` and its session (endpoint, token, project root).
-fn attach(child: std::process::Child, marker: &str, log: &Path) -> Session {
+/// The node process running `marker` and its session (endpoint, token; `project`, the remote
+/// project root, is not in PII_SESSION since node starts before the session is up).
+fn attach(child: std::process::Child, marker: &str, log: &Path, project: &str) -> Session {
     let deadline = Instant::now() + Duration::from_secs(60);
     let node = loop {
         let found = local_processes_matching(marker);
@@ -150,7 +151,7 @@ fn attach(child: std::process::Child, marker: &str, log: &Path) -> Session {
         child,
         endpoint: session["endpoint"].as_str().unwrap().to_string(),
         token: environ_var(node, "PII_TOKEN").expect("PII_TOKEN"),
-        project: session["cwd"].as_str().unwrap().to_string(),
+        project: project.to_string(),
     }
 }
 
@@ -318,7 +319,13 @@ fn load_over_pii_local() {
     let script = keepalive_script(dir.path(), &marker);
     let log = dir.path().join("pii.log");
     let child = pii_local(&project, &log, &script, &[]).spawn().unwrap();
-    let s = attach(child, &format!("{marker}.cjs"), &log);
+    let root = std::fs::canonicalize(&project).unwrap();
+    let s = attach(
+        child,
+        &format!("{marker}.cjs"),
+        &log,
+        root.to_str().unwrap(),
+    );
     let agent = local_agent_of(s.pii).expect("the local agent, a child of pii");
 
     // 640 000 ops: a few minutes of CI on 2 cores with the debug build, well inside its budget.
@@ -346,7 +353,7 @@ fn load_over_ssh() {
     let script = keepalive_script(dir.path(), &marker);
     let log = dir.path().join("pii.log");
     let child = pii_ssh(&sshd, &log, &script, &[], &[]).spawn().unwrap();
-    let s = attach(child, &format!("{marker}.cjs"), &log);
+    let s = attach(child, &format!("{marker}.cjs"), &log, sshd.project());
 
     // Smaller than the --local run: the point is the ssh link under 64 callers, not throughput.
     let per_caller = 500;
