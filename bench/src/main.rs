@@ -25,6 +25,8 @@ type Samples = BTreeMap<String, Vec<f64>>;
 
 struct Opts {
     quick: bool,
+    /// `--first-line N`: only the start → first line figure, N runs per round trip.
+    first_line_only: Option<usize>,
     rtts: Vec<u64>,
     out: PathBuf,
 }
@@ -32,6 +34,7 @@ struct Opts {
 fn parse_args() -> Result<Opts> {
     let mut opts = Opts {
         quick: false,
+        first_line_only: None,
         rtts: vec![0, 5, 20],
         out: paths::workspace_root().join("BENCHMARKS.md"),
     };
@@ -47,10 +50,15 @@ fn parse_args() -> Result<Opts> {
                     .collect::<Result<_, _>>()
                     .with_context(|| format!("--rtt {v}: not a comma list of milliseconds"))?;
             }
+            "--first-line" => {
+                let v = args.next().context("--first-line needs a run count")?;
+                opts.first_line_only = Some(v.parse().context("--first-line N")?);
+            }
             "--out" => opts.out = args.next().context("--out needs a file")?.into(),
             "-h" | "--help" => {
                 println!(
-                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md]\n\
+                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N]\n\
+                     --first-line N: only pii start → first line, N runs per round trip.\n\
                      Run via `bash scripts/bench.sh` (root, release build, sshfs)."
                 );
                 std::process::exit(0);
@@ -137,12 +145,21 @@ impl Env {
     /// `pii --ssh … -F cfg --pi <script> -- args`.
     fn pii(&self, cfg: &Path, script: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(&self.pii);
+        // Profiling aids: BENCH_PII_LOG keeps the log elsewhere, BENCH_PII_ARGS adds flags.
+        let log = std::env::var_os("BENCH_PII_LOG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.logdir.path().join("pii.log"));
         cmd.arg("--ssh")
             .arg(self.sshd.dest())
             .arg("-F")
             .arg(cfg)
             .arg("--log-file")
-            .arg(self.logdir.path().join("pii.log"))
+            .arg(log)
+            .args(
+                std::env::var("BENCH_PII_ARGS")
+                    .unwrap_or_default()
+                    .split_whitespace(),
+            )
             .arg("--pi")
             .arg(script)
             .arg("--")
@@ -359,6 +376,31 @@ fn reset_pi_changes_remote(sshd: &Sshd) {
     sshd.run_remote_ok("rm -rf created && git checkout -q notes.md");
 }
 
+/// `--first-line N`: a plain fixture, the agent installed once, then N timed runs per round trip.
+fn first_line_only(pii: PathBuf, rtts: &[u64], n: usize) -> Result<()> {
+    let env = Env {
+        pii,
+        sshd: Sshd::builder().start(),
+        local_project: tempfile::tempdir()?,
+        logdir: tempfile::tempdir()?,
+        iters: 0,
+    };
+    first_line(&env, env.sshd.ssh_config())?;
+    for &rtt in rtts {
+        let proxy = DelayProxy::start(env.sshd.addr(), Duration::from_micros(rtt * 500));
+        let cfg = env.sshd.ssh_config_via(proxy.port());
+        let xs = (0..n)
+            .map(|_| first_line(&env, &cfg))
+            .collect::<Result<Vec<_>>>()?;
+        println!(
+            "+{rtt} ms: pii start → first line ({n} runs): {}",
+            fmt_med_p99(&xs)
+        );
+        drop(proxy);
+    }
+    Ok(())
+}
+
 /// ms from spawning pii to the first line of a script.
 fn first_line(env: &Env, cfg: &Path) -> Result<f64> {
     let mut cmd = env.pii(cfg, &bench_js("first-line.cjs"), &[]);
@@ -504,6 +546,9 @@ fn main() -> Result<()> {
     let t_all = Instant::now();
     let pii = sibling("pii")?;
     sibling("pi-bridge-agent")?;
+    if let Some(n) = opts.first_line_only {
+        return first_line_only(pii, &opts.rtts, n);
+    }
     let iters = if opts.quick { 30 } else { 200 };
     let git_files: usize = if opts.quick { 2000 } else { 20000 };
 
