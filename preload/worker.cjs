@@ -10,6 +10,7 @@ const { workerData } = require('worker_threads');
 const { encode, LineSplitter, parseEndpoint } = require('./wire.cjs');
 
 const { port, ctl, endpoint, token, changes } = workerData;
+let prefetch = workerData.prefetch || null; // sent with the first feed subscription (cache.cjs)
 
 // ctl indices of the cache's feed (cache.cjs CTL; not required here: it reads process.env).
 const CHANGES = 2;
@@ -71,10 +72,12 @@ function releaseRuns() {
 
 function subscribeFeed() {
   feedPending = true;
-  send('fs.changes', {}, (m) => {
+  send('fs.changes', prefetch ? { prefetch } : {}, (m) => {
     if (!m.error && !dead) {
+      prefetch = null;
       feedEpoch++;
       Atomics.store(ctl, EPOCH, feedEpoch);
+      change({ type: 'epoch', epoch: feedEpoch }); // before the feed's items (its prefetch first)
     }
     releaseRuns(); // a feed that cannot be had leaves caching off (EPOCH 0) but must not block
   });
