@@ -6,7 +6,7 @@
 const fs = require('fs');
 const { fsError } = require('./errors.cjs');
 const { makeStats } = require('./stats.cjs');
-const { MAX_CHUNK } = require('./wire.cjs');
+const { MAX_CHUNK, readData } = require('./wire.cjs');
 
 const FIRST_FD = 1 << 24;
 const HANDLE = Symbol('pi-bridge.FileHandle');
@@ -14,7 +14,6 @@ const isHandle = (h) => !!(h && typeof h === 'object' && h[HANDLE]);
 let nextFd = FIRST_FD;
 const table = new Map(); // fd → {path, mode: 'r'|'w'|'a'|'r+', pos, buf, chunks, dirty, size}
 
-const unb64 = (s) => Buffer.from(s || '', 'base64');
 
 function isVirtual(fd) {
   return typeof fd === 'number' && fd >= FIRST_FD && table.has(fd);
@@ -83,8 +82,8 @@ function* read(fd, _form, rest) {
   if (f.mode === 'w') {
     bytesRead = f.buf.copy(Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength), offset, at, at + length);
   } else if (length > 0) {
-    const r = yield ['fs.read', { path: f.path, offset: at, length: Math.min(length, MAX_CHUNK) }];
-    const data = unb64(r.data);
+    const r = yield ['fs.read', { path: f.path, offset: at, length: Math.min(length, MAX_CHUNK), raw: true }];
+    const data = readData(r.data);
     bytesRead = data.copy(Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength), offset);
   }
   if (!(typeof position === 'number' && position >= 0)) f.pos += bytesRead;

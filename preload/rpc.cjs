@@ -5,7 +5,7 @@
 
 const net = require('net');
 const sync = require('./sync.cjs');
-const { encode, LineSplitter, parseEndpoint } = require('./wire.cjs');
+const { encode, LineSplitter, parseEndpoint, parseMessage } = require('./wire.cjs');
 const { fromRpcError, transportError } = require('./errors.cjs');
 const cache = require('./cache.cjs');
 
@@ -49,10 +49,10 @@ function hold() {
   };
 }
 
-function onLine(line) {
+function onLine(line, payload) {
   let msg;
   try {
-    msg = JSON.parse(line);
+    msg = parseMessage(line, payload);
   } catch {
     return;
   }
@@ -111,7 +111,7 @@ function connect() {
   const s = net.connect({ host, port });
   s.setNoDelay(true);
   s.write(session.token + '\n');
-  const splitter = new LineSplitter(onLine);
+  const splitter = new LineSplitter(onLine, (why) => s.destroy(new Error(why)));
   s.on('data', (chunk) => splitter.push(chunk));
   s.on('error', () => {}); // 'close' follows and does the work
   s.on('close', () => {

@@ -6,6 +6,7 @@
 
 const sync = require('./sync.cjs');
 const rpc = require('./rpc.cjs');
+const { readData } = require('./wire.cjs');
 
 function runSync(gen) {
   let step = gen.next();
@@ -29,7 +30,7 @@ async function readRange(q) {
   const n = Math.max(1, Math.ceil((q.end - q.offset) / q.chunk));
   const inflight = [];
   const issue = (i) => {
-    const pr = rpc.call('fs.read', { path: q.path, offset: q.offset + i * q.chunk, length: q.chunk });
+    const pr = rpc.call('fs.read', { path: q.path, offset: q.offset + i * q.chunk, length: q.chunk, raw: true });
     pr.catch(() => {}); // one not awaited (after a short read or an error) must not go unhandled
     inflight[i] = pr;
   };
@@ -39,7 +40,7 @@ async function readRange(q) {
   for (let i = 0; i < n; i++) {
     const r = await inflight[i];
     inflight[i] = null;
-    const data = Buffer.from(r.data || '', 'base64');
+    const data = readData(r.data);
     parts.push(data);
     size = r.size;
     if (data.length < q.chunk) break;

@@ -6,7 +6,7 @@
 const { Readable, Writable } = require('stream');
 const route = require('./route.cjs');
 const rpc = require('./rpc.cjs');
-const { MAX_CHUNK } = require('./wire.cjs');
+const { MAX_CHUNK, readData } = require('./wire.cjs');
 const { fsError, WIRE } = require('./errors.cjs');
 
 const UPLOAD_PIECE = 1024 * 1024;
@@ -40,9 +40,9 @@ function readStream(abs, disp, options) {
     read(size) {
       const want = Math.min(size, MAX_CHUNK, end - pos + 1);
       if (want <= 0) return this.push(null);
-      rpc.call('fs.read', { path: abs, offset: pos, length: want }).then(
+      rpc.call('fs.read', { path: abs, offset: pos, length: want, raw: true }).then(
         (r) => {
-          const data = Buffer.from(r.data || '', 'base64');
+          const data = readData(r.data);
           pos += data.length;
           s.bytesRead += data.length;
           this.push(data.length ? data : null);

@@ -7,7 +7,7 @@
 
 const net = require('net');
 const { workerData } = require('worker_threads');
-const { encode, LineSplitter, parseEndpoint } = require('./wire.cjs');
+const { encode, LineSplitter, parseEndpoint, readData, parseMessage } = require('./wire.cjs');
 
 const { port, ctl, endpoint, token, changes } = workerData;
 let prefetch = workerData.prefetch || null; // sent with the first feed subscription (cache.cjs)
@@ -16,6 +16,7 @@ let prefetch = workerData.prefetch || null; // sent with the first feed subscrip
 const CHANGES = 2;
 const EPOCH = 3;
 const DRAINED = 4;
+const PREFETCH = 5; // 1: the feed's prefetch is on its way; 2: it came (or will not)
 const BACKLOG = 4096; // items the main thread has not drained yet, beyond which one `all` stands for them
 
 function ring() {
@@ -36,6 +37,7 @@ function die(reason) {
   port.postMessage({ id: null, dead: reason });
   ring();
   port.close();
+  prefetchDone();
   if (changes) {
     Atomics.store(ctl, EPOCH, 0);
     change({ type: 'error', error: { code: 'ECONNRESET', syscall: 'read' } });
@@ -53,6 +55,12 @@ let feedPending = false;
 let overflowed = false;
 const heldRuns = [];
 
+function prefetchDone() {
+  if (Atomics.load(ctl, PREFETCH) !== 1) return;
+  Atomics.store(ctl, PREFETCH, 2);
+  Atomics.notify(ctl, PREFETCH);
+}
+
 function change(item) {
   if (!changes) return;
   const backlog = Atomics.load(ctl, CHANGES) - Atomics.load(ctl, DRAINED);
@@ -63,6 +71,7 @@ function change(item) {
   } else overflowed = false;
   changes.postMessage(item);
   Atomics.add(ctl, CHANGES, 1);
+  if (item.type !== 'epoch') prefetchDone(); // the feed's first item is its prefetch
 }
 
 function releaseRuns() {
@@ -72,13 +81,14 @@ function releaseRuns() {
 
 function subscribeFeed() {
   feedPending = true;
+  if (prefetch) Atomics.store(ctl, PREFETCH, 1);
   send('fs.changes', prefetch ? { prefetch } : {}, (m) => {
     if (!m.error && !dead) {
       prefetch = null;
       feedEpoch++;
       Atomics.store(ctl, EPOCH, feedEpoch);
       change({ type: 'epoch', epoch: feedEpoch }); // before the feed's items (its prefetch first)
-    }
+    } else prefetchDone();
     releaseRuns(); // a feed that cannot be had leaves caching off (EPOCH 0) but must not block
   });
 }
@@ -119,7 +129,7 @@ function readRange(id, q) {
   };
   const issue = () => {
     const i = issued++;
-    send('fs.read', { path: q.path, offset: q.offset + i * q.chunk, length: q.chunk }, (m) => {
+    send('fs.read', { path: q.path, offset: q.offset + i * q.chunk, length: q.chunk, raw: true }, (m) => {
       got[i] = m;
       drain();
     });
@@ -129,8 +139,9 @@ function readRange(id, q) {
       const m = got[taken];
       got[taken++] = null;
       if (m.error) return finish({ id, error: m.error });
-      let data = Buffer.from(m.result.data || '', 'base64');
-      // Only a buffer that owns its whole ArrayBuffer may be transferred (small ones share a pool).
+      let data = readData(m.result.data);
+      // Only a buffer that owns its whole ArrayBuffer may be transferred (small ones share a pool;
+      // a raw answer's payload owns its own).
       if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) data = new Uint8Array(data);
       parts.push(data);
       if (data.length < q.chunk || taken === n) {
@@ -164,10 +175,10 @@ function onChange(msg) {
   }
 }
 
-const splitter = new LineSplitter((line) => {
+const splitter = new LineSplitter((line, payload) => {
   let msg;
   try {
-    msg = JSON.parse(line);
+    msg = parseMessage(line, payload);
   } catch {
     return;
   }
@@ -184,7 +195,7 @@ const splitter = new LineSplitter((line) => {
     return;
   }
   reply(msg.error ? { id: msg.id, error: msg.error } : { id: msg.id, result: msg.result });
-});
+}, (why) => socket.destroy(new Error(why)));
 socket.on('data', (chunk) => splitter.push(chunk));
 
 port.on('message', ({ id, method, params }) => {

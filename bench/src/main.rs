@@ -419,7 +419,12 @@ struct CpuSampler {
     thread: Option<std::thread::JoinHandle<BTreeMap<String, f64>>>,
 }
 
+/// (pid, comm, utime + stime) of the processes descended from this one (other work on the
+/// machine is not counted).
 fn proc_ticks() -> Vec<(u32, String, u64)> {
+    let me = std::process::id();
+    let mut all = vec![];
+    let mut parent: BTreeMap<u32, u32> = BTreeMap::new();
     let mut v = vec![];
     let Ok(rd) = std::fs::read_dir("/proc") else {
         return v;
@@ -439,7 +444,27 @@ fn proc_ticks() -> Vec<(u32, String, u64)> {
         // Fields after `(comm)`: state is [0], utime [11], stime [12].
         let t = f.get(11).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0)
             + f.get(12).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        v.push((pid, comm, t));
+        if let Some(pp) = f.get(1).and_then(|x| x.parse::<u32>().ok()) {
+            parent.insert(pid, pp);
+        }
+        all.push((pid, comm, t));
+    }
+    let mine = |mut p: u32| {
+        for _ in 0..64 {
+            if p == me {
+                return true;
+            }
+            match parent.get(&p) {
+                Some(&pp) if pp != 0 => p = pp,
+                _ => return false,
+            }
+        }
+        false
+    };
+    for x in all {
+        if mine(x.0) {
+            v.push(x);
+        }
     }
     v
 }
@@ -510,7 +535,11 @@ fn big_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
     const NAMES: &[&str] = &["ssh", "sshd", "agent", "pii", "node", "cat"];
     let gen = std::fs::read(paths::workspace_root().join("bench/gen.sh"))?;
     let sshd = Sshd::builder().start();
-    let out = sshd.run_remote_in("", "mkdir benchdata && cd benchdata && sh -s -- 10", Some(&gen));
+    let out = sshd.run_remote_in(
+        "",
+        "mkdir benchdata && cd benchdata && sh -s -- 10",
+        Some(&gen),
+    );
     if !out.status.success() {
         bail!("remote gen.sh: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -163,13 +163,13 @@ async fn serve_connection(
     }
     tracing::debug!("loopback connection from {peer} authenticated");
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
-            let mut buf = first.into_bytes();
+            let mut buf = first;
             while buf.len() < 1 << 20 {
                 match rx.try_recv() {
-                    Ok(more) => buf.extend_from_slice(more.as_bytes()),
+                    Ok(more) => buf.extend_from_slice(&more),
                     Err(_) => break,
                 }
             }
@@ -203,13 +203,13 @@ async fn serve_connection(
     let _ = writer.await;
 }
 
-fn parse_error(msg: &str, code: ErrorCode) -> String {
+fn parse_error(msg: &str, code: ErrorCode) -> Vec<u8> {
     Reply::error(code, msg).to_frame(&RawValue::from_string("null".into()).expect("null is JSON"))
 }
 
 fn handle_frame(
     text: &str,
-    tx: &mpsc::UnboundedSender<String>,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
     ready: &tokio::sync::watch::Receiver<Ready>,
 ) {
     let value: &RawValue = match serde_json::from_str(text) {
@@ -285,7 +285,7 @@ fn dispatch(
     id: Box<RawValue>,
     method: String,
     params: Option<Box<RawValue>>,
-    tx: &mpsc::UnboundedSender<String>,
+    tx: &mpsc::UnboundedSender<Vec<u8>>,
 ) {
     let (session, info) = match state {
         Ready::Up(s, i) => (s, i),
@@ -306,7 +306,8 @@ fn dispatch(
     }
     let tx = tx.clone();
     tokio::spawn(async move {
-        let sink = protocol::subscription(&method).map(|_| (tx.clone(), id.clone()));
+        // Subscriptions and binary answers (raw reads) are written to the client's sink.
+        let sink = Some((tx.clone(), id.clone()));
         let reply = session.call(&method, params.as_deref(), sink).await;
         if let Reply::Delivered = reply {
             return;

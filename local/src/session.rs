@@ -20,6 +20,7 @@
 //!   call fails with [`ErrorCode::ConnectionLost`], every open subscription gets a final `error`
 //!   item, and later calls fail at once.
 
+use protocol::frame::Frame;
 use protocol::session::{Resume, SessionTicket, ACK_EVERY};
 use protocol::{ErrorCode, FrameReader, Hello, HelloResult};
 use serde::Deserialize;
@@ -34,8 +35,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot};
 
-/// Frames (already `\n`-terminated) for one client connection.
-pub type ClientSink = mpsc::UnboundedSender<String>;
+/// Frames (already `\n`-terminated, or whole binary frames) for one client connection.
+pub type ClientSink = mpsc::UnboundedSender<Vec<u8>>;
 
 /// The outcome of a call: the agent's raw `result`, or a raw JSON-RPC error object.
 #[derive(Debug)]
@@ -43,7 +44,8 @@ pub enum Reply {
     Result(Box<RawValue>),
     Error(Box<RawValue>),
     /// A subscription's response, already written to the client's sink (so that it precedes
-    /// the subscription's first notification).
+    /// the subscription's first notification), or a binary answer (a raw `fs.read`, see
+    /// `protocol::frame`) written there with the client's id.
     Delivered,
 }
 
@@ -54,19 +56,21 @@ impl Reply {
     }
 
     /// The frame to send a client, with its own id (raw JSON).
-    pub fn to_frame(&self, id: &RawValue) -> String {
+    pub fn to_frame(&self, id: &RawValue) -> Vec<u8> {
         match self {
             Reply::Result(r) => format!(
                 "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{}}}\n",
                 id.get(),
                 r.get()
-            ),
+            )
+            .into_bytes(),
             Reply::Error(e) => format!(
                 "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{}}}\n",
                 id.get(),
                 e.get()
-            ),
-            Reply::Delivered => String::new(),
+            )
+            .into_bytes(),
+            Reply::Delivered => Vec::new(),
         }
     }
 }
@@ -156,6 +160,8 @@ struct Pending {
     tx: oneshot::Sender<Reply>,
     /// Set when the method is a subscription: where its response and notifications go.
     sub: Option<SubRequest>,
+    /// For other calls made with a sink: where a binary answer goes (with the client's id).
+    direct: Option<(ClientSink, Box<RawValue>)>,
     method: String,
     /// The request, to send again on a new link (idempotent calls only).
     frame: Vec<u8>,
@@ -193,7 +199,7 @@ struct State {
     pending: HashMap<u64, Pending>,
     subs: HashMap<String, Sub>,
     /// Notifications that arrived before their subscription's response (bounded).
-    orphans: HashMap<String, Vec<String>>,
+    orphans: HashMap<String, Vec<Vec<u8>>>,
     orphan_count: usize,
     dead: Option<String>,
     /// pii closed the link on purpose (its end is not a warning).
@@ -514,13 +520,17 @@ impl Session {
             Err(e) => return Reply::error(ErrorCode::FrameTooLarge, &e.to_string()),
         };
         let (tx, rx) = oneshot::channel();
-        let sub = protocol::subscription(method).and_then(|(_, notification, _)| {
-            sink.map(|(sink, client_id)| SubRequest {
-                sink,
-                client_id,
-                notification,
-            })
-        });
+        let (sub, direct) = match protocol::subscription(method) {
+            Some((_, notification, _)) => (
+                sink.map(|(sink, client_id)| SubRequest {
+                    sink,
+                    client_id,
+                    notification,
+                }),
+                None,
+            ),
+            None => (None, sink),
+        };
         {
             let mut st = self.inner.lock();
             if let Some(why) = &st.dead {
@@ -548,6 +558,7 @@ impl Session {
                 Pending {
                     tx,
                     sub,
+                    direct,
                     method: method.to_string(),
                     frame,
                     idempotent,
@@ -602,7 +613,7 @@ impl Session {
 }
 
 /// The final `error` item of a subscription whose link is gone.
-fn end_frame(key: &str, notification: &str, msg: &str) -> String {
+fn end_frame(key: &str, notification: &str, msg: &str) -> Vec<u8> {
     // Both ProcEvent and WatchEvent end with an `error` item carrying an Errno.
     let frame = serde_json::json!({
         "jsonrpc": "2.0",
@@ -612,7 +623,7 @@ fn end_frame(key: &str, notification: &str, msg: &str) -> String {
             "result": {"type": "error", "error": {"code": "EIO", "syscall": "read", "detail": msg}},
         }
     });
-    format!("{frame}\n")
+    format!("{frame}\n").into_bytes()
 }
 
 impl Inner {
@@ -772,7 +783,8 @@ impl Inner {
         self.spawn_link(link.reader, link.writer, link.activity, rx, gen);
     }
 
-    fn handle_frame(&self, text: &str) {
+    /// One frame from the agent; `payload` is a binary frame's (then `text` is its header).
+    fn handle_frame(&self, text: &str, payload: Option<Vec<u8>>) {
         let msg: Incoming = match serde_json::from_str(text) {
             Ok(m) => m,
             Err(e) => {
@@ -783,6 +795,15 @@ impl Inner {
                 return;
             }
         };
+        if payload.is_some() && (msg.method.is_some() || msg.result.is_none()) {
+            // Only answers carry payloads; anything else in a binary frame is a bug: drop it
+            // (a waiting call then times out, as for any lost answer).
+            tracing::warn!(
+                "agent sent a binary frame that is not a result: {:.200}",
+                text
+            );
+            return;
+        }
         if let Some(method) = &msg.method {
             if msg.id.is_none() {
                 self.handle_notification(method, msg.params, text);
@@ -802,7 +823,35 @@ impl Inner {
         };
         let reply = match (msg.result, msg.error) {
             (_, Some(e)) => Reply::Error(e),
-            (Some(r), None) => Reply::Result(r),
+            (Some(r), None) => match payload {
+                Some(b) => {
+                    drop(st);
+                    let reply = match p.direct {
+                        Some((sink, client_id)) => {
+                            let header = format!(
+                                "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{}}}",
+                                client_id.get(),
+                                r.get()
+                            );
+                            // The payload came in a binary frame: it is within the cap.
+                            match protocol::frame::encode_binary(&header, &b) {
+                                Ok(f) => {
+                                    let _ = sink.send(f);
+                                    Reply::Delivered
+                                }
+                                Err(e) => Reply::error(ErrorCode::FrameTooLarge, &e.to_string()),
+                            }
+                        }
+                        None => Reply::error(
+                            ErrorCode::InvalidRequest,
+                            "a binary answer for a call without a client connection",
+                        ),
+                    };
+                    let _ = p.tx.send(reply);
+                    return;
+                }
+                None => Reply::Result(r),
+            },
             (None, None) => {
                 Reply::Result(RawValue::from_string("null".into()).expect("null is JSON"))
             }
@@ -850,7 +899,7 @@ impl Inner {
             .and_then(|r| serde_json::from_str::<ItemType>(r.get()).ok())
             .and_then(|t| t.ty)
             .is_some_and(|t| t == "error" || (t == "exit" && method == "proc.event"));
-        let frame = format!("{text}\n");
+        let frame = format!("{text}\n").into_bytes();
         let mut st = self.lock();
         if let Some(seq) = params.seq {
             if seq <= st.last_seq {
@@ -1108,17 +1157,20 @@ async fn reader_task(
     let epoch = Instant::now();
     let mut frames = FrameReader::new(reader);
     loop {
-        let f = frames.next_frame().await;
+        let f = frames.next_item().await;
         seen.store(epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
         if inner.lock().gen != gen {
             return; // replaced by a newer link
         }
         match f {
-            Ok(Some(text)) => {
+            Ok(Some(Frame::Text(text))) => {
                 if text.trim().is_empty() {
                     continue; // heartbeat echo
                 }
-                inner.handle_frame(&text);
+                inner.handle_frame(&text, None);
+            }
+            Ok(Some(Frame::Binary { header, payload })) => {
+                inner.handle_frame(&header, Some(payload));
             }
             Ok(None) => {
                 inner.link_lost(
@@ -1231,6 +1283,18 @@ pub(crate) mod tests {
                         vec![serde_json::json!({"jsonrpc":"2.0","id":id,"result":v["params"]})]
                     }
                     "slow" => vec![],
+                    "bin" => {
+                        // A binary answer: every byte value, the mark and newlines included.
+                        let payload: Vec<u8> = (0..=255u8).chain([b'\n', 0x1e, 0]).collect();
+                        let header =
+                            serde_json::json!({"jsonrpc":"2.0","id":id,"result":{"size":259}});
+                        let f =
+                            protocol::frame::encode_binary(&header.to_string(), &payload).unwrap();
+                        if w.write_all(&f).await.is_err() {
+                            return;
+                        }
+                        vec![]
+                    }
                     "proc.spawn" => vec![
                         // An event before the response: must still reach the subscriber.
                         serde_json::json!({"jsonrpc":"2.0","method":"proc.event","params":{"subscription":"s1","result":{"type":"spawned","pid":7}}}),
@@ -1264,6 +1328,10 @@ pub(crate) mod tests {
         fake_agent(b, received.clone());
         let (r, w) = tokio::io::split(a);
         (Session::start(BufReader::new(r), w, None, timing), received)
+    }
+
+    fn text(b: Vec<u8>) -> String {
+        String::from_utf8(b).expect("a text frame")
     }
 
     fn result(r: Reply) -> String {
@@ -1314,17 +1382,19 @@ pub(crate) mod tests {
             s.call("proc.spawn", Some(&p), Some((tx, cid))).await,
             Reply::Delivered
         ));
-        let resp = rx.recv().await.unwrap();
+        let resp = text(rx.recv().await.unwrap());
         assert_eq!(
             resp,
             "{\"jsonrpc\":\"2.0\",\"id\":\"c1\",\"result\":\"s1\"}\n"
         );
-        let first = rx.recv().await.unwrap();
+        let first = text(rx.recv().await.unwrap());
         assert!(first.contains("\"spawned\""), "{first}");
-        let second = tokio::time::timeout(Duration::from_secs(2), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let second = text(
+            tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .unwrap()
+                .unwrap(),
+        );
         assert!(
             second.contains("\"exit\"") && second.ends_with('\n'),
             "{second}"
@@ -1332,6 +1402,50 @@ pub(crate) mod tests {
         // After exit the subscription is forgotten.
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(s.inner.state.lock().unwrap().subs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn binary_answers_reach_the_client_with_its_id() {
+        let (s, _) = connect(fast());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let cid = RawValue::from_string("\"h7\"".into()).unwrap();
+        // Two in flight, then a JSON call after them on the same link: nothing gets mixed up.
+        let one = RawValue::from_string("[1]".into()).unwrap();
+        let n12 = RawValue::from_string("12".into()).unwrap();
+        let (a, b, c) = tokio::join!(
+            s.call("bin", None, Some((tx.clone(), cid.clone()))),
+            s.call("bin", None, Some((tx.clone(), n12))),
+            s.call("echo", Some(&one), None),
+        );
+        assert!(matches!(a, Reply::Delivered), "{a:?}");
+        assert!(matches!(b, Reply::Delivered), "{b:?}");
+        assert_eq!(result(c), "[1]");
+        drop(tx);
+        let mut bytes = vec![];
+        while let Some(f) = rx.recv().await {
+            bytes.extend(f);
+        }
+        let mut rd = FrameReader::new(&bytes[..]);
+        let mut ids = vec![];
+        while let Some(f) = rd.next_item().await.unwrap() {
+            let Frame::Binary { header, payload } = f else {
+                panic!("expected a binary frame, got {f:?}");
+            };
+            let v: serde_json::Value = serde_json::from_str(&header).unwrap();
+            assert_eq!(v["result"]["size"], 259);
+            assert_eq!(
+                payload,
+                (0..=255u8).chain([b'\n', 0x1e, 0]).collect::<Vec<_>>()
+            );
+            ids.push(v["id"].to_string());
+        }
+        ids.sort();
+        assert_eq!(ids, vec!["\"h7\"".to_string(), "12".to_string()]);
+        // Without a client sink (pii's own calls) a binary answer is an error, not a hang.
+        assert_eq!(
+            error_code(s.call("bin", None, None).await),
+            ErrorCode::InvalidRequest.code() as i64
+        );
     }
 
     #[tokio::test]
@@ -1460,7 +1574,7 @@ pub(crate) mod tests {
         .unwrap();
         assert!(matches!(spawn.await.unwrap(), Reply::Delivered));
         assert_eq!(
-            notes.recv().await.unwrap(),
+            text(notes.recv().await.unwrap()),
             "{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":5}\n"
         );
         let s3 = s.clone();
@@ -1472,7 +1586,7 @@ pub(crate) mod tests {
             error_code(pending.await.unwrap()),
             ErrorCode::ConnectionLost.code() as i64
         );
-        let end = notes.recv().await.unwrap();
+        let end = text(notes.recv().await.unwrap());
         let v: serde_json::Value = serde_json::from_str(&end).unwrap();
         assert_eq!(v["method"], "proc.event");
         assert_eq!(v["params"]["subscription"], 5);

@@ -100,6 +100,20 @@ pub struct ReadParams {
     /// At most this many bytes (capped at [`MAX_CHUNK`]); default: up to the cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub length: Option<u64>,
+    /// Answer with a binary frame ([`crate::frame`]): header `result` = [`RawReadResult`], the
+    /// bytes as the payload. Errors stay JSON error frames. Only the agent's direct line loop
+    /// honours it (inside `fs.batch` a read answers as usual, with `data`).
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub raw: bool,
+}
+
+/// The `result` of a raw [`ReadParams`] read's binary frame: [`ReadResult`] without `data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RawReadResult {
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -319,8 +333,25 @@ mod tests {
                 path: "/p".into(),
                 offset: 4,
                 length: Some(10),
+                raw: false,
             },
             r#"{"path":"/p","offset":4,"length":10}"#,
+        );
+        check(
+            ReadParams {
+                path: "/p".into(),
+                offset: 0,
+                length: None,
+                raw: true,
+            },
+            r#"{"path":"/p","offset":0,"raw":true}"#,
+        );
+        check(
+            RawReadResult {
+                size: 5,
+                cache: true,
+            },
+            r#"{"size":5,"cache":true}"#,
         );
         check(
             WriteParams {

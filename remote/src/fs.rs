@@ -293,7 +293,7 @@ fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
     Ok(out)
 }
 
-fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
+pub(crate) fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
     let watched = s.changes.watched_parent(&p.path);
     let r = s.sandbox.pin(&p.path, Follow::All, "open")?;
     let plain = plain(watched, &r, &p.path);

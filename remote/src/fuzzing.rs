@@ -44,6 +44,9 @@ pub fn frame(data: &[u8]) {
                     assert!(e.is_recoverable());
                 }
                 Err(FrameError::Io(e)) => panic!("an in-memory reader failed: {e}"),
+                Err(FrameError::BadBinary(e)) => {
+                    panic!("next_frame interpreted a binary header: {e}")
+                }
             }
         }
     });

@@ -34,12 +34,21 @@ pub type Frames = protocol::FrameReader<BufReader<BoxRead>>;
 /// How long a socket connection may take to present its resuming `hello`.
 const AUTH_DEADLINE: Duration = Duration::from_secs(5);
 
+/// One frame for a connection's writer: a JSON line (written with its `\n`) or an encoded
+/// binary frame (`protocol::frame::encode_binary`, written as is).
+pub enum Wire {
+    Text(Box<str>),
+    Binary(Vec<u8>),
+}
+
+pub type ConnTx = mpsc::UnboundedSender<Wire>;
+
 enum HubMsg {
-    Frame(Box<str>),
+    Frame(Wire),
     Note(Box<str>, OwnedSemaphorePermit),
     Ack(u64),
     Attach {
-        conn: mpsc::UnboundedSender<Box<str>>,
+        conn: ConnTx,
         first: Option<Box<str>>,
         replay_after: Option<u64>,
     },
@@ -68,7 +77,13 @@ impl Out {
 
     /// A response (or heartbeat echo): to the current connection, not kept.
     pub async fn frame(&self, f: Box<str>) -> bool {
-        self.tx.send(HubMsg::Frame(f)).await.is_ok()
+        self.tx.send(HubMsg::Frame(Wire::Text(f))).await.is_ok()
+    }
+
+    /// A response as an encoded binary frame: like [`Out::frame`] (a response is never
+    /// replayed, so notifications' seq and replay are not involved).
+    pub async fn binary(&self, f: Vec<u8>) -> bool {
+        self.tx.send(HubMsg::Frame(Wire::Binary(f))).await.is_ok()
     }
 
     /// A notification: numbered, kept until acknowledged; waits while the bound is reached.
@@ -87,12 +102,7 @@ impl Out {
 
     /// Make `conn` the current connection: `first` goes out first, then (with `replay_after`)
     /// every kept notification after that seq.
-    pub async fn attach(
-        &self,
-        conn: mpsc::UnboundedSender<Box<str>>,
-        first: Option<Box<str>>,
-        replay_after: Option<u64>,
-    ) {
+    pub async fn attach(&self, conn: ConnTx, first: Option<Box<str>>, replay_after: Option<u64>) {
         let _ = self
             .tx
             .send(HubMsg::Attach {
@@ -115,10 +125,10 @@ impl Out {
 }
 
 async fn router(mut rx: mpsc::Receiver<HubMsg>, unacked: Arc<AtomicU64>) {
-    let mut conn: Option<mpsc::UnboundedSender<Box<str>>> = None;
+    let mut conn: Option<ConnTx> = None;
     let mut next = 1u64;
     let mut kept: VecDeque<(u64, Box<str>, OwnedSemaphorePermit)> = VecDeque::new();
-    let send = |conn: &mut Option<mpsc::UnboundedSender<Box<str>>>, f: Box<str>| {
+    let send = |conn: &mut Option<ConnTx>, f: Wire| {
         if let Some(c) = conn {
             if c.send(f).is_err() {
                 *conn = None;
@@ -138,7 +148,7 @@ async fn router(mut rx: mpsc::Receiver<HubMsg>, unacked: Arc<AtomicU64>) {
                         f
                     }
                 };
-                send(&mut conn, f.clone());
+                send(&mut conn, Wire::Text(f.clone()));
                 kept.push_back((seq, f, permit));
             }
             HubMsg::Ack(n) => {
@@ -153,7 +163,7 @@ async fn router(mut rx: mpsc::Receiver<HubMsg>, unacked: Arc<AtomicU64>) {
             } => {
                 let mut c = Some(c);
                 if let Some(f) = first {
-                    send(&mut c, f);
+                    send(&mut c, Wire::Text(f));
                 }
                 if let Some(after) = replay_after {
                     while kept.front().is_some_and(|(s, _, _)| *s <= after) {
@@ -164,7 +174,7 @@ async fn router(mut rx: mpsc::Receiver<HubMsg>, unacked: Arc<AtomicU64>) {
                         kept.len()
                     );
                     for (_, f, _) in &kept {
-                        send(&mut c, f.clone());
+                        send(&mut c, Wire::Text(f.clone()));
                     }
                 }
                 conn = c;
@@ -512,8 +522,23 @@ pub async fn relay(
     }
     tracing::info!("relaying to session {}", resume.session);
     let downstream = async {
-        while let Ok(Some(f)) = down.next_frame().await {
-            if !out.frame(f.into()).await {
+        loop {
+            let sent = match down.next_item().await {
+                Ok(Some(protocol::frame::Frame::Text(f))) => out.frame(f.into()).await,
+                Ok(Some(protocol::frame::Frame::Binary { header, payload })) => {
+                    match protocol::frame::encode_binary(&header, &payload) {
+                        Ok(b) => out.binary(b).await,
+                        Err(_) => false,
+                    }
+                }
+                Ok(None) => false,
+                Err(e) if e.is_recoverable() => true,
+                Err(e) => {
+                    tracing::warn!("relay: the session's agent sent a bad frame: {e}");
+                    false
+                }
+            };
+            if !sent {
                 break;
             }
         }

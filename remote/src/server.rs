@@ -12,7 +12,7 @@
 //! result types from a [`protocol::Method`]), which the module wraps, and which `fs.batch` calls
 //! directly.
 
-use crate::resume::{self, Out};
+use crate::resume::{self, Out, Wire};
 use crate::{changes, facts, fs, proc, sandbox::Sandbox, watch};
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -524,7 +524,7 @@ where
     let _ = agent.out.set(out.clone());
     let (incoming_tx, mut incoming_rx) = mpsc::channel::<resume::Incoming>(4);
     agent.life.set_incoming(incoming_tx);
-    let (conn_tx, conn_rx) = mpsc::unbounded_channel::<Box<str>>();
+    let (conn_tx, conn_rx) = mpsc::unbounded_channel::<Wire>();
     let magic = protocol::Magic::current().line().into_boxed_str();
     let writer_task = tokio::spawn(write_loop(writer, Some(magic), conn_rx));
     out.attach(conn_tx, None, None).await;
@@ -590,7 +590,7 @@ async fn attach(
     agent: &Arc<Agent>,
     out: &Out,
 ) -> tokio::task::JoinHandle<()> {
-    let (tx, rx) = mpsc::unbounded_channel::<Box<str>>();
+    let (tx, rx) = mpsc::unbounded_channel::<Wire>();
     tokio::spawn(write_loop(inc.writer, None, rx));
     let first = resume::resumed_hello_frame(&agent.life, &inc.hello_id).unwrap_or_else(|| {
         error_frame(
@@ -638,7 +638,7 @@ async fn read_conn(
                 .await;
                 continue;
             }
-            Err(protocol::FrameError::Io(e)) => {
+            Err(e @ (protocol::FrameError::Io(_) | protocol::FrameError::BadBinary(_))) => {
                 tracing::debug!("reading input: {e}");
                 break;
             }
@@ -725,6 +725,16 @@ async fn handle(module: Arc<RpcModule<Agent>>, agent: Arc<Agent>, out: Out, line
         return;
     }
     let id: Box<RawValue> = id.to_owned();
+    if method == protocol::methods::Read::NAME && line.contains("\"raw\"") {
+        if let Some(p) = raw_read_params(&line) {
+            let reply = raw_read(&agent, &id, p).await;
+            match reply {
+                Ok(b) => out.binary(b).await,
+                Err(e) => out.frame(e).await,
+            };
+            return;
+        }
+    }
     let is_changes = method == Changes::NAME;
     if method == Changes::UNSUBSCRIBE {
         #[derive(Deserialize)]
@@ -775,13 +785,69 @@ async fn handle(module: Arc<RpcModule<Agent>>, agent: Arc<Agent>, out: Out, line
     }
 }
 
+/// The params of an `fs.read` request that asked for a raw answer (`raw: true`), if it did.
+/// Anything else (bad params included) takes the usual path and gets the usual answer.
+fn raw_read_params(line: &str) -> Option<protocol::fs::ReadParams> {
+    #[derive(Deserialize)]
+    struct Req {
+        params: protocol::fs::ReadParams,
+    }
+    serde_json::from_str::<Req>(line)
+        .ok()
+        .map(|r| r.params)
+        .filter(|p| p.raw)
+}
+
+/// Run a raw `fs.read`: a binary frame (header `{"jsonrpc","id","result":RawReadResult}`, the
+/// bytes as payload), or a JSON error frame.
+async fn raw_read(
+    agent: &Arc<Agent>,
+    id: &RawValue,
+    p: protocol::fs::ReadParams,
+) -> Result<Vec<u8>, Box<str>> {
+    let err = |e: ErrorObjectOwned| -> Box<str> {
+        let body = serde_json::to_string(&e)
+            .unwrap_or_else(|_| r#"{"code":-32603,"message":"internal error"}"#.into());
+        format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"error\":{body}}}",
+            id.get()
+        )
+        .into()
+    };
+    let session = agent.session().map_err(|f| err(f.into()))?;
+    let r = tokio::task::spawn_blocking(move || fs::read(&session, p))
+        .await
+        .map_err(|e| err(internal(format!("worker failed: {e}"))))?
+        .map_err(|f| err(f.into()))?;
+    let meta = protocol::fs::RawReadResult {
+        size: r.size,
+        cache: r.cache,
+    };
+    let result = serde_json::to_string(&meta).map_err(|e| err(internal(e)))?;
+    let header = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
+        id.get()
+    );
+    protocol::frame::encode_binary(&header, &r.data.0).map_err(|e| err(internal(e)))
+}
+
 /// A connection's single writer: the magic line first (on stdout), then frames, flushed
 /// whenever the queue runs dry.
 async fn write_loop<W: AsyncWrite + Unpin>(
     writer: W,
     magic: Option<Box<str>>,
-    mut rx: mpsc::UnboundedReceiver<Box<str>>,
+    mut rx: mpsc::UnboundedReceiver<Wire>,
 ) {
+    async fn put<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, f: Wire) -> std::io::Result<()> {
+        match f {
+            Wire::Text(t) => {
+                w.write_all(t.as_bytes()).await?;
+                w.write_all(b"\n").await
+            }
+            // Bigger than the buffer: BufWriter flushes what it holds and writes this directly.
+            Wire::Binary(b) => w.write_all(&b).await,
+        }
+    }
     let mut w = BufWriter::with_capacity(256 * 1024, writer);
     let res: std::io::Result<()> = async {
         if let Some(magic) = magic {
@@ -790,11 +856,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             w.flush().await?;
         }
         while let Some(frame) = rx.recv().await {
-            w.write_all(frame.as_bytes()).await?;
-            w.write_all(b"\n").await?;
+            put(&mut w, frame).await?;
             while let Ok(frame) = rx.try_recv() {
-                w.write_all(frame.as_bytes()).await?;
-                w.write_all(b"\n").await?;
+                put(&mut w, frame).await?;
             }
             w.flush().await?;
         }

@@ -83,6 +83,28 @@ else if (mode === 'all') {
     }
   }, (r) => finish(r));
 }
+else if (mode === 'bigreads') (async () => {
+  // Files over 1 MiB: after the first read, the rest comes as raw (binary frame) reads, four in
+  // flight, through the helper (sync) and the main thread's connection (promises, streams).
+  const check = (i, op, data) => {
+    if (data.length !== DATA_LEN || require('crypto').createHash('sha256').update(data).digest('hex') !== DATA_SHA)
+      errors.push({ i, op, bad: data.length });
+  };
+  for (let i = 0; i < n; i++) {
+    if (i === 2) say('READY');
+    try {
+      if (i % 3 === 0) check(i, 'readFileSync', fs.readFileSync('data.bin'));
+      else if (i % 3 === 1) check(i, 'readFile', await fs.promises.readFile('data.bin'));
+      else {
+        const parts = [];
+        await new Promise((resolve, reject) => fs.createReadStream('data.bin', { highWaterMark: 1 << 20 })
+          .on('data', (c) => parts.push(c)).on('error', reject).on('end', resolve));
+        check(i, 'stream', Buffer.concat(parts));
+      }
+    } catch (e) { errors.push({ i, op: 'bigread', msg: e.message }); }
+  }
+  finish({});
+})();
 else if (mode === 'sleeper') {
   cp.spawn('sh', ['-c', 'sleep 1000; echo pibridge-grace-marker'], { stdio: 'ignore' });
   setTimeout(() => say('READY'), 500);
@@ -385,6 +407,33 @@ fn ssh_killed_during_reads() {
     let errors = v["errors"].as_array().unwrap();
     println!("reads: 150 × 300 kB read, errors: {}", errors.len());
     assert!(errors.is_empty(), "idempotent reads must be retried: {v}");
+}
+
+/// Raw reads (binary frames) in flight when the link drops are sent again on the new link; every
+/// file must still read back byte for byte (a retried read's payload never taken for another's).
+#[test]
+fn ssh_killed_during_raw_reads() {
+    let sshd = Sshd::start();
+    // 4 MiB + a bit: one JSON read, then raw pieces; every byte value, newlines included.
+    let data: Vec<u8> = (0..(4 << 20) + 4321u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    sshd.write_remote("data.bin", &data);
+    let env = vec![
+        ("DATA_LEN", data.len().to_string()),
+        ("DATA_SHA", sha256_hex(&data)),
+    ];
+    let mut run = start(&sshd, sshd.ssh_config(), "bigreads", 24, &env);
+    run.expect("READY", Duration::from_secs(60));
+    kill_ssh(&run);
+    let (v, log) = run.finish();
+    report("raw reads", &log);
+    let errors = v["errors"].as_array().unwrap();
+    println!("raw reads: 24 × 4 MiB read, errors: {}", errors.len());
+    assert!(
+        errors.is_empty(),
+        "raw reads must be retried with exact bytes: {v}"
+    );
 }
 
 #[test]

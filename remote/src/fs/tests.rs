@@ -120,6 +120,7 @@ fn read_caps_and_reports_size() {
             path: f.p("big"),
             offset: 0,
             length: Some(u64::MAX),
+            raw: false,
         },
     )
     .unwrap();
@@ -131,6 +132,7 @@ fn read_caps_and_reports_size() {
             path: f.p("big"),
             offset: MAX_CHUNK as u64,
             length: None,
+            raw: false,
         },
     )
     .unwrap();
@@ -141,6 +143,7 @@ fn read_caps_and_reports_size() {
             path: f.p("big"),
             offset: 10 * MAX_CHUNK as u64,
             length: None,
+            raw: false,
         },
     )
     .unwrap();
@@ -151,7 +154,8 @@ fn read_caps_and_reports_size() {
             ReadParams {
                 path: f.p("nope"),
                 offset: 0,
-                length: None
+                length: None,
+                raw: false,
             }
         )),
         "ENOENT"
@@ -162,7 +166,8 @@ fn read_caps_and_reports_size() {
             ReadParams {
                 path: f.p(""),
                 offset: 0,
-                length: None
+                length: None,
+                raw: false,
             }
         )),
         "EISDIR"

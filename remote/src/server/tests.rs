@@ -278,6 +278,111 @@ async fn binary_bytes_roundtrip() {
     assert_eq!(base64_decode(&r["data"]), vec![0x00, 0x80]);
 }
 
+/// Send `fs.read` with `raw: true`; the answer as (header, payload) for a binary frame or
+/// (error frame, empty) for a JSON one.
+async fn raw_read(c: &mut Client, params: Value) -> (Value, Option<Vec<u8>>) {
+    let id = json!(c.next_id);
+    c.next_id += 1;
+    let mut params = params;
+    params["raw"] = json!(true);
+    let req = json!({"jsonrpc": "2.0", "id": id, "method": "fs.read", "params": params});
+    c.send_raw(format!("{req}\n").as_bytes()).await;
+    loop {
+        let f = tokio::time::timeout(Duration::from_secs(10), c.rd.next_item())
+            .await
+            .expect("no frame within 10 s")
+            .unwrap()
+            .expect("server closed");
+        let (v, payload) = match f {
+            protocol::frame::Frame::Text(t) => (serde_json::from_str::<Value>(&t).unwrap(), None),
+            protocol::frame::Frame::Binary { header, payload } => (
+                serde_json::from_str::<Value>(&header).unwrap(),
+                Some(payload),
+            ),
+        };
+        if v["id"] == id {
+            return (v, payload);
+        }
+        assert!(payload.is_none(), "someone else's binary frame: {v}");
+        c.stash.push(v);
+    }
+}
+
+#[tokio::test]
+async fn raw_reads_answer_with_exact_bytes_in_binary_frames() {
+    let mut c = Client::ready().await;
+    // Every byte value, newlines, the frame mark and 0xff at the end.
+    let data: Vec<u8> = (0..=255u8)
+        .cycle()
+        .take(70_000)
+        .chain([0x00, b'\n', 0x1e, 0xff])
+        .collect();
+    std::fs::write(c.dir.path().join("bin"), &data).unwrap();
+    let path = c.p("bin");
+    let (h, p) = raw_read(&mut c, json!({"path": path})).await;
+    assert_eq!(p.as_deref(), Some(&data[..]), "{h}");
+    assert_eq!(h["result"]["size"], json!(data.len()));
+    assert!(h["result"].get("data").is_none(), "{h}");
+    assert_eq!(h["jsonrpc"], "2.0");
+    // A partial read at the end of the file, then one past it.
+    let (h, p) = raw_read(
+        &mut c,
+        json!({"path": path, "offset": 69_990, "length": 100}),
+    )
+    .await;
+    assert_eq!(p.as_deref(), Some(&data[69_990..]), "{h}");
+    let (h, p) = raw_read(
+        &mut c,
+        json!({"path": path, "offset": 80_000, "length": 100}),
+    )
+    .await;
+    assert_eq!(p.as_deref(), Some(&[][..]), "{h}");
+    assert_eq!(h["result"]["size"], json!(data.len()));
+    // Errors stay JSON error frames.
+    let missing = c.p("missing");
+    let (h, p) = raw_read(&mut c, json!({"path": missing})).await;
+    assert!(p.is_none());
+    assert_eq!(h["error"]["code"], json!(-32000), "{h}");
+    assert_eq!(h["error"]["data"]["code"], "ENOENT", "{h}");
+    let root = c.root.clone();
+    let (h, p) = raw_read(&mut c, json!({"path": root})).await;
+    assert!(p.is_none());
+    assert_eq!(h["error"]["data"]["code"], "EISDIR", "{h}");
+    // Many in flight at once, each answer its own bytes; JSON calls in between still work.
+    for i in 0..8u64 {
+        let id = 1000 + i;
+        let req = json!({"jsonrpc": "2.0", "id": id, "method": "fs.read",
+            "params": {"path": path, "offset": i * 8000, "length": 8000, "raw": true}});
+        c.send_raw(format!("{req}\n").as_bytes()).await;
+    }
+    let mut seen = 0;
+    while seen < 8 {
+        match c.rd.next_item().await.unwrap().unwrap() {
+            protocol::frame::Frame::Binary { header, payload } => {
+                let h: Value = serde_json::from_str(&header).unwrap();
+                let i = h["id"].as_u64().unwrap() - 1000;
+                let start = (i * 8000) as usize;
+                let end = (start + 8000).min(data.len());
+                assert_eq!(payload, data[start..end], "piece {i}");
+                seen += 1;
+            }
+            protocol::frame::Frame::Text(t) => panic!("unexpected {t}"),
+        }
+    }
+    // Without `raw` (and inside fs.batch) a read answers in JSON as before.
+    let r = c
+        .ok("fs.read", json!({"path": path, "offset": 1, "length": 2}))
+        .await;
+    assert_eq!(base64_decode(&r["data"]), vec![1, 2]);
+    let r = c
+        .ok(
+            "fs.batch",
+            json!({"calls": [{"method": "fs.read", "params": {"path": path, "length": 3, "raw": true}}]}),
+        )
+        .await;
+    assert_eq!(base64_decode(&r[0]["ok"]["data"]), vec![0, 1, 2], "{r}");
+}
+
 #[tokio::test]
 async fn upload_ten_megabytes_in_chunks() {
     let mut c = Client::ready().await;
