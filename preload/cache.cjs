@@ -23,20 +23,34 @@
 //   move while it was in flight.
 // - `all`, `error`, a lost feed or a new feed epoch drop everything.
 // - The process's own mutations invalidate their paths when issued and again when answered
-//   (EFFECTS); when a path is not known to be free of symlinks (no cached entry of its own, which
-//   the agent only flags when its parent was reached without symlinks and it is not one itself),
-//   the mutation may have landed elsewhere, so everything is dropped.
+//   (EFFECTS). The agent makes every mutating call a barrier: the `fs.changed` of what it did
+//   precede its answer on the same link. So when the connection the call went on had a live feed
+//   from before the call until its answer, the feed has already named whatever the call changed
+//   (a symlinked path's target as itself) and the literal paths are all that is left to drop.
+//   Without such a feed, a path not known to be free of symlinks (no cached entry of its own,
+//   which the agent only flags when its parent was reached without symlinks and it is not one
+//   itself) may have landed elsewhere, so everything is dropped.
+// - Prefetch: the helper's feed subscription names the paths pi looks up at every start
+//   (PII_SESSION `prefetch`); the agent sends their answers as the feed's first item (`prefetch`),
+//   stored here as if asked. The helper posts an `epoch` marker before a new feed's items, so a
+//   new feed's clearing comes before its prefetch, not after.
 
 const MAX_ENTRIES = 20_000;
 const MAX_READ = 256 * 1024;
 const MAX_CHUNK = 4 * 1024 * 1024; // wire.cjs MAX_CHUNK: fs.read's default length
 const S_IFMT = 0o170000;
 const S_IFLNK = 0o120000;
+const S_IFREG = 0o100000;
 
 // ctl indices shared with worker.cjs (0 and 1 are sync.cjs's doorbell and dead flag).
-const CTL = { CHANGES: 2, EPOCH: 3, DRAINED: 4, LENGTH: 5 };
+// PREFETCH: 1 while the helper's feed subscription with a prefetch is out and its first item has
+// not come; 2 after (or when it failed).
+const CTL = { CHANGES: 2, EPOCH: 3, DRAINED: 4, PREFETCH: 5, LENGTH: 6 };
+// A lookup of a prefetched path waits at most this long for the prefetch (once; then never).
+// The wait replaces a round trip and ends when the feed's first item arrives.
+const PREFETCH_WAIT_MS = 1000;
 
-const counters = { hits: 0, misses: 0, stores: 0, invalidations: 0, clears: 0 };
+const counters = { hits: 0, misses: 0, stores: 0, invalidations: 0, clears: 0, prefetched: 0, prefetchWaits: 0 };
 
 const state = {
   enabled: process.env.PI_BRIDGE_CACHE !== '0',
@@ -47,6 +61,9 @@ const state = {
   gen: 1,
   entries: 0,
   root: newNode(),
+  prefetchRel: null, // PII_SESSION `prefetch` (relative to the project root)
+  prefetchRoot: null,
+  prefetchSet: null, // the same, absolute, once the root is known: lookups that wait for it
 };
 
 let receive = null; // worker_threads.receiveMessageOnPort, loaded with the first attach
@@ -146,7 +163,30 @@ function apply(item) {
   if (!item || typeof item !== 'object') return;
   if (item.type === 'paths' && Array.isArray(item.paths)) {
     for (const p of item.paths) if (typeof p === 'string') invalidate(p);
+  } else if (item.type === 'prefetch' && Array.isArray(item.entries)) {
+    for (const e of item.entries) prefetched(e);
   } else clearAll(); // 'all', 'error', or anything this client does not know
+}
+
+// One entry of a `prefetch` item: an lstat answer (or its error) and maybe the whole file, each
+// stored only when flagged, as store() would have. It is on the feed after the feed's answer, so
+// every later change comes after it.
+function prefetched(e) {
+  if (!state.enabled || !e || typeof e.path !== 'string' || !e.path.startsWith('/')) return;
+  const p = e.path;
+  const st = e.lstat;
+  if (st && typeof st === 'object') {
+    if (st.cache !== true) return;
+    put(p, 'lstat', { ok: st });
+    counters.prefetched++;
+    if (typeof e.data === 'string' && (st.mode & S_IFMT) === S_IFREG && st.size <= MAX_READ && Buffer.byteLength(e.data, 'base64') === st.size) {
+      put(p, 'read', { b64: e.data, size: st.size });
+      counters.prefetched++;
+    }
+  } else if (e.error && e.error.cache === true && (e.error.code === 'ENOENT' || e.error.code === 'ENOTDIR')) {
+    put(p, 'lstat', { err: { code: -32000, message: `${e.error.code}: ${e.error.syscall}`, data: e.error } });
+    counters.prefetched++;
+  }
 }
 
 // Drain the helper's feed if its counter moved; notice a new (or lost) feed epoch.
@@ -157,7 +197,16 @@ function poll() {
   if (n !== state.seenChanges) {
     state.seenChanges = n;
     let m;
-    while ((m = receive(state.port))) apply(m.message);
+    while ((m = receive(state.port))) {
+      const item = m.message;
+      if (item && item.type === 'epoch') {
+        // worker.cjs: a new feed was answered; its items (first its prefetch) follow.
+        if (item.epoch !== state.epoch) {
+          state.epoch = item.epoch;
+          clearAll();
+        }
+      } else apply(item);
+    }
     Atomics.store(ctl, CTL.DRAINED, n);
   }
   const ep = Atomics.load(ctl, CTL.EPOCH);
@@ -175,6 +224,37 @@ function attach(ctl, port) {
   state.seenChanges = 0;
   state.epoch = 0;
   clearAll();
+}
+
+// ---- prefetch -----------------------------------------------------------------------------------
+
+// sync.cjs: the helper's feed will carry a prefetch of these (project-relative) paths.
+function expectPrefetch(list) {
+  state.prefetchRel = Array.isArray(list) && list.length ? list : null;
+  resolvePrefetch();
+}
+
+// index.cjs: the project root is known (the prefetch's relative paths are under it).
+function setRoot(root) {
+  if (typeof root === 'string') state.prefetchRoot = root;
+  resolvePrefetch();
+}
+
+function resolvePrefetch() {
+  if (!state.prefetchRel || !state.prefetchRoot) return;
+  const path = require('path');
+  state.prefetchSet = new Set(state.prefetchRel.map((r) => path.resolve(state.prefetchRoot, r)));
+}
+
+// A lookup of a path the prefetch will answer, made while it is on its way: wait for it rather
+// than send the same question again (bounded; a feed that does not come turns waiting off).
+function awaitPrefetch(p) {
+  const ctl = state.ctl;
+  if (!ctl || !state.prefetchSet || Atomics.load(ctl, CTL.PREFETCH) !== 1) return;
+  if (!state.prefetchSet.has(p)) return;
+  counters.prefetchWaits++;
+  Atomics.wait(ctl, CTL.PREFETCH, 1, PREFETCH_WAIT_MS);
+  if (Atomics.load(ctl, CTL.PREFETCH) === 1) state.prefetchSet = null;
 }
 
 // ---- lookups ------------------------------------------------------------------------------------
@@ -210,6 +290,7 @@ function lookup(method, params) {
   else if (method === 'fs.access' && !params.mode) kind = 'access';
   else if (method === 'fs.read') kind = 'read';
   else return undefined;
+  if (state.prefetchSet) awaitPrefetch(params.path);
   poll();
   const n = state.epoch !== 0 && typeof params.path === 'string' ? find(params.path) : null;
   let out;
@@ -320,9 +401,13 @@ const PURE = new Set(['fs.stat', 'fs.access', 'fs.realpath', 'fs.upload.chunk', 
 
 const NOOP = () => {};
 
-// A call is being sent. Returns the function to call with its answer ({result}|{error}) once it
-// is back (before anyone sees it).
-function issue(method, params) {
+// The helper's connection's feed: its epoch (0: none live).
+const helperFeed = () => state.epoch;
+
+// A call is being sent on a connection whose feed's epoch `feed()` tells (0: none; default: the
+// helper's). Returns the function to call with its answer ({result}|{error}, or null when it is
+// lost) once it is back (before anyone sees it).
+function issue(method, params, feed = helperFeed) {
   if (!state.enabled) return NOOP;
   if (PURE.has(method)) return NOOP;
   const fx = EFFECTS[method];
@@ -334,20 +419,30 @@ function issue(method, params) {
   const q = params || {};
   const targets = fx.paths(q);
   const precise = targets.every(([p, follows]) => plain(p, follows));
-  const hit = () => {
-    if (!precise) return clearAll();
+  const epoch = feed();
+  const literal = () => {
     for (const [p] of targets) invalidate(p);
   };
-  if (targets.length) hit();
+  // At issue: a lookup racing the call must not hit its paths. Where they may lead elsewhere,
+  // the feed's barrier covers that place only if the feed is live (else drop everything).
+  if (targets.length) {
+    if (precise || epoch !== 0) literal();
+    else clearAll();
+  }
   return (answer) => {
     poll();
-    if (targets.length) hit();
+    // The barrier held: the call's changes came on the feed before this answer.
+    const barrier = answer !== null && answer !== undefined && epoch !== 0 && feed() === epoch;
+    if (targets.length) {
+      if (precise || barrier) literal();
+      else clearAll();
+    }
     if (fx.read) touch(fx.read(q));
     if (fx.done && answer && !answer.error) fx.done(q, answer.result);
     else if (fx.done && method === 'fs.upload.abort') fx.done(q);
   };
 }
 
-const api = { state, counters, CTL, MAX_READ, MAX_ENTRIES, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find };
+const api = { state, counters, CTL, MAX_READ, MAX_ENTRIES, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find, expectPrefetch, setRoot };
 globalThis[Symbol.for('pi-bridge.cache')] = counters;
 module.exports = api;

@@ -66,6 +66,7 @@ function fetchInfo(sync, trust, trustProject) {
     }
     const root = info.facts.projectRoot;
     if (!trustProject) trust.setRoot(root);
+    require('./cache.cjs').setRoot(root);
     return { routes: [info.facts.sandboxRoot], cwd: root };
   }
 }
@@ -85,6 +86,7 @@ function main() {
   const known = Array.isArray(session.routes) && typeof session.cwd === 'string';
   if (known) {
     route.configure({ routes: session.routes, cwd: session.cwd, realCwd: process.cwd });
+    require('./cache.cjs').setRoot(session.cwd);
   } else {
     const trustState = {
       setRoot(root) {

@@ -26,6 +26,10 @@ let feedEpoch = 0; // bumped for each feed answered on this socket; 0 while none
 let feedCount = 0;
 let weak = 0; // pending calls that must not keep node alive (the feed's subscription)
 
+// This socket's feed, for cache.issue: a mutation answered while it stayed live had its changes
+// delivered before its answer (the agent's barrier).
+const socketFeed = () => feedEpoch;
+
 function configure(s) {
   session = s;
 }
@@ -143,7 +147,7 @@ function call(method, params) {
   if (hit) return hit.error ? Promise.reject(fromRpcError(hit.error)) : Promise.resolve(hit.result);
   const id = nextId++;
   return new Promise((resolve, reject) => {
-    const done = cache.issue(method, params);
+    const done = cache.issue(method, params, socketFeed);
     pending.set(id, { resolve, reject, method, params, done, tok: cache.token() });
     updateRef();
     socket.write(encode(id, method, params));

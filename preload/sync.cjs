@@ -26,7 +26,7 @@ function start() {
   // The fs.changes feed's items come on a port of their own, drained by cache.poll().
   const changes = cache.state.enabled ? new MessageChannel() : null;
   const worker = new Worker(path.join(__dirname, 'worker.cjs'), {
-    workerData: { piiHelper: true, port: port2, ctl, endpoint: session.endpoint, token: session.token, changes: changes && changes.port2 },
+    workerData: { piiHelper: true, port: port2, ctl, endpoint: session.endpoint, token: session.token, changes: changes && changes.port2, prefetch: changes ? prefetchList(session) : null },
     transferList: changes ? [port2, changes.port2] : [port2],
     execArgv: [], // no preload in the helper: a blocking call from it would deadlock
     env: {},
@@ -40,8 +40,16 @@ function start() {
   if (changes) {
     changes.port1.unref();
     cache.attach(ctl, changes.port1);
+    cache.expectPrefetch(prefetchList(session));
   }
   helper = { port: port1, ctl, worker };
+}
+
+// PII_SESSION `prefetch`: paths (relative to the project root, which the agent resolves: the
+// preload may not know the root yet when the helper subscribes) for the feed's first item.
+function prefetchList(s) {
+  const list = Array.isArray(s.prefetch) ? s.prefetch.filter((p) => typeof p === 'string' && p.length > 0 && !p.includes('\u0000')) : [];
+  return list.length ? list : null;
 }
 
 // Start the helper now if it is not running (rpc.cjs: the cache needs the helper's feed).

@@ -38,11 +38,12 @@ const DIR = 0o040755;
 const LINK = 0o120777;
 const enoent = (p, syscall = 'stat', cache = true) => ({ code: -32000, message: 'no such file', data: { code: 'ENOENT', syscall, path: p, ...(cache ? { cache } : {}) } });
 
-// Send a stat through the cache as sync.cjs does; returns the answer used.
-function roundTrip(cache, method, params, answer) {
+// Send a call through the cache as sync.cjs does (or, with `feed`, as rpc.cjs does on a socket
+// whose feed epoch `feed()` tells); returns the answer used.
+function roundTrip(cache, method, params, answer, feed) {
   const hit = cache.lookup(method, params);
   if (hit) return { hit };
-  const done = cache.issue(method, params);
+  const done = cache.issue(method, params, feed);
   const tok = cache.token();
   cache.store(method, params, tok, answer);
   done(answer);
@@ -158,7 +159,36 @@ test('unit: whole small files are cached and serve any range; partial or big rea
   assert.strictEqual(cache.lookup('fs.read', { path: '/p/big', offset: 0 }), undefined);
 });
 
-test('unit: the process own mutations invalidate precisely when the path is known plain, else everything', () => {
+test('unit: without a live feed on its connection, a mutation invalidates precisely only a known plain path, else everything', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  const noFeed = () => 0;
+  const has = (p) => !!cache.lookup('fs.stat', { path: p, lstat: false });
+  roundTrip(cache, 'fs.stat', { path: '/p/a', lstat: false }, { result: stat(FILE) });
+  roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
+  roundTrip(cache, 'fs.write', { path: '/p/a', data: '', flag: 'w' }, { result: null }, noFeed);
+  assert.deepStrictEqual([has('/p/a'), has('/p/z')], [false, true]);
+  roundTrip(cache, 'fs.write', { path: '/p/unknown/x', data: '', flag: 'w' }, { result: null }, noFeed);
+  assert.strictEqual(has('/p/z'), false);
+  roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
+  roundTrip(cache, 'fs.stat', { path: '/p/l', lstat: true }, { result: stat(LINK) });
+  roundTrip(cache, 'fs.write', { path: '/p/l', data: '', flag: 'w' }, { result: null }, noFeed);
+  assert.strictEqual(has('/p/z'), false);
+  // A feed that ends (or changes) while the call is out gives no barrier: everything goes.
+  roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
+  let epoch = 5;
+  const done = cache.issue('fs.write', { path: '/p/unknown/y', data: '', flag: 'w' }, () => epoch);
+  assert.strictEqual(has('/p/z'), true, 'at issue, a live feed: only the literal path');
+  epoch = 0;
+  done({ result: null });
+  assert.strictEqual(has('/p/z'), false);
+  // A lost answer is no barrier either.
+  roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
+  cache.issue('fs.unlink', { path: '/p/unknown/y' })(null);
+  assert.strictEqual(has('/p/z'), false);
+});
+
+test('unit: with a live feed on its connection (the agent barrier), a mutation drops only its literal paths, even unknown or symlinked ones', () => {
   const { cache, live } = freshCache();
   live(1);
   for (const p of ['/p/a', '/p/b', '/p/c']) roundTrip(cache, 'fs.stat', { path: p, lstat: false }, { result: stat(FILE) });
@@ -169,21 +199,74 @@ test('unit: the process own mutations invalidate precisely when the path is know
   // rename of known paths: both go
   roundTrip(cache, 'fs.rename', { from: '/p/b', to: '/p/c' }, { result: null });
   assert.deepStrictEqual([has('/p/b'), has('/p/c')], [false, false]);
-  // an unknown path (may be reached through a symlink): everything goes
+  const clears = cache.counters.clears;
+  // an unknown path (may be reached through a symlink): the feed named where it landed
   roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
   roundTrip(cache, 'fs.write', { path: '/p/unknown/x', data: '', flag: 'w' }, { result: null });
-  assert.strictEqual(has('/p/z'), false);
-  // a write through a path whose lstat says symlink: everything goes
-  roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
+  assert.strictEqual(has('/p/z'), true);
+  // a write through a path whose lstat says symlink: its own entries go, the rest stays
   roundTrip(cache, 'fs.stat', { path: '/p/l', lstat: true }, { result: stat(LINK) });
   roundTrip(cache, 'fs.write', { path: '/p/l', data: '', flag: 'w' }, { result: null });
-  assert.strictEqual(has('/p/z'), false);
+  assert.strictEqual(has('/p/z'), true);
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/l', lstat: true }), undefined);
+  assert.strictEqual(cache.counters.clears, clears);
   // unknown methods drop everything; pure ones nothing
   roundTrip(cache, 'fs.stat', { path: '/p/z', lstat: false }, { result: stat(FILE) });
   roundTrip(cache, 'proc.run', {}, { result: { code: 0 } });
   assert.strictEqual(has('/p/z'), true);
   roundTrip(cache, 'fs.batch', { calls: [] }, { result: [] });
   assert.strictEqual(has('/p/z'), false);
+});
+
+test('unit: a prefetch item after its feed epoch marker is stored as if asked; only flagged entries', () => {
+  const { cache, feed, live } = freshCache();
+  const fileSt = stat(FILE, { size: 2 });
+  const prefetch = {
+    type: 'prefetch',
+    entries: [
+      { path: '/p/AGENTS.md', lstat: fileSt, data: 'aGk=' },
+      { path: '/p/CLAUDE.md', error: { code: 'ENOENT', syscall: 'lstat', path: '/p/CLAUDE.md', cache: true } },
+      { path: '/p/link.md', lstat: stat(LINK) },
+      { path: '/p/ln/x', lstat: stat(FILE, { cache: false }), data: 'aGk=' },
+      { path: '/p/nodir/x', error: { code: 'ENOENT', syscall: 'lstat', path: '/p/nodir/x' } },
+      { path: '/p/short', lstat: stat(FILE, { size: 5 }), data: 'aGk=' },
+      { path: '/p/.pi', lstat: stat(DIR) },
+    ],
+  };
+  // as worker.cjs posts them: the epoch is stored, then the marker, then the feed's items
+  live(1);
+  feed({ type: 'epoch', epoch: 1 });
+  feed(prefetch);
+  assert.deepStrictEqual(cache.lookup('fs.read', { path: '/p/AGENTS.md', offset: 0 }), { result: { data: 'aGk=', size: 2 } });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/AGENTS.md', lstat: false }).result.size, 2);
+  assert.deepStrictEqual(cache.lookup('fs.access', { path: '/p/AGENTS.md', mode: 0 }), { result: null });
+  const e = cache.lookup('fs.access', { path: '/p/CLAUDE.md', mode: 0 });
+  assert.strictEqual(e.error.data.code, 'ENOENT');
+  assert.strictEqual(e.error.data.syscall, 'access');
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/CLAUDE.md', lstat: false }).error.data.syscall, 'stat');
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/link.md', lstat: true }).result.mode, LINK);
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/link.md', lstat: false }), undefined);
+  for (const p of ['/p/ln/x', '/p/nodir/x']) assert.strictEqual(cache.lookup('fs.stat', { path: p, lstat: true }), undefined, p);
+  assert.strictEqual(cache.lookup('fs.read', { path: '/p/ln/x', offset: 0 }), undefined);
+  assert.strictEqual(cache.lookup('fs.read', { path: '/p/short', offset: 0 }), undefined, 'bytes that are not the whole file');
+  assert.ok(cache.lookup('fs.stat', { path: '/p/.pi', lstat: false }));
+  assert.strictEqual(cache.counters.prefetched, 6);
+  // later changes apply on top of it
+  feed({ type: 'paths', paths: ['/p/AGENTS.md'] });
+  assert.strictEqual(cache.lookup('fs.read', { path: '/p/AGENTS.md', offset: 0 }), undefined);
+  // a new feed epoch (its marker) drops what the old one prefetched
+  live(2);
+  feed({ type: 'epoch', epoch: 2 });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/.pi', lstat: false }), undefined);
+});
+
+test('unit: a prefetch survives the epoch being seen before its marker is drained', () => {
+  const { cache, feed, live } = freshCache();
+  live(1);
+  cache.poll(); // the main thread notices EPOCH 1 first (worker.cjs stores it before posting)
+  feed({ type: 'epoch', epoch: 1 });
+  feed({ type: 'prefetch', entries: [{ path: '/p/a', lstat: stat(FILE) }] });
+  assert.ok(cache.lookup('fs.stat', { path: '/p/a', lstat: true }));
 });
 
 test('unit: a read keeps its own bytes but drops the path stat (atime); mkdir -p clears missing ancestors', () => {
@@ -377,6 +460,73 @@ test('e2e: a symlinked path is never served from the cache', () => {
      fs.writeFileSync('link/f', 'h');
      check('write through link then read real', fs.readFileSync('real/f', 'utf8') === 'h');`,
     { populate: files({ 'real/f': 'f' }) },
+  );
+});
+
+test('e2e: a fresh process: the first lookups of the paths pi reads at start are cache hits (prefetch)', () => {
+  const out = runBridged(
+    `const c0 = c();
+     check('settings exists', fs.existsSync('.pi/settings.json'));
+     check('settings read', fs.readFileSync('.pi/settings.json', 'utf8') === '{}');
+     check('no commands', !fs.existsSync('.pi/commands'));
+     check('no extensions', !fs.existsSync('.pi/extensions'));
+     check('git', fs.existsSync('.git') && fs.statSync('.git').isDirectory());
+     check('head', fs.readFileSync('.git/HEAD', 'utf8') === 'ref: refs/heads/main\\n');
+     check('agents exists', fs.existsSync('AGENTS.md'));
+     check('agents read', fs.readFileSync(path.resolve('AGENTS.md'), 'utf8') === 'be nice');
+     check('no CLAUDE.md', !fs.existsSync('CLAUDE.md'));
+     check('no SYSTEM.md', !fs.existsSync('.pi/SYSTEM.md'));
+     check('no APPEND_SYSTEM.md', !fs.existsSync('.pi/APPEND_SYSTEM.md'));
+     const c1 = c();
+     // 12 lookups; .pi/extensions is answered by the trust layer (untrusted) without a call
+     check('every one a hit', c1.misses === c0.misses && c1.hits - c0.hits === 11, { c0, c1 });
+     check('prefetched', c1.prefetched >= 12, c1);
+     // not a prefetched path: a round trip as before
+     check('other', !fs.existsSync('other.txt'));
+     check('other missed', c().misses === c1.misses + 1, c());`,
+    { populate: files({ 'AGENTS.md': 'be nice', '.pi/settings.json': '{}', '.git/HEAD': 'ref: refs/heads/main\n' }) },
+  );
+  assert.strictEqual(out.counters.misses, 1);
+});
+
+test('e2e: writes through a symlinked path refresh the real target; pi-like writes and edits never drop the whole cache', () => {
+  runBridged(
+    `// The async socket's feed is live once a spawn returns (proc.spawn waits for it).
+     await new Promise((r) => cp.spawn('true').on('exit', r));
+     const warm = () => { fs.statSync('real/f.txt'); fs.readFileSync('real/f.txt', 'utf8'); fs.statSync('other.txt'); fs.existsSync('src'); };
+     check('settled', settle(warm));
+     const c0 = c();
+     fs.writeFileSync('via/f.txt', 'two!!');
+     check('sync write: stat of the target', fs.statSync('real/f.txt').size === 5);
+     check('sync write: read of the target', fs.readFileSync('real/f.txt', 'utf8') === 'two!!');
+     settle(warm);
+     await fs.promises.writeFile('via/f.txt', 'three!');
+     check('async write: stat of the target', fs.statSync('real/f.txt').size === 6);
+     check('async write: read of the target', fs.readFileSync('real/f.txt', 'utf8') === 'three!');
+     settle(warm);
+     fs.renameSync('via/f.txt', 'via/g.txt');
+     check('rename through the link: target gone', !fs.existsSync('real/f.txt'));
+     fs.renameSync('real/g.txt', 'real/f.txt');
+     settle(warm);
+     // pi's write tool: realpathSync.native, mkdir -p of the dirname, writeFile
+     const wr = async (p, text) => {
+       try { fs.realpathSync.native(p); } catch {}
+       await fs.promises.mkdir(path.dirname(p), { recursive: true });
+       await fs.promises.writeFile(p, text, 'utf-8');
+     };
+     await wr('src/new.ts', 'export {};');
+     // pi's edit tool: realpathSync.native, access R|W, readFile, writeFile
+     const p = fs.realpathSync.native('src/new.ts');
+     await fs.promises.access(p, fs.constants.R_OK | fs.constants.W_OK);
+     const text = await fs.promises.readFile(p, 'utf8');
+     await fs.promises.writeFile(p, text.replace('{}', '{ x }'), 'utf-8');
+     check('edited', fs.readFileSync('src/new.ts', 'utf8') === 'export { x };');
+     const c1 = c();
+     check('no clears', c1.clears === c0.clears, { c0, c1 });
+     const m = c().misses;
+     fs.statSync('other.txt');
+     check('untouched entries still hit', c().misses === m, c());`,
+    { populate: (dir) => { files({ 'real/f.txt': 'one', 'other.txt': 'x' })(dir); fs.symlinkSync('real', path.join(dir, 'via')); } },
   );
 });
 

@@ -49,6 +49,10 @@ pub struct SessionEnv {
     /// Absent or false: the preload hides them (DESIGN.md "Trust").
     #[serde(default)]
     pub trust_project: bool,
+    /// Project-relative paths pi looks up at every start: the preload asks the agent to prefetch
+    /// them with its change feed (`fs.changes` `prefetch`), so their first lookups are cache hits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prefetch: Vec<String>,
 }
 
 /// `session.info` result.
@@ -74,8 +78,9 @@ mod tests {
                 remote_home: Some("/home/u".into()),
                 rpc_timeout_ms: 30000,
                 trust_project: true,
+                prefetch: vec!["AGENTS.md".into()],
             },
-            r#"{"endpoint":"127.0.0.1:4000","cwd":"/p","routes":["/p"],"remotePath":"/usr/bin","remoteHome":"/home/u","rpcTimeoutMs":30000,"trustProject":true}"#,
+            r#"{"endpoint":"127.0.0.1:4000","cwd":"/p","routes":["/p"],"remotePath":"/usr/bin","remoteHome":"/home/u","rpcTimeoutMs":30000,"trustProject":true,"prefetch":["AGENTS.md"]}"#,
         );
         // Older pii (no trustProject): untrusted, the safe default.
         let old: SessionEnv = serde_json::from_str(
@@ -93,6 +98,7 @@ mod tests {
                 remote_home: None,
                 rpc_timeout_ms: 30000,
                 trust_project: false,
+                prefetch: vec![],
             },
             r#"{"endpoint":"127.0.0.1:4000","rpcTimeoutMs":30000,"trustProject":false}"#,
         );

@@ -176,7 +176,7 @@ pub mod methods {
         Watch = "watch.start", notification = "watch.event", unsubscribe = "watch.stop", (crate::watch::WatchParams) -> crate::watch::WatchEvent;
         /// The project's change feed, which keeps clients' metadata caches coherent: what may
         /// have changed since the subscription began (see [`crate::watch::Change`]).
-        Changes = "fs.changes", notification = "fs.changed", unsubscribe = "fs.changes.stop", (Empty) -> crate::watch::Change;
+        Changes = "fs.changes", notification = "fs.changed", unsubscribe = "fs.changes.stop", (crate::watch::ChangesParams) -> crate::watch::Change;
     }
 }
 

@@ -58,6 +58,24 @@ async fn stat_loop(c: &mut C, path: &str, n: usize) -> (f64, f64, bool) {
     (pct(&mut t, 0.5), pct(&mut t, 0.99), cached)
 }
 
+/// `n` mutating calls, alternating fs.write of `path` and fs.mkdir + fs.rmdir of `dir`: µs per
+/// call (p50, p99).
+async fn mutation_loop(c: &mut C, path: &str, dir: &str, n: usize) -> (f64, f64) {
+    let mut t = Vec::with_capacity(n);
+    for i in 0..n {
+        let (m, p) = match i % 3 {
+            0 => ("fs.write", json!({"path": path, "data": "eA=="})),
+            1 => ("fs.mkdir", json!({"path": dir})),
+            _ => ("fs.rmdir", json!({"path": dir})),
+        };
+        let t0 = Instant::now();
+        let r = c.call(m, p).await;
+        t.push(t0.elapsed().as_secs_f64() * 1e6);
+        assert!(r.get("error").is_none(), "{r}");
+    }
+    (pct(&mut t, 0.5), pct(&mut t, 0.99))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let (ours, theirs) = tokio::io::duplex(1 << 20);
@@ -109,6 +127,21 @@ async fn main() {
     println!("  feed on  : p50 {on50:.1}  p99 {on99:.1}  (cache={on_c})");
     println!("  off again: p50 {off50b:.1}  p99 {off99b:.1}");
     println!("arming 20 000 files in 201 directories: {arm:?} (subscribe call to answer)");
+
+    // The mutation barrier: every mutating call flushes the feed before its answer.
+    let (wf, wd) = (format!("{r}/d3/w"), format!("{r}/d3/m"));
+    let m = 6000;
+    mutation_loop(&mut c, &wf, &wd, 600).await; // warm up
+    let (moff50, moff99) = mutation_loop(&mut c, &wf, &wd, m).await;
+    let sub = c.call("fs.changes", json!(null)).await;
+    let (mon50, mon99) = mutation_loop(&mut c, &wf, &wd, m).await;
+    c.call("fs.changes.stop", json!([sub["result"].clone()]))
+        .await;
+    let (moff50b, moff99b) = mutation_loop(&mut c, &wf, &wd, m).await;
+    println!("fs.write / fs.mkdir / fs.rmdir over serve, {m} sequential calls, µs:");
+    println!("  feed off : p50 {moff50:.1}  p99 {moff99:.1}");
+    println!("  feed on  : p50 {mon50:.1}  p99 {mon99:.1}  (flush before each answer, notifications read)");
+    println!("  off again: p50 {moff50b:.1}  p99 {moff99b:.1}");
 
     for (what, cmd) in [
         (

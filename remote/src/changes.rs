@@ -38,8 +38,8 @@
 use crate::fs::temp_target;
 use crate::resume::Out;
 use crate::server::{Agent, Pending, Session};
-use protocol::watch::Change;
-use protocol::{Empty, Errno};
+use protocol::watch::{Change, ChangesParams, PrefetchEntry, PREFETCH_MAX_DATA};
+use protocol::Errno;
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CString, OsStr};
@@ -82,6 +82,8 @@ type Watched = Arc<RwLock<HashSet<Box<[u8]>>>>;
 /// The session's change tracker (see the module docs).
 pub struct Tracker {
     root: PathBuf,
+    /// The canonical project root (`hello` sets it): what relative prefetch paths are under.
+    project: RwLock<Option<PathBuf>>,
     /// The watcher runs (fast path for `flush` and the flags).
     live: AtomicBool,
     /// Canonical paths of the directories with a live watch; empty while stopped.
@@ -104,7 +106,12 @@ struct Feed {
     sub: String,
     /// Its answer was written: items may follow.
     active: bool,
+    /// The lookups to make and send as its first item, once its answer is written.
+    prefetch: Option<Prefetch>,
 }
+
+/// Builds a feed's [`Change::Prefetch`] (blocking file system work).
+type Prefetch = Box<dyn FnOnce() -> Change + Send + Sync>;
 
 struct Running {
     fd: Arc<AsyncFd<OwnedFd>>,
@@ -127,6 +134,7 @@ impl Tracker {
     pub fn new(root: PathBuf) -> Self {
         Tracker {
             root,
+            project: RwLock::new(None),
             live: AtomicBool::new(false),
             watched: Arc::default(),
             inner: Mutex::new(Inner::default()),
@@ -151,6 +159,13 @@ impl Tracker {
             .unwrap_or(false)
     }
 
+    /// The canonical project root, for relative prefetch paths (set by `hello`).
+    pub fn set_project(&self, project: PathBuf) {
+        if let Ok(mut p) = self.project.write() {
+            *p = Some(project);
+        }
+    }
+
     /// Directories watched now (for tests and logs).
     pub fn watched_count(&self) -> usize {
         self.watched.read().map(|w| w.len()).unwrap_or(0)
@@ -158,7 +173,12 @@ impl Tracker {
 
     /// Open a feed for subscription `sub` (its id as JSON), arming the watcher if it is the
     /// first. Items flow once [`Tracker::answered`] saw its answer go out.
-    async fn open(self: &Arc<Self>, out: Out, sub: String) -> Result<u64, Errno> {
+    async fn open(
+        self: &Arc<Self>,
+        out: Out,
+        sub: String,
+        prefetch: Option<Prefetch>,
+    ) -> Result<u64, Errno> {
         let mut inner = self.inner.lock().await;
         if inner.run.is_none() {
             self.start(&mut inner).await?;
@@ -169,6 +189,7 @@ impl Tracker {
             key,
             sub,
             active: false,
+            prefetch,
         });
         Ok(key)
     }
@@ -197,14 +218,33 @@ impl Tracker {
             return;
         };
         let mut inner = self.inner.lock().await;
-        for f in inner.feeds.iter_mut() {
+        for i in 0..inner.feeds.len() {
+            let f = &mut inner.feeds[i];
             if serde_json::from_str::<serde_json::Value>(&f.sub)
                 .ok()
                 .as_ref()
-                == Some(&id)
+                != Some(&id)
             {
-                f.active = true;
+                continue;
             }
+            // The prefetch is made now, under the lock: no batch is read (and lost to this feed,
+            // not active yet) between its lookups and its delivery, and every change after them
+            // is delivered after it.
+            if let Some(make) = f.prefetch.take() {
+                let sub = f.sub.clone();
+                let t0 = std::time::Instant::now();
+                if let Ok(item) = tokio::task::spawn_blocking(make).await {
+                    if let (Some(out), Ok(body)) = (&inner.out, serde_json::to_string(&item)) {
+                        tracing::debug!(
+                            "fs.changes: prefetch of {} bytes made in {:?}",
+                            body.len(),
+                            t0.elapsed()
+                        );
+                        out.note(note_frame(&sub, &body).into()).await;
+                    }
+                }
+            }
+            inner.feeds[i].active = true;
         }
     }
 
@@ -348,7 +388,7 @@ impl Tracker {
 pub async fn subscribe(
     agent: Arc<Agent>,
     session: Arc<Session>,
-    _p: Empty,
+    p: ChangesParams,
     pending: Pending<protocol::methods::Changes>,
 ) {
     let Some(out) = agent.out.get().cloned() else {
@@ -357,7 +397,13 @@ pub async fn subscribe(
             .await;
     };
     let tracker = session.changes.clone();
-    let key = match tracker.open(out, pending.subscription_id()).await {
+    let prefetch = (!p.prefetch.is_empty()).then(|| {
+        let s = session.clone();
+        let project = tracker.project.read().ok().and_then(|p| p.clone());
+        let paths = p.prefetch;
+        Box::new(move || prefetch(&s, project.as_deref(), &paths)) as Prefetch
+    });
+    let key = match tracker.open(out, pending.subscription_id(), prefetch).await {
         Ok(k) => k,
         Err(e) => return pending.reject(e.into()).await,
     };
@@ -422,17 +468,125 @@ async fn deliver(inner: &Inner, items: &[Change]) {
         .collect();
     for feed in inner.feeds.iter().filter(|f| f.active) {
         for body in &bodies {
-            let frame = format!(
-                "{{\"jsonrpc\":\"2.0\",\"method\":\"{}\",\"params\":{{\"subscription\":{},\"result\":{}}}}}",
-                <protocol::methods::Changes as protocol::Subscription>::NOTIFICATION,
-                feed.sub,
-                body
-            );
-            if !out.note(frame.into()).await {
+            if !out.note(note_frame(&feed.sub, body).into()).await {
                 return;
             }
         }
     }
+}
+
+/// An `fs.changed` notification of subscription `sub` (JSON) carrying `body` (an item, JSON).
+fn note_frame(sub: &str, body: &str) -> String {
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"method\":\"{}\",\"params\":{{\"subscription\":{},\"result\":{}}}}}",
+        <protocol::methods::Changes as protocol::Subscription>::NOTIFICATION,
+        sub,
+        body
+    )
+}
+
+/// The feed's [`Change::Prefetch`]: each path (absolute, or relative to `project`) normalised
+/// lexically, then looked up as `fs.stat {lstat: true}` would, with its flags; a small regular
+/// file's bytes too when its lstat is cacheable. Paths that are not usable are left out.
+fn prefetch(s: &Session, project: Option<&Path>, paths: &[String]) -> Change {
+    let mut entries = Vec::new();
+    let mut seen = HashSet::new();
+    for p in paths {
+        let Some(path) = resolve(project, p) else {
+            continue;
+        };
+        if seen.insert(path.clone()) {
+            entries.push(prefetch_one(s, path));
+        }
+    }
+    Change::Prefetch { entries }
+}
+
+/// `p` (not empty) made absolute against `project` and normalised (`.`, `..`, empty components),
+/// or `None`.
+fn resolve(project: Option<&Path>, p: &str) -> Option<String> {
+    if p.is_empty() {
+        return None;
+    }
+    let base = if p.starts_with('/') {
+        String::new()
+    } else {
+        project?.to_str()?.to_string()
+    };
+    let mut parts: Vec<&str> = base.split('/').filter(|c| !c.is_empty()).collect();
+    for c in p.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let out = format!("/{}", parts.join("/"));
+    is_normal(&out).then_some(out)
+}
+
+fn prefetch_one(s: &Session, path: String) -> PrefetchEntry {
+    let lstat = crate::fs::stat(
+        s,
+        protocol::fs::StatParams {
+            path: path.clone(),
+            lstat: true,
+        },
+    );
+    let mut entry = PrefetchEntry {
+        path,
+        lstat: None,
+        error: None,
+        data: None,
+    };
+    match lstat {
+        Ok(st) => {
+            if st.cache && st.mode & libc::S_IFMT == libc::S_IFREG && st.size <= PREFETCH_MAX_DATA {
+                entry.data = small_file(s, &entry.path, &st).map(protocol::Bytes);
+            }
+            entry.lstat = Some(st);
+        }
+        Err(crate::server::Failure::Os(e)) => entry.error = Some(e),
+        Err(crate::server::Failure::Code(_, m)) => {
+            entry.error = Some(Errno::new("EIO", "lstat", Some(&entry.path)).with_detail(m))
+        }
+    }
+    entry
+}
+
+/// The whole contents of the regular file `path` whose lstat is `st`, read with O_NOATIME (the
+/// prefetch must change nothing a later `stat` would see), and only if the open file is still
+/// the one `st` describes. `None` where any of that fails.
+fn small_file(s: &Session, path: &str, st: &protocol::fs::Stat) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let r = s
+        .sandbox
+        .pin(path, crate::sandbox::Follow::NotLast, "open")
+        .ok()?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME | libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&*r)
+        .ok()?;
+    let mut buf = Vec::with_capacity(st.size as usize);
+    (&mut f)
+        .take(PREFETCH_MAX_DATA + 1)
+        .read_to_end(&mut buf)
+        .ok()?;
+    let md = f.metadata().ok()?;
+    let same = md.is_file()
+        && md.ino() == st.ino
+        && md.dev() == st.dev
+        && md.size() == st.size
+        && buf.len() as u64 == st.size
+        && md.mtime() == st.mtime.0
+        && md.mtime_nsec() == i64::from(st.mtime.1)
+        && md.ctime() == st.ctime.0
+        && md.ctime_nsec() == i64::from(st.ctime.1);
+    same.then_some(buf)
 }
 
 /// Deduplicate; more than [`COALESCE`] children of one directory become the directory; drop

@@ -360,6 +360,7 @@ pub async fn hello(agent: Arc<Agent>, p: Hello) -> Result<HelloResult, Failure> 
         has_fd: probe.has_fd,
     };
     let session = Session::new(Sandbox::new(sandbox), probe.login.clone());
+    session.changes.set_project(project.clone());
     agent.set_session(session);
     Ok(HelloResult {
         protocol: protocol::PROTOCOL_VERSION,

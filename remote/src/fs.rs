@@ -29,32 +29,32 @@ pub fn register_all(t: &mut Table) {
     register_inline::<m::Access, _>(t, access);
     register_blocking::<m::ReadDir, _>(t, |_, s, p| readdir(s, p));
     register_blocking::<m::Read, _>(t, |_, s, p| read(s, p));
-    register_blocking::<m::Write, _>(t, |_, s, p| write(s, p));
+    register_mutation::<m::Write, _>(t, |_, s, p| write(s, p));
     register_blocking::<m::UploadBegin, _>(t, upload_begin);
     register::<m::UploadChunk, _, _>(t, upload_chunk);
-    register_blocking::<m::UploadCommit, _>(t, |a, _, p| a.uploads.commit(&p.id));
+    register_mutation::<m::UploadCommit, _>(t, |a, _, p| a.uploads.commit(&p.id));
     register_blocking::<m::UploadAbort, _>(t, |a, _, p| {
         a.uploads.abort(&p.id);
         Ok(Empty)
     });
-    register_blocking::<m::Mkdir, _>(t, |_, s, p| mkdir(s, p));
-    register_blocking::<m::Rmdir, _>(t, |_, s, p| {
+    register_mutation::<m::Mkdir, _>(t, |_, s, p| mkdir(s, p));
+    register_mutation::<m::Rmdir, _>(t, |_, s, p| {
         let r = s.sandbox.pin(&p.path, Follow::NotLast, "rmdir")?;
         std::fs::remove_dir(&r).map_err(|e| os(&e, "rmdir", &p.path))?;
         Ok(Empty)
     });
-    register_blocking::<m::Unlink, _>(t, |_, s, p| {
+    register_mutation::<m::Unlink, _>(t, |_, s, p| {
         let r = s.sandbox.pin(&p.path, Follow::NotLast, "unlink")?;
         std::fs::remove_file(&r).map_err(|e| os(&e, "unlink", &p.path))?;
         Ok(Empty)
     });
-    register_blocking::<m::Rm, _>(t, |_, s, p| rm(s, p));
-    register_blocking::<m::Rename, _>(t, |_, s, p| {
+    register_mutation::<m::Rm, _>(t, |_, s, p| rm(s, p));
+    register_mutation::<m::Rename, _>(t, |_, s, p| {
         let (from, to) = two(&s.sandbox, &p.from, &p.to, Follow::NotLast, "rename")?;
         std::fs::rename(&from, &to).map_err(|e| os2(&e, "rename", &p.from, &p.to))?;
         Ok(Empty)
     });
-    register_blocking::<m::CopyFile, _>(t, |_, s, p| copy_file(s, p));
+    register_mutation::<m::CopyFile, _>(t, |_, s, p| copy_file(s, p));
     register_inline::<m::Realpath, _>(t, |s, p| {
         let r = s.sandbox.pin(&p.path, Follow::All, "realpath")?;
         std::fs::symlink_metadata(&*r).map_err(|e| os(&e, "realpath", &p.path))?;
@@ -65,7 +65,7 @@ pub fn register_all(t: &mut Table) {
         let target = std::fs::read_link(&r).map_err(|e| os(&e, "readlink", &p.path))?;
         Ok(target.to_string_lossy().into_owned())
     });
-    register_blocking::<m::Symlink, _>(t, |_, s, p| {
+    register_mutation::<m::Symlink, _>(t, |_, s, p| {
         let err = |e: Errno| e.with_dest(&p.path);
         if p.target.contains('\0') {
             return Err(Errno::new("EINVAL", "symlink", Some(&p.target))
@@ -83,19 +83,19 @@ pub fn register_all(t: &mut Table) {
             .map_err(|e| os2(&e, "symlink", &p.target, &p.path))?;
         Ok(Empty)
     });
-    register_blocking::<m::Link, _>(t, |_, s, p| {
+    register_mutation::<m::Link, _>(t, |_, s, p| {
         let (from, to) = two(&s.sandbox, &p.from, &p.to, Follow::NotLast, "link")?;
         std::fs::hard_link(&from, &to).map_err(|e| os2(&e, "link", &p.from, &p.to))?;
         Ok(Empty)
     });
-    register_blocking::<m::Chmod, _>(t, |_, s, p| {
+    register_mutation::<m::Chmod, _>(t, |_, s, p| {
         let r = s.sandbox.pin(&p.path, Follow::All, "chmod")?;
         std::fs::set_permissions(&r, std::fs::Permissions::from_mode(p.mode & 0o7777))
             .map_err(|e| os(&e, "chmod", &p.path))?;
         Ok(Empty)
     });
-    register_blocking::<m::Utimes, _>(t, |_, s, p| utimes(s, p));
-    register_blocking::<m::Truncate, _>(t, |_, s, p| {
+    register_mutation::<m::Utimes, _>(t, |_, s, p| utimes(s, p));
+    register_mutation::<m::Truncate, _>(t, |_, s, p| {
         let r = s.sandbox.pin(&p.path, Follow::All, "open")?;
         let f = OpenOptions::new()
             .write(true)
@@ -105,7 +105,36 @@ pub fn register_all(t: &mut Table) {
             .map_err(|e| os(&e, "ftruncate", &p.path))?;
         Ok(Empty)
     });
-    register_blocking::<m::Mkdtemp, _>(t, |_, s, p| mkdtemp(s, p));
+    register_mutation::<m::Mkdtemp, _>(t, |_, s, p| mkdtemp(s, p));
+}
+
+/// Register a blocking handler that changes the file system. Whatever its outcome, the change
+/// feed is flushed before the answer (`Tracker::flush`, a no-op without a subscriber), so the
+/// `fs.changed` of what it did reach the client first (protocol::watch::Change): the client then
+/// never has to guess where a call through a symlink landed. Inside `fs.batch` each call does it.
+fn register_mutation<M, F>(t: &mut Table, f: F)
+where
+    M: protocol::Method,
+    F: Fn(&Agent, &Session, M::Params) -> Result<M::Result, Failure>
+        + Send
+        + Sync
+        + Clone
+        + 'static,
+{
+    register::<M, _, _>(t, move |agent: Arc<Agent>, p| {
+        let f = f.clone();
+        async move {
+            let session = agent.session()?;
+            let s = session.clone();
+            let r = tokio::task::spawn_blocking(move || f(&agent, &s, p))
+                .await
+                .map_err(|e| {
+                    Failure::Code(protocol::ErrorCode::Os, format!("worker failed: {e}"))
+                })?;
+            session.changes.flush().await;
+            r
+        }
+    });
 }
 
 /// An OS error on one path.
@@ -187,7 +216,7 @@ fn cacheable(f: Failure, plain: bool) -> Failure {
     }
 }
 
-fn stat(s: &Session, p: StatParams) -> Result<protocol::fs::Stat, Failure> {
+pub(crate) fn stat(s: &Session, p: StatParams) -> Result<protocol::fs::Stat, Failure> {
     let (follow, syscall) = if p.lstat {
         (Follow::NotLast, "lstat")
     } else {

@@ -458,6 +458,273 @@ async fn cache_flags_only_for_plain_paths_under_watched_dirs() {
     );
 }
 
+/// Set `path`'s atime and mtime (seconds), without following a symlink.
+fn set_times(path: &str, atime: i64, mtime: i64) {
+    let c = std::ffi::CString::new(path).unwrap();
+    let ts = [
+        libc::timespec {
+            tv_sec: atime,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: valid C string and two timespecs.
+    let r = unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            ts.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    assert_eq!(r, 0, "utimensat {path}");
+}
+
+#[tokio::test]
+async fn prefetch_is_the_feeds_first_item_with_the_usual_flags() {
+    use std::os::unix::fs::MetadataExt;
+    let mut c = Client::ready().await;
+    std::fs::create_dir_all(c.p(".pi")).unwrap();
+    std::fs::create_dir_all(c.p(".git")).unwrap();
+    std::fs::create_dir_all(c.p("sub")).unwrap();
+    std::fs::write(c.p("AGENTS.md"), b"be nice").unwrap();
+    std::fs::write(c.p(".git/HEAD"), b"ref: refs/heads/main\n").unwrap();
+    std::fs::write(c.p("sub/x"), b"x").unwrap();
+    std::fs::write(c.p("big.md"), vec![b'b'; 64 * 1024 + 1]).unwrap();
+    std::fs::write(c.p("abs.txt"), b"").unwrap();
+    std::os::unix::fs::symlink("AGENTS.md", c.p("CLAUDE.md")).unwrap();
+    std::os::unix::fs::symlink("sub", c.p("ln")).unwrap();
+    // relatime would move an atime older than the mtime on the first read: the prefetch must not.
+    set_times(&c.p("AGENTS.md"), 1_000, 2_000);
+
+    let abs = c.p("abs.txt");
+    let ask = json!([
+        "AGENTS.md",
+        "CLAUDE.md",
+        "missing.md",
+        "nodir/x",
+        ".git/HEAD",
+        ".pi",
+        "big.md",
+        "ln/x",
+        "sub/../AGENTS.md",
+        "./sub//x",
+        abs,
+        "../outside",
+        ""
+    ]);
+    let sub = c.ok("fs.changes", json!({ "prefetch": ask })).await;
+    // The first item of the feed, right after the answer.
+    let item = c.notification(&sub).await;
+    assert_eq!(item["type"], "prefetch", "{item}");
+    let entries = item["entries"].as_array().unwrap();
+    let get = |rel: &str| -> &Value {
+        let p = c.p(rel);
+        entries
+            .iter()
+            .find(|e| e["path"] == json!(p))
+            .unwrap_or_else(|| panic!("no entry for {p}: {item}"))
+    };
+    let data = |e: &Value| {
+        e.get("data").map(|d| {
+            serde_json::from_value::<protocol::Bytes>(d.clone())
+                .unwrap()
+                .0
+        })
+    };
+
+    let agents = get("AGENTS.md");
+    assert!(stat_cache(&agents["lstat"]), "{agents}");
+    assert_eq!(data(agents).as_deref(), Some(&b"be nice"[..]));
+    let head = get(".git/HEAD");
+    assert_eq!(data(head).as_deref(), Some(&b"ref: refs/heads/main\n"[..]));
+    assert_eq!(get("sub/x")["data"], json!("eA=="), "normalised ./sub//x");
+    assert_eq!(
+        get("abs.txt")["data"],
+        json!(""),
+        "absolute path, empty file"
+    );
+    // A symlink: its lstat is cacheable, its target's bytes are not sent.
+    let claude = get("CLAUDE.md");
+    assert!(stat_cache(&claude["lstat"]), "{claude}");
+    assert_eq!(
+        claude["lstat"]["mode"].as_u64().unwrap() as u32 & libc::S_IFMT,
+        libc::S_IFLNK
+    );
+    assert!(claude.get("data").is_none(), "{claude}");
+    // Missing: a cacheable ENOENT; under a missing (so unwatched) directory, as fs.stat: not.
+    for (rel, cache) in [("missing.md", json!(true)), ("nodir/x", Value::Null)] {
+        let e = &get(rel)["error"];
+        assert_eq!(e["code"], "ENOENT", "{rel}: {e}");
+        assert_eq!(e["syscall"], "lstat", "{rel}: {e}");
+        assert_eq!(e["cache"], cache, "{rel}: {e}");
+    }
+    // A directory: no data; a big file: no data.
+    assert!(stat_cache(&get(".pi")["lstat"]));
+    assert!(get(".pi").get("data").is_none());
+    assert!(stat_cache(&get("big.md")["lstat"]));
+    assert!(get("big.md").get("data").is_none());
+    // Reached through a symlinked directory: answered, never cacheable, no bytes.
+    let through = get("ln/x");
+    assert!(!stat_cache(&through["lstat"]), "{through}");
+    assert!(through.get("data").is_none(), "{through}");
+    // `..` resolved lexically, duplicates once; outside the sandbox: an error nobody may cache.
+    assert_eq!(
+        entries
+            .iter()
+            .filter(|e| e["path"] == json!(c.p("AGENTS.md")))
+            .count(),
+        1
+    );
+    let parent = std::path::Path::new(&c.root).parent().unwrap();
+    let outside = entries
+        .iter()
+        .find(|e| e["path"] == json!(parent.join("outside").to_str().unwrap()))
+        .expect("../outside");
+    assert!(
+        outside["error"].is_object() && outside["error"].get("cache").is_none(),
+        "{outside}"
+    );
+    assert_eq!(entries.len(), 11, "{item}");
+    // Nothing the prefetch did changed what a stat says.
+    assert_eq!(std::fs::metadata(c.p("AGENTS.md")).unwrap().atime(), 1_000);
+
+    // Changes come after it, as usual.
+    let mut n = 0;
+    std::fs::write(c.p("AGENTS.md"), b"changed").unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&c.p("AGENTS.md")), "{s:?}");
+
+    // A second feed without prefetch gets none; bad params are refused.
+    let plain = subscribe(&mut c).await;
+    let s = until_marker(&mut c, &plain, &mut n).await;
+    assert_eq!(s.all, 0);
+    let e = c.err("fs.changes", json!({"prefetch": [], "x": 1})).await;
+    assert!(e.to_string().contains("unknown field"), "{e}");
+}
+
+/// The paths of `fs.changed` items of `feed` stashed before the last reply, taken.
+fn before_answer(c: &mut Client, feed: &Value) -> Seen {
+    let mut seen = Seen::default();
+    for f in std::mem::take(&mut c.stash) {
+        if f["params"]["subscription"] == *feed {
+            seen.add(&f["params"]["result"]);
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn every_mutation_answers_after_its_changes() {
+    let mut c = Client::ready().await;
+    std::fs::create_dir_all(c.p("real/d")).unwrap();
+    std::fs::write(c.p("real/src"), b"src").unwrap();
+    std::os::unix::fs::symlink("real", c.p("via")).unwrap();
+    let feed = subscribe(&mut c).await;
+    let mut n = 0;
+    until_marker(&mut c, &feed, &mut n).await;
+    let b64 = crate::server::tests::b64;
+    let t = json!([5, 0]);
+    // (method, params, the real path that must be reported before the answer), all through the
+    // symlinked directory `via`, in an order where each succeeds.
+    let calls: Vec<(&str, Value, &str)> = vec![
+        (
+            "fs.write",
+            json!({"path": c.p("via/w"), "data": b64(b"w")}),
+            "real/w",
+        ),
+        (
+            "fs.write",
+            json!({"path": c.p("via/w"), "data": b64(b"+"), "flag": "a"}),
+            "real/w",
+        ),
+        (
+            "fs.mkdir",
+            json!({"path": c.p("via/m/n"), "recursive": true}),
+            "real/m",
+        ),
+        ("fs.rmdir", json!({"path": c.p("via/m/n")}), "real/m/n"),
+        (
+            "fs.rename",
+            json!({"from": c.p("via/w"), "to": c.p("via/w2")}),
+            "real/w2",
+        ),
+        (
+            "fs.copyFile",
+            json!({"from": c.p("via/src"), "to": c.p("via/cp")}),
+            "real/cp",
+        ),
+        (
+            "fs.symlink",
+            json!({"target": "src", "path": c.p("via/sl")}),
+            "real/sl",
+        ),
+        (
+            "fs.link",
+            json!({"from": c.p("via/src"), "to": c.p("via/hl")}),
+            "real/hl",
+        ),
+        (
+            "fs.chmod",
+            json!({"path": c.p("via/src"), "mode": 0o600}),
+            "real/src",
+        ),
+        (
+            "fs.utimes",
+            json!({"path": c.p("via/src"), "atime": t, "mtime": t}),
+            "real/src",
+        ),
+        (
+            "fs.truncate",
+            json!({"path": c.p("via/src"), "length": 1}),
+            "real/src",
+        ),
+        ("fs.unlink", json!({"path": c.p("via/hl")}), "real/hl"),
+        (
+            "fs.rm",
+            json!({"path": c.p("via/m"), "recursive": true}),
+            "real/m",
+        ),
+        ("fs.mkdtemp", json!({"prefix": c.p("via/t-")}), "real"),
+        (
+            "fs.batch",
+            json!({"calls": [{"method": "fs.write", "params": {"path": c.p("via/b"), "data": b64(b"b")}}]}),
+            "real/b",
+        ),
+    ];
+    for (method, params, real) in calls {
+        c.stash.clear();
+        let r = c.ok(method, params.clone()).await;
+        let seen = before_answer(&mut c, &feed);
+        let real = c.p(real);
+        let covered = seen.covers(&real)
+            || (method == "fs.mkdtemp"
+                && seen
+                    .paths
+                    .iter()
+                    .any(|p| p.starts_with(&format!("{real}/t-"))));
+        assert!(
+            covered,
+            "{method} {params}: {real} not reported before the answer {r}: {seen:?}"
+        );
+        nothing_late(&mut c, &feed, &mut n).await;
+    }
+    // An upload's commit too.
+    let id = c
+        .ok("fs.upload.begin", json!({"path": c.p("via/up")}))
+        .await["id"]
+        .clone();
+    c.ok("fs.upload.chunk", json!({"id": id, "data": b64(b"up")}))
+        .await;
+    c.stash.clear();
+    c.ok("fs.upload.commit", json!({"id": id})).await;
+    let seen = before_answer(&mut c, &feed);
+    assert!(seen.covers(&c.p("real/up")), "upload commit: {seen:?}");
+}
+
 #[test]
 fn coalescing() {
     let p = |s: &str| PathBuf::from(s);
