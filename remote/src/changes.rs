@@ -9,7 +9,9 @@
 //! under it before the watch existed is dropped; a directory moved away or deleted loses its
 //! watches. The queue overflowing (`IN_Q_OVERFLOW`) re-walks the whole tree and reports `All`.
 //! A directory the kernel will not watch (`ENOSPC`: `max_user_watches` reached) is left out with
-//! its subtree: nothing under it is ever flagged cacheable.
+//! its subtree: nothing under it is ever flagged cacheable. So is a directory on a shared
+//! filesystem (NFS, SMB, FUSE, 9p, cluster filesystems…: [`shared_fs`]), where inotify sees only
+//! this machine's own changes and another machine's write would leave a client's cache stale.
 //!
 //! Ordering. One lock ([`Tracker::inner`]) covers reading the inotify queue and handing the
 //! resulting `fs.changed` notifications to the session's ordered output ([`Out`]). The reader
@@ -641,6 +643,7 @@ struct Tree {
     dirs: BTreeMap<PathBuf, i32>,
     watched: Watched,
     full_logged: bool,
+    shared_logged: bool,
     buf: Vec<u8>,
 }
 
@@ -653,6 +656,7 @@ impl Tree {
             dirs: BTreeMap::new(),
             watched,
             full_logged: false,
+            shared_logged: false,
             buf: vec![0u8; READ_BUF],
         }
     }
@@ -677,6 +681,19 @@ impl Tree {
         let mut added: Vec<Box<[u8]>> = Vec::new();
         let mut first = true;
         while let Some(dir) = stack.pop() {
+            if let Some(kind) = shared_fs(&dir) {
+                // Other machines change these without an inotify event here: never cached.
+                if !self.shared_logged {
+                    self.shared_logged = true;
+                    tracing::info!(
+                        "fs.changes: {} is on a shared filesystem ({kind}); changes made from \
+                         other machines raise no inotify event, so nothing there is cached",
+                        dir.display()
+                    );
+                }
+                first = false;
+                continue;
+            }
             let wd = match self.add_watch(&dir) {
                 Ok(wd) => wd,
                 Err(e) => {
@@ -875,6 +892,42 @@ impl Tree {
 
 #[cfg(test)]
 mod tests;
+
+/// The kind of filesystem `dir` is on if other machines (or a VM host) can change it behind the
+/// kernel's back — network, cluster and shared-folder filesystems, and FUSE (sshfs, virtiofs, …)
+/// — where inotify only sees this machine's own changes. `None` for local filesystems.
+fn shared_fs(dir: &Path) -> Option<&'static str> {
+    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is a valid C string.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    shared_fs_kind((st.f_type as u64 & 0xffff_ffff) as u32)
+}
+
+/// `statfs.f_type` magic numbers (linux/magic.h and the filesystems' own headers).
+fn shared_fs_kind(magic: u32) -> Option<&'static str> {
+    Some(match magic {
+        0x6969 => "nfs",
+        0x517b => "smb",
+        0xff53_4d42 => "cifs",
+        0xfe53_4d42 => "smb2",
+        0x6573_5546 => "fuse",
+        0x0102_1997 => "9p",
+        0x00c3_6400 => "ceph",
+        0x5346_414f | 0x6b41_4653 => "afs",
+        0x7375_7245 => "coda",
+        0x0bd0_0bd0 => "lustre",
+        0x4750_4653 => "gpfs",
+        0x0116_1970 => "gfs2",
+        0x7461_636f => "ocfs2",
+        0x2003_0528 => "orangefs",
+        0x786f_4256 => "vboxsf",
+        _ => return None,
+    })
+}
 
 /// The subdirectories of `dir` (not following symlinks), listed without touching its atime
 /// (O_NOATIME, where the agent owns the directory): arming the feed must not change what a

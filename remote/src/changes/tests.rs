@@ -758,3 +758,24 @@ fn normal_paths() {
         assert!(!is_normal(bad), "{bad}");
     }
 }
+
+#[test]
+fn shared_filesystems_are_never_watched() {
+    for (magic, kind) in [
+        (0x6969, "nfs"),
+        (0xff53_4d42, "cifs"),
+        (0xfe53_4d42, "smb2"),
+        (0x6573_5546, "fuse"),
+        (0x0102_1997, "9p"),
+    ] {
+        assert_eq!(super::shared_fs_kind(magic), Some(kind));
+    }
+    // ext4, tmpfs, xfs, btrfs, overlayfs: local, watched.
+    for magic in [0xef53, 0x0102_1994, 0x5846_5342, 0x9123_683e, 0x794c_7630] {
+        assert_eq!(super::shared_fs_kind(magic), None, "{magic:#x}");
+    }
+    // The directories these tests use are local: their answers get flagged (the other tests
+    // rely on that), and a shared filesystem would be named here.
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(super::shared_fs(dir.path()), None);
+}
