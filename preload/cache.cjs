@@ -312,9 +312,30 @@ function lookup(method, params) {
       }
     }
   }
+  if (!out) {
+    // Under a path known not to exist, nothing exists (its creation drops this answer too).
+    if (state.epoch !== 0 && typeof params.path === 'string' && missingAncestor(params.path)) {
+      const syscall = kind === 'read' ? 'open' : kind === 'access' ? 'access' : params.lstat ? 'lstat' : 'stat';
+      const data = { code: 'ENOENT', syscall, path: params.path, cache: true };
+      out = { error: { code: -32000, message: `ENOENT: no such file or directory, ${syscall} '${params.path}'`, data } };
+    }
+  }
   if (out) counters.hits++;
   else counters.misses++;
   return out;
+}
+
+// Whether a proper ancestor of `p` has a cached ENOENT.
+function missingAncestor(p) {
+  const parts = split(p);
+  let n = state.root;
+  for (let i = 0; i < parts.length - 1; i++) {
+    if (!n.kids) return false;
+    n = n.kids.get(parts[i]);
+    if (!n) return false;
+    for (const e of [n.stat, n.lstat]) if (e && e.err && e.err.data && e.err.data.code === 'ENOENT') return true;
+  }
+  return false;
 }
 
 // ---- storing ------------------------------------------------------------------------------------

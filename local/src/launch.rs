@@ -228,6 +228,10 @@ pub fn find_pi(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
 /// is a cache hit instead of a round trip. Walk-ups above the project root are left out: with
 /// the default sandbox (the project root) they are local paths.
 pub const PI_PREFETCH: &[&str] = &[
+    // The directories first: where one is missing (the usual case), the preload answers every
+    // lookup under it from that one negative entry.
+    ".pi",
+    ".agents",
     ".pi/commands",
     ".pi/hooks",
     ".pi/tools",

@@ -90,6 +90,22 @@ test('unit: negative entries answer stat, lstat and access with their own syscal
   assert.strictEqual(cache.lookup('fs.stat', { path: '/p/y', lstat: false }), undefined);
 });
 
+test('unit: under a path cached as missing, every lookup is ENOENT with its own path and syscall, until the path appears', () => {
+  const { cache, live, feed } = freshCache();
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/.pi', lstat: true }, { error: enoent('/p/.pi', 'lstat') });
+  const s = cache.lookup('fs.stat', { path: '/p/.pi/settings.json', lstat: false });
+  assert.deepStrictEqual([s.error.data.code, s.error.data.syscall, s.error.data.path], ['ENOENT', 'stat', '/p/.pi/settings.json']);
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/.pi/a/b', lstat: true }).error.data.syscall, 'lstat');
+  assert.strictEqual(cache.lookup('fs.access', { path: '/p/.pi/x', mode: 0 }).error.data.syscall, 'access');
+  assert.strictEqual(cache.lookup('fs.read', { path: '/p/.pi/x', offset: 0 }).error.data.syscall, 'open');
+  // a sibling of the missing path is not answered
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/other', lstat: false }), undefined);
+  // the directory appears (a change names it): nothing under it is answered any more
+  feed({ type: 'paths', paths: ['/p/.pi'] });
+  assert.strictEqual(cache.lookup('fs.stat', { path: '/p/.pi/settings.json', lstat: false }), undefined);
+});
+
 test('unit: a symlink lstat does not answer stat', () => {
   const { cache, live } = freshCache();
   live(1);

@@ -183,3 +183,43 @@ fn a_change_by_someone_else_reaches_the_cache() {
         "no cache hits while polling: {v}"
     );
 }
+
+/// What pi looks up when it starts comes with the feed's first item (the prefetch): in a fresh
+/// process over ssh, those lookups are answered without a round trip, and the bytes are right.
+const PREFETCH_SCRIPT: &str = r#"
+const fs = require('fs');
+const stats = globalThis[Symbol.for('pi-bridge.cache')];
+const before = stats ? { ...stats } : null;
+const r = {
+  agents: fs.existsSync('AGENTS.md') && fs.readFileSync('AGENTS.md', 'utf8'),
+  settings: fs.existsSync('.pi/settings.json'),
+  claude: fs.existsSync('CLAUDE.md'),
+  git: fs.statSync('.git').isDirectory(),
+  head: fs.readFileSync('.git/HEAD', 'utf8'),
+};
+console.log(JSON.stringify({ r, hits: stats.hits - before.hits, misses: stats.misses - before.misses }));
+"#;
+
+#[test]
+fn what_pi_reads_at_startup_is_prefetched() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let script = script_file(dir.path(), PREFETCH_SCRIPT);
+    let log = dir.path().join("pii.log");
+    let out = pii_ssh(&sshd, &log, &script, &[], &[])
+        .output()
+        .expect("run pii");
+    assert_success("the prefetch script", &out, &log);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("script output is not JSON ({e}): {stdout}"));
+    eprintln!("prefetch: {v}");
+    let agents = String::from_utf8(sshd.read_remote("AGENTS.md")).unwrap();
+    assert_eq!(v["r"]["agents"], agents.as_str(), "{v}");
+    assert_eq!(v["r"]["settings"], false, "{v}");
+    assert_eq!(v["r"]["claude"], false, "{v}");
+    assert_eq!(v["r"]["git"], true, "{v}");
+    assert_eq!(v["r"]["head"], "ref: refs/heads/main\n", "{v}");
+    assert_eq!(v["misses"], 0, "a startup lookup went to the remote: {v}");
+    assert!(v["hits"].as_u64().unwrap_or(0) >= 6, "{v}");
+}
