@@ -267,12 +267,17 @@ fn ssh_cat(sshd: &Sshd, cfg: &Path, path: &str) -> Result<(f64, usize)> {
 }
 
 /// `git status` run natively on the remote (inside the fixture, timed there).
+/// `git status` run on the remote itself (no ssh in the timing): the median of 3, as the bridge's.
 fn git_native(sshd: &Sshd, root: &str) -> Result<f64> {
-    let out = sshd.run_remote_ok(&format!(
-        "cd {root}/gitrepo && s=$(date +%s%N) && git status --porcelain >/dev/null && e=$(date +%s%N) && echo $((e - s))"
-    ));
-    let ns: f64 = out.trim().parse().context("git native timing")?;
-    Ok(ns / 1e6)
+    let mut xs = vec![];
+    for _ in 0..3 {
+        let out = sshd.run_remote_ok(&format!(
+            "cd {root}/gitrepo && s=$(date +%s%N) && git status --porcelain >/dev/null && e=$(date +%s%N) && echo $((e - s))"
+        ));
+        let ns: f64 = out.trim().parse().context("git native timing")?;
+        xs.push(ns / 1e6);
+    }
+    median(&xs).ok_or_else(|| anyhow!("no git timing"))
 }
 
 /// The longest a cold sshfs `git status` may run; beyond it the figure is a lower bound.
