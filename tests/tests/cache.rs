@@ -20,6 +20,20 @@ fn script_file(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
     p
 }
 
+/// Runs `body` through `pii --ssh` to the end; its stdout parsed as JSON.
+fn run_json_script(sshd: &Sshd, what: &str, body: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let script = script_file(dir.path(), body);
+    let log = dir.path().join("pii.log");
+    let out = pii_ssh(sshd, &log, &script, &[], &[])
+        .output()
+        .expect("run pii");
+    assert_success(what, &out, &log);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{what}: output is not JSON ({e}): {stdout}"))
+}
+
 /// Random remote changes (write, append, rm, mv, chmod, mkdir, rmdir) by every way of running a
 /// command; after each command the whole view (existsSync, statSync size/mode, readFileSync,
 /// lstat of missing paths) must match the model. Each view is read twice before the command so
@@ -95,16 +109,7 @@ const ways = ['execSync', 'spawnSync', 'exec', 'spawn'];
 #[test]
 fn after_a_command_finishes_the_cache_shows_everything_it_did() {
     let sshd = Sshd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let script = script_file(dir.path(), MODEL_SCRIPT);
-    let log = dir.path().join("pii.log");
-    let out = pii_ssh(&sshd, &log, &script, &[], &[])
-        .output()
-        .expect("run pii");
-    assert_success("the model script", &out, &log);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("script output is not JSON ({e}): {stdout}"));
+    let v = run_json_script(&sshd, "the model script", MODEL_SCRIPT);
     assert_eq!(v["count"], 0, "stale or wrong answers after a command: {v}");
     let stats = &v["stats"];
     assert!(
@@ -203,16 +208,7 @@ console.log(JSON.stringify({ r, hits: stats.hits - before.hits, misses: stats.mi
 #[test]
 fn what_pi_reads_at_startup_is_prefetched() {
     let sshd = Sshd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let script = script_file(dir.path(), PREFETCH_SCRIPT);
-    let log = dir.path().join("pii.log");
-    let out = pii_ssh(&sshd, &log, &script, &[], &[])
-        .output()
-        .expect("run pii");
-    assert_success("the prefetch script", &out, &log);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let v: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("script output is not JSON ({e}): {stdout}"));
+    let v = run_json_script(&sshd, "the prefetch script", PREFETCH_SCRIPT);
     eprintln!("prefetch: {v}");
     let agents = String::from_utf8(sshd.read_remote("AGENTS.md")).unwrap();
     assert_eq!(v["r"]["agents"], agents.as_str(), "{v}");
