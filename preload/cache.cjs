@@ -464,6 +464,9 @@ function issue(method, params, feed = helperFeed) {
   };
 }
 
-const api = { state, counters, CTL, MAX_READ, MAX_ENTRIES, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find, expectPrefetch, setRoot };
+// What a probing call (sync.cjs/rpc.cjs `probe`) answers for a cached failure.
+const MISSING = Symbol('pi-bridge: cached as missing');
+
+const api = { MISSING, state, counters, CTL, MAX_READ, MAX_ENTRIES, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find, expectPrefetch, setRoot };
 globalThis[Symbol.for('pi-bridge.cache')] = counters;
 module.exports = api;

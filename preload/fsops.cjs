@@ -11,6 +11,7 @@ const { MAX_CHUNK } = require('./wire.cjs');
 const { fsError, errnoOf, WIRE, AbortError, SystemError, NodeError, systemError } = require('./errors.cjs');
 const { makeStats, makeDirent } = require('./stats.cjs');
 const fds = require('./fds.cjs');
+const { MISSING } = require('./cache.cjs');
 
 const b64 = (buf) => buf.toString('base64');
 const unb64 = (s) => Buffer.from(s || '', 'base64');
@@ -291,8 +292,7 @@ const OPS = {
     paths: [0],
     *run(c) {
       try {
-        yield ['fs.stat', { path: c.p[0], lstat: false }];
-        return true;
+        return (yield ['fs.stat', { path: c.p[0], lstat: false }, true]) !== MISSING;
       } catch {
         return false;
       }

@@ -140,10 +140,12 @@ function connect() {
   }
 }
 
-function call(method, params) {
+// `probe`: as sync.cjs's call (a cached failure resolves to cache.MISSING).
+function call(method, params, probe) {
   if (!session) return Promise.reject(transportError('not configured'));
   if (!socket) connect();
   const hit = cache.lookup(method, params);
+  if (hit && hit.error && probe) return Promise.resolve(cache.MISSING);
   if (hit) return hit.error ? Promise.reject(fromRpcError(hit.error)) : Promise.resolve(hit.result);
   const id = nextId++;
   return new Promise((resolve, reject) => {

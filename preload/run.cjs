@@ -1,8 +1,9 @@
 'use strict';
 // One implementation, two drivers. An operation is a generator that yields remote calls as
-// [method, params] and receives their results (or has their errors thrown into it). runSync
-// drives it through the blocking bridge, runAsync through the main thread's connection, so the
-// sync, callback and promise forms of an fs function share every line of logic.
+// [method, params] (or [method, params, true]: a probe, see sync.cjs's call) and receives their
+// results (or has their errors thrown into it). runSync drives it through the blocking bridge,
+// runAsync through the main thread's connection, so the sync, callback and promise forms of an
+// fs function share every line of logic.
 
 const sync = require('./sync.cjs');
 const rpc = require('./rpc.cjs');
@@ -13,7 +14,7 @@ function runSync(gen) {
   while (!step.done) {
     let value;
     try {
-      value = sync.call(step.value[0], step.value[1]);
+      value = sync.call(step.value[0], step.value[1], step.value[2]);
     } catch (err) {
       step = gen.throw(err);
       continue;
@@ -49,8 +50,8 @@ async function readRange(q) {
   return { parts, size };
 }
 
-function callAsync(method, params) {
-  return method === '*readRange' ? readRange(params) : rpc.call(method, params);
+function callAsync(method, params, probe) {
+  return method === '*readRange' ? readRange(params) : rpc.call(method, params, probe);
 }
 
 async function runAsync(gen) {
@@ -58,7 +59,7 @@ async function runAsync(gen) {
   while (!step.done) {
     let value;
     try {
-      value = await callAsync(step.value[0], step.value[1]);
+      value = await callAsync(step.value[0], step.value[1], step.value[2]);
     } catch (err) {
       step = gen.throw(err);
       continue;

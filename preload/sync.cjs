@@ -77,12 +77,17 @@ function waitForBell(ctl, seen, deadline) {
 
 // Call `method` and return its result, or throw a Node-shaped error. The cache (cache.cjs) may
 // answer it; every answer, and every mutation, goes through the cache too.
-function call(method, params) {
+// `probe`: a cached failure is returned as cache.MISSING instead of thrown (existsSync has no use
+// for the Node error, whose construction costs more than the lookup).
+function call(method, params, probe) {
   if (!session) throw transportError('not configured');
   if (!helper) start();
   const hit = cache.lookup(method, params);
   if (hit) {
-    if (hit.error) throw fromRpcError(hit.error);
+    if (hit.error) {
+      if (probe) return cache.MISSING;
+      throw fromRpcError(hit.error);
+    }
     return hit.result;
   }
   const done = cache.issue(method, params);
