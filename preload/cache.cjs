@@ -9,7 +9,8 @@
 // What is cached: only answers the agent flagged `cache: true` — fs.stat {path, lstat} (results
 // and ENOENT/ENOTDIR errors) and whole-file fs.read results up to MAX_READ bytes. Served from
 // them: fs.stat (a non-symlink's stat answers lstat too, and the other way round), fs.access with
-// mode 0 (F_OK), and fs.read at any offset of a cached whole file.
+// mode 0 (F_OK), fs.read at any offset of a cached whole file, and fs.realpath of a path known
+// not to be (or go through) a symlink. Under a path cached as missing, everything is missing.
 //
 // Coherence:
 // - Feeds: the helper worker subscribes on its connection and forwards each item on a port of
@@ -289,6 +290,7 @@ function lookup(method, params) {
   if (method === 'fs.stat') kind = 'stat';
   else if (method === 'fs.access' && !params.mode) kind = 'access';
   else if (method === 'fs.read') kind = 'read';
+  else if (method === 'fs.realpath') kind = 'realpath';
   else return undefined;
   if (state.prefetchSet) awaitPrefetch(params.path);
   poll();
@@ -298,6 +300,13 @@ function lookup(method, params) {
     if (kind === 'stat') {
       const e = statEntry(n, !params.lstat);
       if (e) out = e.ok ? { result: copyStat(e.ok) } : { error: rpcError(e.err) };
+    } else if (kind === 'realpath') {
+      // Every flagged entry was reached without a symlink; a followed one (or a plain lstat, or
+      // whole bytes) shows the path is not one either: then the path is its own real path.
+      const e = statEntry(n, true);
+      if (e && e.ok) out = { result: params.path };
+      else if (e) out = { error: rpcError(e.err, 'realpath') };
+      else if (n.read) out = { result: params.path };
     } else if (kind === 'access') {
       const e = statEntry(n, true);
       if (e) out = e.ok ? { result: null } : { error: rpcError(e.err, 'access') };
@@ -315,7 +324,7 @@ function lookup(method, params) {
   if (!out) {
     // Under a path known not to exist, nothing exists (its creation drops this answer too).
     if (state.epoch !== 0 && typeof params.path === 'string' && missingAncestor(params.path)) {
-      const syscall = kind === 'read' ? 'open' : kind === 'access' ? 'access' : params.lstat ? 'lstat' : 'stat';
+      const syscall = kind === 'read' ? 'open' : kind === 'stat' ? (params.lstat ? 'lstat' : 'stat') : kind;
       const data = { code: 'ENOENT', syscall, path: params.path, cache: true };
       out = { error: { code: -32000, message: `ENOENT: no such file or directory, ${syscall} '${params.path}'`, data } };
     }

@@ -7,6 +7,7 @@ const net = require('net');
 const sync = require('./sync.cjs');
 const { encode, LineSplitter, parseEndpoint, parseMessage } = require('./wire.cjs');
 const { fromRpcError, transportError } = require('./errors.cjs');
+const trace = require('./trace.cjs');
 const cache = require('./cache.cjs');
 
 let session = null;
@@ -103,6 +104,7 @@ function settle(msg) {
   if (!p) return;
   pending.delete(msg.id);
   updateRef();
+  trace.end('async', p.method, p.params, p.started);
   const answer = msg.error ? { error: msg.error } : { result: msg.result };
   cache.store(p.method, p.params, p.tok, answer);
   p.done(answer);
@@ -150,7 +152,7 @@ function call(method, params, probe) {
   const id = nextId++;
   return new Promise((resolve, reject) => {
     const done = cache.issue(method, params, socketFeed);
-    pending.set(id, { resolve, reject, method, params, done, tok: cache.token() });
+    pending.set(id, { resolve, reject, method, params, done, tok: cache.token(), started: trace.begin() });
     updateRef();
     socket.write(encode(id, method, params));
   });

@@ -6,6 +6,7 @@
 const path = require('path');
 const { Worker, MessageChannel, receiveMessageOnPort } = require('worker_threads');
 const { fromRpcError, transportError } = require('./errors.cjs');
+const trace = require('./trace.cjs');
 const cache = require('./cache.cjs');
 
 const SPIN_NS = 50_000n; // spin briefly before sleeping (measured: longer spins bought nothing through pii)
@@ -92,6 +93,7 @@ function call(method, params, probe) {
   }
   const done = cache.issue(method, params);
   const tok = cache.token();
+  const started = trace.begin();
   let answer;
   try {
     answer = exchange(method, params);
@@ -99,6 +101,7 @@ function call(method, params, probe) {
     done(null); // lost or timed out: it may or may not have been applied
     throw err;
   }
+  trace.end('sync', method, params, started);
   cache.store(method, params, tok, answer);
   done(answer);
   if (answer.error) throw fromRpcError(answer.error);

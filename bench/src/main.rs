@@ -30,6 +30,8 @@ struct Opts {
     /// `--only big`: only the 100 MB read (bridge over ssh, `pii --local`, `ssh cat`) with
     /// each process's CPU time.
     only_big: bool,
+    /// `--only pi`: only the scripted pi session, local and through pii at each round trip.
+    only_pi: bool,
     rtts: Vec<u64>,
     out: PathBuf,
 }
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Opts> {
         quick: false,
         first_line_only: None,
         only_big: false,
+        only_pi: false,
         rtts: vec![0, 5, 20],
         out: paths::workspace_root().join("BENCHMARKS.md"),
     };
@@ -60,14 +63,16 @@ fn parse_args() -> Result<Opts> {
             }
             "--only" => match args.next().as_deref() {
                 Some("big") => opts.only_big = true,
-                other => bail!("--only {other:?}: the one part that runs alone is `big`"),
+                Some("pi") => opts.only_pi = true,
+                other => bail!("--only {other:?}: the parts that run alone are `big` and `pi`"),
             },
             "--out" => opts.out = args.next().context("--out needs a file")?.into(),
             "-h" | "--help" => {
                 println!(
-                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N] [--only big]\n\
+                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N] [--only big|pi]\n\
                      --first-line N: only pii start → first line, N runs per round trip.\n\
                      --only big: only the 100 MB read (bridge, pii --local, ssh cat) with CPU time per process.\n\
+                     --only pi: only the scripted pi session, plain local and through pii (5 runs each).\n\
                      Run via `bash scripts/bench.sh` (root, release build, sshfs)."
                 );
                 std::process::exit(0);
@@ -384,6 +389,44 @@ fn pi_session(env: &Env, cfg: Option<&Path>, local_dir: &Path) -> Result<f64> {
         bail!("pi session did not finish its script: {out}");
     }
     Ok(wall)
+}
+
+/// `--only pi`: the scripted pi session, plain local and through pii, 5 runs each.
+fn pi_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
+    let env = Env {
+        pii,
+        sshd: Sshd::builder().start(),
+        local_project: tempfile::tempdir()?,
+        logdir: tempfile::tempdir()?,
+        iters: 0,
+    };
+    let project = env.local_project.path().join("project");
+    copy_dir(&paths::fixture("project"), &project);
+    sh(&format!(
+        "cd {} && git init -q -b main && git add -A && git -c user.name=b -c user.email=b@invalid commit -qm fixture",
+        project.display()
+    ));
+    let mut local = vec![];
+    for _ in 0..5 {
+        local.push(pi_session(&env, None, &project)?);
+        sh(&format!(
+            "cd {} && rm -rf created && git checkout -q notes.md",
+            project.display()
+        ));
+    }
+    println!("local pi session: {}", fmt_med_p99(&local));
+    first_line(&env, env.sshd.ssh_config())?;
+    for &rtt in rtts {
+        let proxy = DelayProxy::start(env.sshd.addr(), Duration::from_micros(rtt * 500));
+        let cfg = env.sshd.ssh_config_via(proxy.port());
+        let mut xs = vec![];
+        for _ in 0..5 {
+            xs.push(pi_session(&env, Some(&cfg), Path::new("/"))?);
+            reset_pi_changes_remote(&env.sshd);
+        }
+        println!("+{rtt} ms: pi session through pii: {}", fmt_med_p99(&xs));
+    }
+    Ok(())
 }
 
 fn reset_pi_changes_remote(sshd: &Sshd) {
@@ -809,6 +852,9 @@ fn main() -> Result<()> {
     }
     if opts.only_big {
         return big_only(pii, &opts.rtts);
+    }
+    if opts.only_pi {
+        return pi_only(pii, &opts.rtts);
     }
     let iters = if opts.quick { 30 } else { 200 };
     let git_files: usize = if opts.quick { 2000 } else { 20000 };

@@ -228,6 +228,8 @@ pub fn find_pi(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
 /// is a cache hit instead of a round trip. Walk-ups above the project root are left out: with
 /// the default sandbox (the project root) they are local paths.
 pub const PI_PREFETCH: &[&str] = &[
+    // The project root (pi's bash tool checks its cwd exists before every command).
+    ".",
     // The directories first: where one is missing (the usual case), the preload answers every
     // lookup under it from that one negative entry.
     ".pi",

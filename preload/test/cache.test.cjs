@@ -106,6 +106,20 @@ test('unit: under a path cached as missing, every lookup is ENOENT with its own 
   assert.strictEqual(cache.lookup('fs.stat', { path: '/p/.pi/settings.json', lstat: false }), undefined);
 });
 
+test('unit: realpath of a path known not to be or go through a symlink is the path itself', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/f', lstat: false }, { result: stat(FILE) });
+  assert.deepStrictEqual(cache.lookup('fs.realpath', { path: '/p/f' }), { result: '/p/f' });
+  roundTrip(cache, 'fs.stat', { path: '/p/l', lstat: true }, { result: stat(LINK) });
+  assert.strictEqual(cache.lookup('fs.realpath', { path: '/p/l' }), undefined);
+  roundTrip(cache, 'fs.stat', { path: '/p/gone', lstat: true }, { error: enoent('/p/gone', 'lstat') });
+  const e = cache.lookup('fs.realpath', { path: '/p/gone' });
+  assert.deepStrictEqual([e.error.data.code, e.error.data.syscall, e.error.data.path], ['ENOENT', 'realpath', '/p/gone']);
+  assert.strictEqual(cache.lookup('fs.realpath', { path: '/p/gone/x' }).error.data.syscall, 'realpath');
+  assert.strictEqual(cache.lookup('fs.realpath', { path: '/p/unknown' }), undefined);
+});
+
 test('unit: a symlink lstat does not answer stat', () => {
   const { cache, live } = freshCache();
   live(1);

@@ -155,9 +155,12 @@ impl Tracker {
             Some(i) => &path[..i],
             None => return false,
         };
+        // A watched directory's own watch reports its attribute changes and its move or
+        // removal, and its children's events drop its entry as their parent's: so the project
+        // root (whose parent is not watched) is covered too.
         self.watched
             .read()
-            .map(|w| w.contains(parent.as_bytes()))
+            .map(|w| w.contains(parent.as_bytes()) || w.contains(path.as_bytes()))
             .unwrap_or(false)
     }
 

@@ -137,6 +137,15 @@ async fn directory_subtrees_are_followed() {
     let s = until_marker(&mut c, &sub, &mut n).await;
     assert!(s.has(&c.p("a/b")), "chmod dir: {s:?}");
 
+    // A chmod of the project root itself (its stat is cacheable: its own watch reports it).
+    let root = c.root.clone();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.covers(&root), "chmod root: {s:?}");
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.covers(&root), "chmod root back: {s:?}");
+
     // Renamed: both names reported, the watches follow the new name.
     std::fs::rename(c.p("a"), c.p("z")).unwrap();
     let s = until_marker(&mut c, &sub, &mut n).await;
@@ -436,10 +445,10 @@ async fn cache_flags_only_for_plain_paths_under_watched_dirs() {
         .err("fs.stat", json!({"path": outside.to_str().unwrap()}))
         .await;
     no(&e["data"], "missing outside the root");
-    // The root itself has no watched parent.
-    no(
-        &c.ok("fs.stat", json!({"path": c.root.clone()})).await,
-        "root",
+    // The root itself: its parent is not watched, but its own watch reports what changes it.
+    assert!(
+        stat_cache(&c.ok("fs.stat", json!({"path": c.root.clone()})).await),
+        "root"
     );
 
     // Through fs.batch too.
