@@ -113,8 +113,9 @@ impl Sandbox {
             .collect();
         let mut dir = open_at(None, self.root.as_os_str(), libc::O_DIRECTORY)?;
         let Some((last, parents)) = comps.split_last() else {
-            // The root itself (trusted, like its ancestors).
-            let p = fd_path(&dir);
+            // The root itself (trusted, like its ancestors). Through `/.`: the bare
+            // `/proc/self/fd/N` is a symlink to it, which lstat and friends would act on.
+            let p = fd_path(&dir).join(".");
             return Ok(Pinned {
                 path: p,
                 entry: canonical.clone(),

@@ -200,6 +200,7 @@ const r = {
   settings: fs.existsSync('.pi/settings.json'),
   claude: fs.existsSync('CLAUDE.md'),
   git: fs.statSync('.git').isDirectory(),
+  root: fs.statSync(process.cwd()).isDirectory() && fs.existsSync('.'),
   head: fs.readFileSync('.git/HEAD', 'utf8'),
 };
 console.log(JSON.stringify({ r, hits: stats.hits - before.hits, misses: stats.misses - before.misses }));
@@ -215,6 +216,7 @@ fn what_pi_reads_at_startup_is_prefetched() {
     assert_eq!(v["r"]["settings"], false, "{v}");
     assert_eq!(v["r"]["claude"], false, "{v}");
     assert_eq!(v["r"]["git"], true, "{v}");
+    assert_eq!(v["r"]["root"], true, "{v}");
     assert_eq!(v["r"]["head"], "ref: refs/heads/main\n", "{v}");
     assert_eq!(v["misses"], 0, "a startup lookup went to the remote: {v}");
     assert!(v["hits"].as_u64().unwrap_or(0) >= 6, "{v}");

@@ -511,6 +511,7 @@ async fn prefetch_is_the_feeds_first_item_with_the_usual_flags() {
 
     let abs = c.p("abs.txt");
     let ask = json!([
+        ".",
         "AGENTS.md",
         "CLAUDE.md",
         "missing.md",
@@ -597,7 +598,13 @@ async fn prefetch_is_the_feeds_first_item_with_the_usual_flags() {
         outside["error"].is_object() && outside["error"].get("cache").is_none(),
         "{outside}"
     );
-    assert_eq!(entries.len(), 11, "{item}");
+    // The project root itself: cacheable (its own watch reports what changes it).
+    let root = entries
+        .iter()
+        .find(|e| e["path"] == json!(c.root))
+        .expect("the root");
+    assert!(stat_cache(&root["lstat"]), "{root}");
+    assert_eq!(entries.len(), 12, "{item}");
     // Nothing the prefetch did changed what a stat says.
     assert_eq!(std::fs::metadata(c.p("AGENTS.md")).unwrap().atime(), 1_000);
 

@@ -546,3 +546,23 @@ fn temp_names_are_recognised_exactly() {
         assert_eq!(temp_target(other), None, "{other}");
     }
 }
+
+#[test]
+fn the_root_itself_is_a_directory_to_lstat_and_stat() {
+    // The root is pinned by a descriptor; lstat of `/proc/self/fd/N` would be the magic link.
+    let f = fx();
+    let root = f.root.to_str().unwrap().to_string();
+    let want = std::fs::symlink_metadata(&f.root).unwrap();
+    for lstat in [true, false] {
+        let st = stat(
+            &f.s,
+            StatParams {
+                path: root.clone(),
+                lstat,
+            },
+        )
+        .unwrap();
+        assert_eq!(st.mode, want.mode(), "lstat={lstat}");
+        assert_eq!(st.ino, want.ino(), "lstat={lstat}");
+    }
+}
