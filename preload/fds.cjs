@@ -8,6 +8,8 @@ const { fsError } = require('./errors.cjs');
 const { makeStats } = require('./stats.cjs');
 const { MAX_CHUNK, readData } = require('./wire.cjs');
 
+const READ_AHEAD = 64 * 1024;
+
 const FIRST_FD = 1 << 24;
 const HANDLE = Symbol('pi-bridge.FileHandle');
 const isHandle = (h) => !!(h && typeof h === 'object' && h[HANDLE]);
@@ -82,8 +84,12 @@ function* read(fd, _form, rest) {
   if (f.mode === 'w') {
     bytesRead = f.buf.copy(Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength), offset, at, at + length);
   } else if (length > 0) {
-    const r = yield ['fs.read', { path: f.path, offset: at, length: Math.min(length, MAX_CHUNK), raw: true }];
-    const data = readData(r.data);
+    // A small read at the start of a file asks for its first READ_AHEAD bytes as a (cacheable)
+    // JSON answer: a file-type sniff followed by readFile (pi's read tool) is then one round trip.
+    const ahead = at === 0 && length < READ_AHEAD;
+    const q = ahead ? { path: f.path, offset: 0, length: READ_AHEAD } : { path: f.path, offset: at, length: Math.min(length, MAX_CHUNK), raw: true };
+    const r = yield ['fs.read', q];
+    const data = readData(r.data).subarray(0, length);
     bytesRead = data.copy(Buffer.from(buffer.buffer, buffer.byteOffset, buffer.byteLength), offset);
   }
   if (!(typeof position === 'number' && position >= 0)) f.pos += bytesRead;
