@@ -823,11 +823,11 @@ fn utimes(s: &Session, p: UtimesParams) -> Result<Empty, Failure> {
     let c = cpath(&r).map_err(|e| os(&e, syscall, &p.path))?;
     let ts = [
         libc::timespec {
-            tv_sec: p.atime.0 as libc::time_t,
+            tv_sec: p.atime.0 as _,
             tv_nsec: p.atime.1 as _,
         },
         libc::timespec {
-            tv_sec: p.mtime.0 as libc::time_t,
+            tv_sec: p.mtime.0 as _,
             tv_nsec: p.mtime.1 as _,
         },
     ];
