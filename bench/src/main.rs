@@ -149,6 +149,17 @@ struct Env {
 }
 
 impl Env {
+    /// The default fixture (no generated content), for the parts that run alone.
+    fn plain(pii: PathBuf) -> Result<Env> {
+        Ok(Env {
+            pii,
+            sshd: Sshd::builder().start(),
+            local_project: tempfile::tempdir()?,
+            logdir: tempfile::tempdir()?,
+            iters: 0,
+        })
+    }
+
     fn remote_root(&self) -> String {
         format!("{}/benchdata", self.sshd.project())
     }
@@ -393,13 +404,7 @@ fn pi_session(env: &Env, cfg: Option<&Path>, local_dir: &Path) -> Result<f64> {
 
 /// `--only pi`: the scripted pi session, plain local and through pii, 5 runs each.
 fn pi_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
-    let env = Env {
-        pii,
-        sshd: Sshd::builder().start(),
-        local_project: tempfile::tempdir()?,
-        logdir: tempfile::tempdir()?,
-        iters: 0,
-    };
+    let env = Env::plain(pii)?;
     let project = env.local_project.path().join("project");
     copy_dir(&paths::fixture("project"), &project);
     sh(&format!(
@@ -435,13 +440,7 @@ fn reset_pi_changes_remote(sshd: &Sshd) {
 
 /// `--first-line N`: a plain fixture, the agent installed once, then N timed runs per round trip.
 fn first_line_only(pii: PathBuf, rtts: &[u64], n: usize) -> Result<()> {
-    let env = Env {
-        pii,
-        sshd: Sshd::builder().start(),
-        local_project: tempfile::tempdir()?,
-        logdir: tempfile::tempdir()?,
-        iters: 0,
-    };
+    let env = Env::plain(pii)?;
     first_line(&env, env.sshd.ssh_config())?;
     for &rtt in rtts {
         let proxy = DelayProxy::start(env.sshd.addr(), Duration::from_micros(rtt * 500));
