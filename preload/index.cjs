@@ -4,7 +4,6 @@
 // where this file also runs) it does nothing. Patches are installed before any ESM code imports
 // fs or child_process, and syncBuiltinESMExports() covers anything imported earlier.
 
-const path = require('path');
 const { isMainThread } = require('worker_threads');
 
 function readSession() {
@@ -88,15 +87,9 @@ function main() {
     route.configure({ routes: session.routes, cwd: session.cwd, realCwd: process.cwd });
     require('./cache.cjs').setRoot(session.cwd);
   } else {
-    const trustState = {
-      setRoot(root) {
-        trust.state.hidden = path.join(path.resolve(root), '.pi', 'extensions');
-        trust.state.settings = path.join(path.resolve(root), '.pi', 'settings.json');
-      },
-    };
     route.configure({
       realCwd: process.cwd,
-      pending: () => fetchInfo(sync, trustState, session.trustProject),
+      pending: () => fetchInfo(sync, trust, session.trustProject),
     });
     // Warm up: the helper thread starts and its connection is made (the reply waits in pii
     // until the session is up) while node goes on loading; the first real call finds it ready.

@@ -26,8 +26,9 @@ function start() {
   const { port1, port2 } = new MessageChannel();
   // The fs.changes feed's items come on a port of their own, drained by cache.poll().
   const changes = cache.state.enabled ? new MessageChannel() : null;
+  const prefetch = changes ? prefetchList(session) : null;
   const worker = new Worker(path.join(__dirname, 'worker.cjs'), {
-    workerData: { piiHelper: true, port: port2, ctl, endpoint: session.endpoint, token: session.token, changes: changes && changes.port2, prefetch: changes ? prefetchList(session) : null },
+    workerData: { piiHelper: true, port: port2, ctl, CTL: cache.CTL, endpoint: session.endpoint, token: session.token, changes: changes && changes.port2, prefetch },
     transferList: changes ? [port2, changes.port2] : [port2],
     execArgv: [], // no preload in the helper: a blocking call from it would deadlock
     env: {},
@@ -41,7 +42,7 @@ function start() {
   if (changes) {
     changes.port1.unref();
     cache.attach(ctl, changes.port1);
-    cache.expectPrefetch(prefetchList(session));
+    cache.expectPrefetch(prefetch);
   }
   helper = { port: port1, ctl, worker };
 }

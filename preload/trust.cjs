@@ -111,11 +111,15 @@ function restoreSettings(data) {
   return Buffer.isBuffer(data) ? Buffer.from(text, 'utf8') : text;
 }
 
+// The project root the hidden paths are under (known at install, or later: index.cjs).
+function setRoot(root) {
+  state.hidden = path.join(path.resolve(root), '.pi', 'extensions');
+  state.settings = path.join(path.resolve(root), '.pi', 'settings.json');
+}
+
 function install(session, OPS) {
   if (session.trustProject) return;
-  const root = path.resolve(session.cwd);
-  state.hidden = path.join(root, '.pi', 'extensions');
-  state.settings = path.join(root, '.pi', 'settings.json');
+  setRoot(session.cwd);
   for (const op of Object.values(OPS)) {
     if (typeof op.run === 'function') op.run = guard(op.run);
   }
@@ -131,4 +135,4 @@ function install(session, OPS) {
   };
 }
 
-module.exports = { install, state };
+module.exports = { install, setRoot, state };

@@ -12,11 +12,9 @@ const { encode, LineSplitter, parseEndpoint, readData, parseMessage } = require(
 const { port, ctl, endpoint, token, changes } = workerData;
 let prefetch = workerData.prefetch || null; // sent with the first feed subscription (cache.cjs)
 
-// ctl indices of the cache's feed (cache.cjs CTL; not required here: it reads process.env).
-const CHANGES = 2;
-const EPOCH = 3;
-const DRAINED = 4;
-const PREFETCH = 5; // 1: the feed's prefetch is on its way; 2: it came (or will not)
+// ctl indices of the cache's feed, as cache.cjs defines them (CTL, passed in workerData).
+// PREFETCH: 1 while the feed's prefetch is on its way, 2 once it came (or will not).
+const { CHANGES, EPOCH, DRAINED, PREFETCH } = workerData.CTL;
 const BACKLOG = 4096; // items the main thread has not drained yet, beyond which one `all` stands for them
 
 function ring() {
