@@ -8,7 +8,9 @@
 //! `O_APPEND` directly.
 
 use crate::sandbox::{Follow, Pinned, Sandbox};
-use crate::server::{register, register_blocking, register_inline, Agent, Failure, Session, Table};
+use crate::server::{
+    on_blocking_pool, register, register_blocking, register_inline, Agent, Failure, Session, Table,
+};
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno};
@@ -126,11 +128,7 @@ where
         async move {
             let session = agent.session()?;
             let s = session.clone();
-            let r = tokio::task::spawn_blocking(move || f(&agent, &s, p))
-                .await
-                .map_err(|e| {
-                    Failure::Code(protocol::ErrorCode::Os, format!("worker failed: {e}"))
-                })?;
+            let r = on_blocking_pool(move || f(&agent, &s, p)).await;
             session.changes.flush().await;
             r
         }
@@ -662,12 +660,11 @@ async fn upload_chunk(a: Arc<Agent>, p: UploadChunkParams) -> Result<Empty, Fail
         let up = map.get(&p.id).ok_or_else(|| Uploads::unknown(&p.id))?;
         (up.file.clone(), up.path.clone())
     };
-    tokio::task::spawn_blocking(move || {
+    on_blocking_pool(move || {
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
         f.write_all(&p.data.0).map_err(|e| os(&e, "write", &path))
     })
-    .await
-    .map_err(|e| Failure::Code(protocol::ErrorCode::Os, format!("worker failed: {e}")))??;
+    .await?;
     Ok(Empty)
 }
 

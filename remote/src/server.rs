@@ -232,11 +232,18 @@ where
         let f = f.clone();
         async move {
             let session = agent.session()?;
-            tokio::task::spawn_blocking(move || f(&agent, &session, p))
-                .await
-                .map_err(|e| Failure::Code(ErrorCode::Os, format!("worker failed: {e}")))?
+            on_blocking_pool(move || f(&agent, &session, p)).await
         }
     });
+}
+
+/// Run `f` on tokio's blocking pool; a worker that panicked is an error answer.
+pub async fn on_blocking_pool<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, Failure> + Send + 'static,
+) -> Result<R, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Failure::Code(ErrorCode::Os, format!("worker failed: {e}")))?
 }
 
 /// Register a handler for method `M` that runs right on the runtime thread: for the hot,
