@@ -227,6 +227,16 @@ function handle(fd) {
       f.buf = next;
       f.dirty = true;
     },
+    // A Readable over the file from `start` (default: the handle's position); closes the handle
+    // at its end unless `autoClose: false` (pi 1.x's read tool streams this way).
+    createReadStream(o) {
+      const f = get(fd);
+      const options = typeof o === 'string' ? { encoding: o } : { ...o };
+      if (options.start === undefined) options.start = f.pos;
+      const s = require('./streams.cjs').readStream(f.path, undefined, options);
+      if (options.autoClose !== false) s.once('close', () => h.close().catch(() => {}));
+      return s;
+    },
     sync: () => runAsync(sync(fd)),
     datasync: () => runAsync(sync(fd)),
     close: () => (table.has(fd) ? runAsync(close(fd)) : Promise.resolve()),

@@ -137,4 +137,4 @@ function install(fs) {
   };
 }
 
-module.exports = { install };
+module.exports = { install, readStream };
