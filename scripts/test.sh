@@ -44,9 +44,9 @@ done
 echo "node $(node --version), $(cargo --version), $(ssh -V 2>&1)"
 lap "system packages"
 
-section "pinned pi (fixtures/pi)"
-ensure_pi_fixture "$root"
-lap "pi install"
+section "the matrix's pinned pi and node (fixtures/pi, fixtures/node)"
+ensure_matrix
+lap "matrix install"
 
 section "cargo build --workspace"
 cargo build --workspace
@@ -64,19 +64,34 @@ fi
 cargo check -p pi-bridge --target aarch64-apple-darwin
 lap "macOS check"
 
-section "cargo test --workspace"
-timeout --kill-after=30 20m cargo test --workspace --no-fail-fast
-lap "cargo test"
+# Every suite on the matrix's first cell (fixtures/matrix.json: what users run today); the
+# suites that run pi or compare with plain node on every other cell. Each cell puts its node
+# first on PATH (pii, the tests and `node --test` all find it there) and names its pi.
+CELL_SUITES=(--test e2e_pi --test interactive --test pi_tools --test trust --test conformance --test conformance_watch)
+mapfile -t cells < <(matrix_cells)
 
-section "node --test (preload/test/**/*.test.{cjs,mjs,js})"
 # Name the test files: Node 20's `node --test DIR` would run every script under DIR, helpers too.
 mapfile -t preload_tests < <(find preload/test \( -name '*.test.cjs' -o -name '*.test.mjs' \
   -o -name '*.test.js' \) -type f 2>/dev/null | sort)
-if ((${#preload_tests[@]})); then
+
+run_cell() { # pi node scope(all|cell)
+  local pi="$1" node="$2" scope="$3"
+  local -x PATH="$(cell_node_bin "$node"):$PATH" PI_BRIDGE_PI="$pi" PI_BRIDGE_NODE="$node"
+  section "pi $pi on node $(node --version): ${scope} suites"
+  if [[ "$scope" == all ]]; then
+    timeout --kill-after=30 20m cargo test --workspace --no-fail-fast
+  else
+    timeout --kill-after=30 10m cargo test -p pi-bridge-tests --no-fail-fast "${CELL_SUITES[@]}"
+  fi
   timeout --kill-after=10 10m node --test "${preload_tests[@]}"
-else
-  echo "(no preload tests yet)"
-fi
-lap "preload tests"
+  lap "pi $pi on node $node"
+}
+
+first=1
+for c in "${cells[@]}"; do
+  read -r pi node <<<"$c"
+  if ((first)); then run_cell "$pi" "$node" all; else run_cell "$pi" "$node" cell; fi
+  first=0
+done
 
 section "all tests passed in $((SECONDS - t0)) s"

@@ -92,7 +92,7 @@ impl FakeLlm {
         fs::write(&script_path, script.to_string()).unwrap();
         fs::write(&record, "").unwrap();
         let server = paths::fake_llm_server();
-        let mut child = Command::new("node")
+        let mut child = Command::new(paths::node())
             .arg(&server)
             .arg(&script_path)
             .arg(&record)

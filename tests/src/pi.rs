@@ -70,7 +70,7 @@ pub fn pi_env(llm: &FakeLlm) -> (TempDir, Vec<(String, String)>) {
 /// stdout and stderr piped. The baseline the bridged runs are compared against.
 pub fn local_pi(llm: &FakeLlm, cwd: &Path, prompt: &str) -> (TempDir, Command) {
     let (dir, env) = pi_env(llm);
-    let mut cmd = Command::new("node");
+    let mut cmd = Command::new(paths::node());
     cmd.arg(paths::pi_cli())
         .arg("-p")
         .arg(prompt)

@@ -29,13 +29,14 @@ cp -a "$SRC/." "$D/"
 chown -R "$U:" "$D"
 cd "$D"
 exec runuser -u "$U" -- env -i HOME="$H" USER="$U" LOGNAME="$U" SHELL=/bin/bash \
-  PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 PII_PROBE=1 node "$RUN""#,
+  PATH="$NODE_DIR:/usr/local/bin:/usr/bin:/bin" LANG=C.UTF-8 PII_PROBE=1 node "$RUN""#,
         )
         .env("D", mount)
         .env("SRC", project)
         .env("U", sshd.user())
         .env("H", sshd.remote_home())
         .env("RUN", conformance("run.cjs"))
+        .env("NODE_DIR", paths::node().parent().unwrap())
         .stdin(Stdio::null())
         .output()
         .expect("run unshare");
@@ -64,7 +65,7 @@ fn node_conformance_over_ssh() {
     let project = dir.path().join("project");
     let plain_source = dir.path().join("plain-source");
     for d in [&project, &plain_source] {
-        let populated = Command::new("node")
+        let populated = Command::new(paths::node())
             .arg(conformance("populate.cjs"))
             .arg(d)
             .status()
@@ -93,7 +94,7 @@ fn node_conformance_over_ssh() {
     let bridged_file = dir.path().join("bridged.out");
     std::fs::write(&plain_file, &plain).unwrap();
     std::fs::write(&bridged_file, &bridged.stdout).unwrap();
-    let cmp = Command::new("node")
+    let cmp = Command::new(paths::node())
         .arg(conformance("compare.cjs"))
         .arg("ssh")
         .arg(&plain_file)

@@ -168,7 +168,7 @@ fn watch_events_match_plain_node() {
     let plain_dir = tempfile::tempdir().unwrap();
     let plain_project = plain_dir.path().join("project");
     std::fs::create_dir(&plain_project).unwrap();
-    let plain = Command::new("node")
+    let plain = Command::new(paths::node())
         .arg(watch_fixture("probe.cjs"))
         .current_dir(&plain_project)
         .stdin(Stdio::null())

@@ -34,13 +34,15 @@ fn has_line(text: &str, mark: &str, needle: &str) -> bool {
 fn healthy_project_is_all_green_and_names_what_pi_will_see() {
     let sshd = Sshd::builder().branch("doctor-branch").start();
     let project = sshd.project().to_string();
+    let pi = paths::pi();
+    let pi_line = format!("pi {} {}", pi.package, pi.version);
 
     let (out, text) = doctor(&sshd, &sshd.dest());
     assert!(out.status.success(), "doctor failed:\n{text}");
     assert!(!text.contains('✗'), "{text}");
     for (mark, needle) in [
         ("✓", "node v"),
-        ("✓", "pi @mariozechner/pi-coding-agent 0.73.1"),
+        ("✓", &pi_line),
         ("✓", "ssh keep-alive: ServerAliveInterval "),
         ("✓", "reachable: the agent answered"),
         ("✓", "installed now"),
