@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use pi_bridge_tests::pii::{assert_success, local_processes_matching, pii_ssh};
 use pi_bridge_tests::{
-    llm, paths, pi_env, FakeLlm, Sshd, PI_ARGS, PROJECT_AGENTS_SENTENCE, PROJECT_HELLO,
+    llm, paths, pi_env, prompt_cwd, FakeLlm, Sshd, PI_ARGS, PROJECT_AGENTS_SENTENCE, PROJECT_HELLO,
 };
 use serde_json::json;
 
@@ -132,7 +132,7 @@ fn real_pi_reads_runs_writes_and_edits_on_the_remote() {
         "remote AGENTS.md not in the prompt: {system}"
     );
     assert!(
-        system.contains(&format!("Current working directory: {project}")),
+        system.contains(&prompt_cwd(&project)),
         "cwd is not the remote project: {system}"
     );
 
