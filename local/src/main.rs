@@ -7,6 +7,7 @@ mod doctor;
 mod endpoint;
 mod install;
 mod launch;
+mod pi;
 mod session;
 mod ssh;
 
@@ -32,14 +33,15 @@ use tokio::io::BufReader;
 Examples:
   pii --ssh user@host:/srv/app
   pii --ssh bastion-alias:~/app -- -p \"fix the failing test\"
-  pii --local ./some/dir --pi ./node_modules/@mariozechner/pi-coding-agent/dist/cli.js
+  pii --local ./some/dir --pi ./node_modules/@earendil-works/pi-coding-agent/dist/bundle/cli.js
   pii --ssh host:~/app --pi ./tool.js -- --flag     (any Node CLI, not only pi)
   pii doctor --ssh user@host:/srv/app               (pre-flight checklist)
   pii completions bash > ~/.local/share/bash-completion/completions/pii
 
 Environment:
-  PII_PI     pi's cli.js (default: `pi` on PATH, symlinks followed)
-  PII_NODE   node binary (default: `node` on PATH; needs >= 20.18.1)
+  PII_PI     pi's cli.js (default: `pi` on PATH, symlinks followed, installed from
+             @earendil-works/pi-coding-agent or the older @mariozechner/pi-coding-agent)
+  PII_NODE   node binary (default: `node` on PATH; at least what pi's engines.node asks)
   PII_LOG    log level/filter for the log file (default: info), e.g. debug, pii=trace
   PII_RESUME_GRACE_MS  how long the remote keeps pi's processes after the ssh link drops,
              waiting for pii to reconnect (default: 60000)
@@ -347,9 +349,21 @@ async fn run(cli: Cli) -> Result<i32> {
     );
 
     // Everything local first, so a bad setup fails before any connection.
-    let node = launch::find_node(cli.tools.node.as_deref())?;
-    let node_version = launch::check_node(&node)?;
     let pi = launch::find_pi(cli.tools.pi.as_deref())?;
+    let package = pi::Package::of(&pi);
+    let node = launch::node_version(&launch::find_node(cli.tools.node.as_deref())?)?;
+    launch::check_node(&node, package.as_ref())?;
+    tracing::info!(
+        "pi {} ({:?}), node {} {}",
+        pi.display(),
+        package.as_ref().map(pi::Package::label),
+        node.path.display(),
+        node.text
+    );
+    if let Some(notice) = pi::notice(package.as_ref(), &node.text, node.version) {
+        tracing::info!("{notice}");
+        eprintln!("{notice}");
+    }
     if !launch::PRELOAD_FILES
         .iter()
         .any(|(n, _)| *n == launch::PRELOAD_ENTRY)
@@ -387,20 +401,28 @@ async fn run(cli: Cli) -> Result<i32> {
     let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
     tracing::info!(
         "starting {} --require {} {} {:?}",
-        node.display(),
+        node.path.display(),
         preload.display(),
         pi.display(),
         cli.pi_args
     );
     let node_cwd = scratch.cwd();
-    let node_run = launch::run_node(&node, &preload, &pi, &cli.pi_args, &node_cwd, &token, &env);
+    let node_run = launch::run_node(
+        &node.path,
+        &preload,
+        &pi,
+        &cli.pi_args,
+        &node_cwd,
+        &token,
+        &env,
+    );
     let up = connect(
         link,
         &cli,
         &cfg,
         timing,
         grace_ms,
-        (&node, &node_version, &pi, log.as_deref()),
+        (&node.path, &node.text, &pi, log.as_deref()),
     );
     tokio::pin!(node_run, up);
     enum First {

@@ -133,6 +133,8 @@ pub fn node() -> PathBuf {
 pub struct Pi {
     pub package: String,
     pub version: String,
+    /// Its `engines.node` (`>=22.19.0` for 1.6.0, `>=20.6.0` for 0.73.1).
+    pub engines_node: String,
     pub dir: PathBuf,
     pub cli: PathBuf,
 }
@@ -183,6 +185,10 @@ pub fn pi() -> Pi {
     Pi {
         package,
         version,
+        engines_node: pkg["engines"]["node"]
+            .as_str()
+            .expect("pi's package.json has engines.node")
+            .to_string(),
         cli: dir.join(bin),
         dir,
     }
