@@ -259,44 +259,15 @@ fn find_pi_in(
     Ok(real)
 }
 
-/// What pi 0.73 looks up in the project at every start (../shared/PI-NOTES.md, confirmed with a
-/// logging preload on a real `pi -p` start), relative to the project root: the preload has the
-/// agent prefetch them on its change feed, so each first `existsSync`/`statSync`/`readFileSync`
-/// is a cache hit instead of a round trip. Walk-ups above the project root are left out: with
-/// the default sandbox (the project root) they are local paths.
-pub const PI_PREFETCH: &[&str] = &[
-    // The project root (pi's bash tool checks its cwd exists before every command).
-    ".",
-    // The directories first: where one is missing (the usual case), the preload answers every
-    // lookup under it from that one negative entry.
-    ".pi",
-    ".agents",
-    ".pi/commands",
-    ".pi/hooks",
-    ".pi/tools",
-    ".pi/settings.json",
-    ".git",
-    ".git/HEAD",
-    ".pi/extensions",
-    ".pi/skills",
-    ".agents/skills",
-    ".pi/prompts",
-    ".pi/themes",
-    "AGENTS.md",
-    "AGENTS.MD",
-    "CLAUDE.md",
-    "CLAUDE.MD",
-    ".pi/SYSTEM.md",
-    ".pi/APPEND_SYSTEM.md",
-];
-
 /// The `PII_SESSION` value. `facts` is `None` when node starts before the session is up: the
-/// preload then asks `session.info` for them when it first needs them.
+/// preload then asks `session.info` for them when it first needs them. `prefetch`: what this pi
+/// looked up when it started before (`crate::prefetch`).
 pub fn session_env(
     endpoint: std::net::SocketAddr,
     facts: Option<&protocol::Facts>,
     rpc_timeout_ms: u64,
     trust_project: bool,
+    prefetch: &[String],
 ) -> SessionEnv {
     SessionEnv {
         endpoint: endpoint.to_string(),
@@ -306,7 +277,7 @@ pub fn session_env(
         remote_home: facts.map(|f| f.home.clone()),
         rpc_timeout_ms,
         trust_project,
-        prefetch: PI_PREFETCH.iter().map(|p| p.to_string()).collect(),
+        prefetch: prefetch.to_vec(),
     }
 }
 
@@ -571,6 +542,7 @@ mod tests {
             Some(&crate::session::tests::facts()),
             1234,
             false,
+            &[".".to_string(), "AGENTS.md".to_string()],
         );
         let st = run_node(
             &node,
@@ -593,7 +565,10 @@ mod tests {
         assert_eq!(v["session"]["routes"], serde_json::json!(["/home/dev/app"]));
         assert_eq!(v["session"]["rpcTimeoutMs"], 1234);
         assert_eq!(v["session"]["trustProject"], false);
-        assert_eq!(v["session"]["prefetch"][0], PI_PREFETCH[0]);
+        assert_eq!(
+            v["session"]["prefetch"],
+            serde_json::json!([".", "AGENTS.md"])
+        );
         assert_eq!(
             std::fs::canonicalize(v["cwd"].as_str().unwrap()).unwrap(),
             std::fs::canonicalize(&cwd).unwrap()

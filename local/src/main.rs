@@ -8,6 +8,7 @@ mod endpoint;
 mod install;
 mod launch;
 mod pi;
+mod prefetch;
 mod session;
 mod ssh;
 
@@ -145,12 +146,33 @@ fn home() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn default_log_file() -> Option<PathBuf> {
+/// `$XDG_CACHE_HOME/pi-bridge`, else `~/.cache/pi-bridge`: the log and the learned prefetch.
+fn cache_dir() -> Option<PathBuf> {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .or_else(|| home().map(|h| h.join(".cache")))?;
-    Some(cache.join("pi-bridge").join("pii.log"))
+    Some(cache.join("pi-bridge"))
+}
+
+fn default_log_file() -> Option<PathBuf> {
+    Some(cache_dir()?.join("pii.log"))
+}
+
+/// Who learns what this pi looks up at start (keyed by its package and version; a script
+/// without a package.json learns nothing). A store that cannot be used is logged and skipped.
+fn learner(package: Option<&pi::Package>) -> Option<std::sync::Arc<prefetch::Learner>> {
+    let p = package?;
+    match prefetch::Store::open(&cache_dir()?) {
+        Ok(store) => Some(prefetch::Learner::new(
+            store,
+            format!("{}@{}", p.name, p.version),
+        )),
+        Err(e) => {
+            tracing::warn!("prefetch: {e}");
+            None
+        }
+    }
 }
 
 fn init_logging(file: Option<&Path>) -> Result<Option<PathBuf>> {
@@ -395,7 +417,14 @@ async fn run(cli: Cli) -> Result<i32> {
     let (ep, slot) = endpoint::Endpoint::bind_pending(token.clone())
         .await
         .context("opening the loopback endpoint")?;
-    let env = launch::session_env(ep.addr, None, cfg.rpc_timeout_ms, cli.trust_project);
+    let learner = learner(package.as_ref());
+    let env = launch::session_env(
+        ep.addr,
+        None,
+        cfg.rpc_timeout_ms,
+        cli.trust_project,
+        learner.as_ref().map_or(&[][..], |l| l.known()),
+    );
     let server = tokio::spawn(ep.serve());
     let scratch = launch::Scratch::create(&std::env::temp_dir())?;
     let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
@@ -437,7 +466,15 @@ async fn run(cli: Cli) -> Result<i32> {
         First::Up(up) => match *up {
             Ok((session, info)) => {
                 tracing::info!("session up; answering session.info");
-                slot.up(session.clone(), info);
+                slot.up(session.clone(), info, learner.clone());
+                if let Some(l) = &learner {
+                    l.open_window();
+                    let l = l.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(prefetch::LEARN_WINDOW).await;
+                        l.finish().await;
+                    });
+                }
                 (Some(session), node_run.await)
             }
             Err(e) => {
@@ -467,6 +504,9 @@ async fn run(cli: Cli) -> Result<i32> {
         return Ok(launch::exit_code(status?));
     };
 
+    if let Some(l) = &learner {
+        l.finish().await; // a start shorter than the learning window
+    }
     let link_lost_early = session.dead_reason().is_some();
     // Teardown: session.end and close the agent's stdin (it kills its processes and exits).
     server.abort();

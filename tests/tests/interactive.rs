@@ -156,7 +156,10 @@ fn tui_session(tui_args: &[&str], fullscreen: bool) {
     let (_agent_dir, env) = pi_env(&llm);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("pii.log");
-    let mut script = String::from("cd /\n");
+    let mut script = format!(
+        "cd /\nexport XDG_CACHE_HOME={}\n",
+        sh_quote(&dir.path().join("xdg-cache").display().to_string())
+    );
     for (k, v) in &env {
         script.push_str(&format!("export {k}={}\n", sh_quote(v)));
     }
