@@ -13,7 +13,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use pi_bridge_tests::pii::{assert_success, cache_home, pii_local, pii_ssh};
+use pi_bridge_tests::pii::{assert_success, cache_home, pii_ssh};
 use pi_bridge_tests::{llm, paths, pi_env, FakeLlm, Sshd, PI_ARGS};
 use serde_json::{json, Value};
 
