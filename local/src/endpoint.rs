@@ -4,8 +4,8 @@
 //! equal the token (compared in constant time, independent of length); otherwise the connection
 //! is closed at once and nothing it sent is parsed or executed. After it: JSON-RPC frames.
 //! `session.info` is answered here; every other request goes to the agent (fresh id there, the
-//! client's own id on the answer), the lookups among them seen by the [`Learner`] on the way. Subscription notifications reach the connection that
-//! subscribed, verbatim.
+//! client's own id on the answer), the lookups among them seen by the [`Learner`] on the way.
+//! Subscription notifications reach the connection that subscribed, verbatim.
 
 use crate::prefetch::Learner;
 use crate::session::{Reply, Session};

@@ -164,10 +164,7 @@ fn default_log_file() -> Option<PathBuf> {
 fn learner(package: Option<&pi::Package>) -> Option<std::sync::Arc<prefetch::Learner>> {
     let p = package?;
     match prefetch::Store::open(&cache_dir()?) {
-        Ok(store) => Some(prefetch::Learner::new(
-            store,
-            format!("{}@{}", p.name, p.version),
-        )),
+        Ok(store) => Some(prefetch::Learner::new(store, p.key())),
         Err(e) => {
             tracing::warn!("prefetch: {e}");
             None

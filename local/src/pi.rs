@@ -74,6 +74,11 @@ impl Package {
         None
     }
 
+    /// `name@version`: what the learned prefetch is kept under (`crate::prefetch`).
+    pub fn key(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+
     pub fn is_pi(&self) -> bool {
         PI_PACKAGES.contains(&self.name.as_str())
     }
@@ -419,6 +424,7 @@ mod tests {
         assert_eq!(p.manifest, d.path().join("pkg/package.json"));
         assert!(p.is_pi());
         assert_eq!(p.label(), "pi 1.6.0 (@earendil-works/pi-coding-agent)");
+        assert_eq!(p.key(), "@earendil-works/pi-coding-agent@1.6.0");
         assert_eq!(p.node_fit(v("20.20.2")), Some(Ok(Fit::TooOld)));
         let old = package(
             d.path(),
