@@ -31,8 +31,9 @@
 //   Without such a feed, a path not known to be free of symlinks (no cached entry of its own,
 //   which the agent only flags when its parent was reached without symlinks and it is not one
 //   itself) may have landed elsewhere, so everything is dropped.
-// - Prefetch: the helper's feed subscription names the paths pi looks up at every start
-//   (PII_SESSION `prefetch`); the agent sends their answers as the feed's first item (`prefetch`),
+// - Prefetch: the helper's feed subscription names the paths this pi looked up when it started
+//   before (PII_SESSION `prefetch`, learned by pii); the agent sends their answers as the feed's
+//   first item (`prefetch`),
 //   stored here as if asked. The helper posts an `epoch` marker before a new feed's items, so a
 //   new feed's clearing comes before its prefetch, not after.
 

@@ -32,6 +32,8 @@ struct Opts {
     only_big: bool,
     /// `--only pi`: only the scripted pi session, local and through pii at each round trip.
     only_pi: bool,
+    /// `--only startup`: only pi's start through pii, first (nothing learned) and learned.
+    only_startup: bool,
     rtts: Vec<u64>,
     out: PathBuf,
 }
@@ -42,6 +44,7 @@ fn parse_args() -> Result<Opts> {
         first_line_only: None,
         only_big: false,
         only_pi: false,
+        only_startup: false,
         rtts: vec![0, 5, 20],
         out: paths::workspace_root().join("BENCHMARKS.md"),
     };
@@ -64,15 +67,20 @@ fn parse_args() -> Result<Opts> {
             "--only" => match args.next().as_deref() {
                 Some("big") => opts.only_big = true,
                 Some("pi") => opts.only_pi = true,
-                other => bail!("--only {other:?}: the parts that run alone are `big` and `pi`"),
+                Some("startup") => opts.only_startup = true,
+                other => bail!(
+                    "--only {other:?}: the parts that run alone are `big`, `pi` and `startup`"
+                ),
             },
             "--out" => opts.out = args.next().context("--out needs a file")?.into(),
             "-h" | "--help" => {
                 println!(
-                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N] [--only big|pi]\n\
+                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N] [--only big|pi|startup]\n\
                      --first-line N: only pii start → first line, N runs per round trip.\n\
                      --only big: only the 100 MB read (bridge, pii --local, ssh cat) with CPU time per process.\n\
                      --only pi: only the scripted pi session, plain local and through pii (5 runs each).\n\
+                     --only startup: only pi's start through pii: round trips (PI_BRIDGE_TRACE) and time, the\n\
+                     first start (nothing learned) and 5 learned ones; BENCH_PII=<pii> measures another build.\n\
                      Run via `bash scripts/bench.sh` (root, release build, sshfs)."
                 );
                 std::process::exit(0);
@@ -430,6 +438,91 @@ fn pi_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
             reset_pi_changes_remote(&env.sshd);
         }
         println!("+{rtt} ms: pi session through pii: {}", fmt_med_p99(&xs));
+    }
+    Ok(())
+}
+
+/// One `pi -p` start through pii with a one-answer script, pii's cache dir `cache`: (round trips
+/// to the remote, of which lookups pii could have prefetched, wall ms), from PI_BRIDGE_TRACE.
+fn startup_run(env: &Env, cfg: &Path, cache: &Path, extra: &[&str]) -> Result<(usize, usize, f64)> {
+    let llm = FakeLlm::start(json!([llm::text("STARTUP-DONE")]));
+    let (_dir, vars) = pi_env(&llm);
+    let trace = cache.join("trace.txt");
+    let _ = std::fs::remove_file(&trace);
+    let mut args = vec!["-p", "hello"];
+    args.extend(PI_ARGS);
+    args.extend(extra);
+    let mut cmd = env.pii(cfg, &paths::pi_cli(), &args);
+    cmd.envs(vars)
+        .env("XDG_CACHE_HOME", cache)
+        .env("PI_BRIDGE_TRACE", &trace);
+    let t = Instant::now();
+    let out = output_ok(cmd, "pi start")?;
+    let wall = ms(t.elapsed());
+    if !out.contains("STARTUP-DONE") {
+        bail!("pi did not answer: {out}");
+    }
+    let text = std::fs::read_to_string(&trace).unwrap_or_default();
+    let lookups = text
+        .lines()
+        .filter(|l| {
+            let m = l.split_whitespace().nth(2).unwrap_or("");
+            ["fs.stat", "fs.access", "fs.read", "fs.realpath"].contains(&m)
+        })
+        .count();
+    Ok((text.lines().count(), lookups, wall))
+}
+
+/// `--only startup`: pi's start through pii (`pi -p`, one answer, no tool): the round trips to
+/// the remote and the time, the first start with nothing learned and five learned starts, at each
+/// round trip; on the fixture project, then with a `.pi` (settings, a prompt, a skill) that pi
+/// 1.x loads with `--approve`.
+fn startup_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
+    let env = Env::plain(pii)?;
+    println!(
+        "pii: {}, pi: {}",
+        env.pii.display(),
+        paths::pi_cli().display()
+    );
+    first_line(&env, env.sshd.ssh_config())?; // the agent is installed once, before timing
+    let approve: &[&str] = if paths::pi().major() >= 1 {
+        &["--approve"]
+    } else {
+        &[]
+    };
+    for (project, extra) in [("fixture project", &[][..]), (".pi project", approve)] {
+        if project == ".pi project" {
+            env.sshd.run_remote_ok(
+                "mkdir -p .pi/prompts .agents/skills/demo && echo '{}' > .pi/settings.json && \
+                 printf 'Review the diff.\n' > .pi/prompts/review.md && \
+                 printf -- '---\nname: demo\ndescription: a demo skill\n---\nDo it.\n' > .agents/skills/demo/SKILL.md",
+            );
+        }
+        for &rtt in rtts {
+            let proxy = DelayProxy::start(env.sshd.addr(), Duration::from_micros(rtt * 500));
+            let cfg = env.sshd.ssh_config_via(proxy.port());
+            let cache = tempfile::tempdir()?;
+            let (trips, lookups, wall) = startup_run(&env, &cfg, cache.path(), extra)?;
+            let mut runs = vec![];
+            for _ in 0..5 {
+                runs.push(startup_run(&env, &cfg, cache.path(), extra)?);
+            }
+            let col =
+                |f: fn(&(usize, usize, f64)) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
+            println!(
+                "{project}{}, +{rtt} ms: first start {trips} round trips ({lookups} lookups), {}; \
+                 learned (5 starts) {} round trips ({} lookups), {}",
+                if extra.is_empty() {
+                    ""
+                } else {
+                    " with --approve"
+                },
+                fmt_ms(wall),
+                median(&col(|r| r.0 as f64)).unwrap_or(f64::NAN),
+                median(&col(|r| r.1 as f64)).unwrap_or(f64::NAN),
+                fmt_med_p99(&col(|r| r.2))
+            );
+        }
     }
     Ok(())
 }
@@ -854,6 +947,10 @@ fn main() -> Result<()> {
     }
     if opts.only_pi {
         return pi_only(pii, &opts.rtts);
+    }
+    if opts.only_startup {
+        let pii = std::env::var_os("BENCH_PII").map_or(pii, PathBuf::from);
+        return startup_only(pii, &opts.rtts);
     }
     let iters = if opts.quick { 30 } else { 200 };
     let git_files: usize = if opts.quick { 2000 } else { 20000 };

@@ -5,11 +5,13 @@
 //! It connects exactly like `pii --ssh` (same bootstrap, so a missing agent is installed), says
 //! `hello` with the remote home as the project (the project itself may be what is broken), then
 //! runs one POSIX sh script on the remote that inspects the project, and reads local facts
-//! (node, pi's package.json, `ssh -G`). pi itself is never started.
+//! (pi's package.json and the node it needs, whether the pair is tested, `ssh -G`). pi itself is
+//! never started.
 
+use crate::pi::{self, PI_PACKAGE};
 use crate::{config, install, launch, session, ssh};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
@@ -93,21 +95,6 @@ pub fn main(args: DoctorArgs) -> std::process::ExitCode {
         println!("{} check(s) failed", report.failed);
         std::process::ExitCode::from(1)
     }
-}
-
-/// The version in the `package.json` nearest above pi's cli.js: (name, version, file).
-pub fn pi_package(cli: &Path) -> Option<(String, String, PathBuf)> {
-    let mut dir = cli.parent();
-    while let Some(d) = dir {
-        let f = d.join("package.json");
-        if let Ok(text) = std::fs::read_to_string(&f) {
-            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-            let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
-            return Some((s("name"), s("version"), f));
-        }
-        dir = d.parent();
-    }
-    None
 }
 
 /// `ssh -G` with the options pii would pass: the effective keep-alive settings, lowercased keys.
@@ -220,26 +207,86 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
             config::Config::default()
         }
     };
-    match launch::find_node(args.tools.node.as_deref())
-        .and_then(|n| launch::check_node(&n).map(|v| (n, v)))
-    {
-        Ok((n, v)) => r.ok(format!("node {v} at {} (pi needs >= 20.18.1)", n.display())),
+    // pi first: the node it needs comes from its package.json.
+    let package = match launch::find_pi(args.tools.pi.as_deref()) {
+        Ok(cli) => match pi::Package::of(&cli) {
+            Some(p) if p.is_pi() => {
+                let needs = p
+                    .engines_node
+                    .as_ref()
+                    .map(|e| format!(" (needs Node {e})"))
+                    .unwrap_or_default();
+                r.ok(format!(
+                    "pi {} {} at {}{needs}",
+                    p.name,
+                    p.version,
+                    cli.display()
+                ));
+                Some(p)
+            }
+            Some(p) => {
+                r.warn(
+                    format!("{} at {} is not pi (any Node script runs, but this is not the coding agent)", p.label(), cli.display()),
+                    format!("point --pi at the cli.js of an installed {PI_PACKAGE}"),
+                );
+                Some(p)
+            }
+            None => {
+                r.warn(
+                    format!(
+                        "pi at {}: no package.json above it, version unknown",
+                        cli.display()
+                    ),
+                    format!("point --pi at the cli.js inside an installed {PI_PACKAGE}"),
+                );
+                None
+            }
+        },
+        Err(e) => {
+            r.fail(
+                format!("{e}"),
+                format!("npm install -g {PI_PACKAGE}, or pass --pi PATH/TO/cli.js / set PII_PI"),
+            );
+            None
+        }
+    };
+    let needs = package
+        .as_ref()
+        .and_then(|p| Some((p.label(), p.engines_node.clone()?)));
+    match launch::find_node(args.tools.node.as_deref()).and_then(|n| launch::node_version(&n)) {
+        Ok(n) => {
+            let at = format!("node {} at {}", n.text, n.path.display());
+            match (launch::check_node(&n, package.as_ref()), &needs) {
+                (Ok(()), Some((pi, range))) => r.ok(format!("{at} ({pi} needs {range})")),
+                (Ok(()), None) => r.ok(at),
+                (Err(_), needs) => {
+                    let (pi, range) = needs.clone().unwrap_or_default();
+                    r.fail(
+                        format!("{at} is too old: {pi} needs Node.js {range}"),
+                        format!("install Node.js {range} (https://nodejs.org), or pass --node PATH / set PII_NODE"),
+                    )
+                }
+            }
+            match pi::untested(package.as_ref(), &n.text, n.version) {
+                None => r.ok(format!(
+                    "tested pair: {}Node {} (pi-bridge's test matrix: {})",
+                    package
+                        .as_ref()
+                        .filter(|p| p.is_pi())
+                        .map(|p| format!("pi {} on ", p.version))
+                        .unwrap_or_default(),
+                    n.version.0,
+                    pi::tested_summary()
+                )),
+                Some(what) => r.warn(
+                    format!("untested: {what}"),
+                    "it should work; when something misbehaves, a tested pair tells whether pi-bridge is the cause",
+                ),
+            }
+        }
         Err(e) => r.fail(
             format!("node: {e}"),
-            "install Node.js >= 20.18.1 (https://nodejs.org), or pass --node PATH / set PII_NODE",
-        ),
-    }
-    match launch::find_pi(args.tools.pi.as_deref()) {
-        Ok(cli) => match pi_package(&cli) {
-            Some((name, version, _)) => r.ok(format!("pi {name} {version} at {}", cli.display())),
-            None => r.warn(
-                format!("pi at {}: no package.json above it, version unknown", cli.display()),
-                "point --pi at the cli.js inside an installed @mariozechner/pi-coding-agent",
-            ),
-        },
-        Err(e) => r.fail(
-            format!("{e}"),
-            "npm install -g @mariozechner/pi-coding-agent, or pass --pi PATH/TO/cli.js / set PII_PI",
+            "install Node.js (https://nodejs.org), or pass --node PATH / set PII_NODE",
         ),
     }
 
@@ -493,26 +540,6 @@ async fn remote_checks(r: &mut Report, sess: &session::Session, path: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pi_version_from_the_nearest_package_json() {
-        let d = tempfile::tempdir().unwrap();
-        let dist = d.path().join("pkg/dist");
-        std::fs::create_dir_all(&dist).unwrap();
-        std::fs::write(dist.join("cli.js"), "").unwrap();
-        assert!(pi_package(&dist.join("cli.js")).is_none() || d.path().parent().is_some());
-        std::fs::write(
-            d.path().join("pkg/package.json"),
-            r#"{"name":"@mariozechner/pi-coding-agent","version":"0.73.1"}"#,
-        )
-        .unwrap();
-        let (name, version, file) = pi_package(&dist.join("cli.js")).unwrap();
-        assert_eq!(
-            (name.as_str(), version.as_str()),
-            ("@mariozechner/pi-coding-agent", "0.73.1")
-        );
-        assert_eq!(file, d.path().join("pkg/package.json"));
-    }
 
     #[test]
     fn ssh_g_output() {

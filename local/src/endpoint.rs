@@ -4,9 +4,10 @@
 //! equal the token (compared in constant time, independent of length); otherwise the connection
 //! is closed at once and nothing it sent is parsed or executed. After it: JSON-RPC frames.
 //! `session.info` is answered here; every other request goes to the agent (fresh id there, the
-//! client's own id on the answer). Subscription notifications reach the connection that
-//! subscribed, verbatim.
+//! client's own id on the answer), the lookups among them seen by the [`Learner`] on the way.
+//! Subscription notifications reach the connection that subscribed, verbatim.
 
+use crate::prefetch::Learner;
 use crate::session::{Reply, Session};
 use protocol::endpoint::SessionInfo;
 use protocol::ErrorCode;
@@ -48,7 +49,8 @@ pub fn token_matches(expected: &str, given: &[u8]) -> bool {
 #[derive(Clone)]
 pub enum Ready {
     Pending,
-    Up(Session, Arc<SessionInfo>),
+    /// The session, what `session.info` answers, and who learns pi's startup lookups.
+    Up(Session, Arc<SessionInfo>, Option<Arc<Learner>>),
     Failed(Arc<str>),
 }
 
@@ -56,8 +58,9 @@ pub enum Ready {
 pub struct Slot(tokio::sync::watch::Sender<Ready>);
 
 impl Slot {
-    pub fn up(&self, session: Session, info: SessionInfo) {
-        self.0.send_replace(Ready::Up(session, Arc::new(info)));
+    pub fn up(&self, session: Session, info: SessionInfo, learner: Option<Arc<Learner>>) {
+        self.0
+            .send_replace(Ready::Up(session, Arc::new(info), learner));
     }
 
     pub fn fail(&self, why: &str) {
@@ -81,7 +84,7 @@ impl Endpoint {
         token: String,
     ) -> std::io::Result<Endpoint> {
         let (ep, slot) = Endpoint::bind_pending(token).await?;
-        slot.up(session, info);
+        slot.up(session, info, None);
         Ok(ep)
     }
 
@@ -287,8 +290,8 @@ fn dispatch(
     params: Option<Box<RawValue>>,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
 ) {
-    let (session, info) = match state {
-        Ready::Up(s, i) => (s, i),
+    let (session, info, learner) = match state {
+        Ready::Up(s, i, l) => (s, i, l),
         Ready::Failed(why) => {
             let msg = format!("pii could not start the remote session: {why}");
             let _ = tx.send(Reply::error(ErrorCode::ConnectionLost, &msg).to_frame(&id));
@@ -303,6 +306,9 @@ fn dispatch(
         };
         let _ = tx.send(reply.to_frame(&id));
         return;
+    }
+    if let Some(l) = learner {
+        l.observe(&info.facts.project_root, &method, params.as_deref());
     }
     let tx = tx.clone();
     tokio::spawn(async move {

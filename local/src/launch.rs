@@ -1,6 +1,7 @@
 //! Starting node with the preload and pi: the private scratch dir, the environment contract
 //! (`PII_TOKEN`, `PII_SESSION`), signals, and the exit code.
 
+use crate::pi::{PI_PACKAGE, PI_PACKAGES};
 use protocol::endpoint::{SessionEnv, SESSION_ENV, TOKEN_ENV};
 use rand::RngCore;
 use std::ffi::OsString;
@@ -12,8 +13,6 @@ include!(concat!(env!("OUT_DIR"), "/preload_files.rs"));
 
 /// The preload file node loads with `--require`.
 pub const PRELOAD_ENTRY: &str = "index.cjs";
-/// Oldest node pi's dependencies run on.
-pub const MIN_NODE: (u64, u64, u64) = (20, 18, 1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
@@ -24,15 +23,18 @@ pub enum LaunchError {
     },
     #[error("this pii was built without the preload (no preload/{PRELOAD_ENTRY} when it was compiled); rebuild it with the preload present")]
     NoPreload,
-    #[error(
-        "node not found: {0}. Install Node.js >= 20.18.1, or name it with --node PATH or PII_NODE"
-    )]
+    #[error("node not found: {0}. Install Node.js (https://nodejs.org), or name it with --node PATH or PII_NODE")]
     NodeNotFound(String),
-    #[error("{node}: Node.js {found} is too old; pi needs >= 20.18.1. Use --node PATH or PII_NODE to pick another")]
-    NodeTooOld { node: String, found: String },
+    #[error("{pi} needs Node.js {needs}, but {node} is Node.js {found}: install a newer Node.js, or pick one with --node PATH or PII_NODE")]
+    NodeTooOldForPi {
+        pi: String,
+        needs: String,
+        node: String,
+        found: String,
+    },
     #[error("cannot run {node} --version: {msg}")]
     NodeVersion { node: String, msg: String },
-    #[error("pi not found: {0}. Install it (npm install -g @mariozechner/pi-coding-agent) or name its cli.js with --pi PATH or PII_PI")]
+    #[error("pi not found: {0}. Install it (npm install -g {PI_PACKAGE}) or name its cli.js with --pi PATH or PII_PI")]
     PiNotFound(String),
     #[error("cannot start {node}: {source}")]
     Spawn {
@@ -118,8 +120,11 @@ impl Drop for Scratch {
 
 /// `name` looked up in PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+    which_in(name, &std::env::var_os("PATH")?)
+}
+
+fn which_in(name: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
+    std::env::split_paths(path)
         .map(|d| d.join(name))
         .find(|p| is_executable(p))
 }
@@ -161,18 +166,17 @@ pub fn find_node(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
     }
 }
 
-/// Parse `v20.18.1` (any suffix ignored).
-pub fn parse_node_version(s: &str) -> Option<(u64, u64, u64)> {
-    let s = s.trim().strip_prefix('v').unwrap_or(s.trim());
-    let mut it = s.split(|c: char| !c.is_ascii_digit());
-    Some((
-        it.next()?.parse().ok()?,
-        it.next()?.parse().ok()?,
-        it.next()?.parse().ok()?,
-    ))
+/// A node binary and the version it reports.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub path: PathBuf,
+    /// As `node --version` prints it (`v26.12.1`).
+    pub text: String,
+    pub version: crate::pi::Version,
 }
 
-pub fn check_node(node: &Path) -> Result<String, LaunchError> {
+/// Run `node --version`.
+pub fn node_version(node: &Path) -> Result<Node, LaunchError> {
     let name = node.display().to_string();
     let out = std::process::Command::new(node)
         .arg("--version")
@@ -189,11 +193,11 @@ pub fn check_node(node: &Path) -> Result<String, LaunchError> {
             }
         })?;
     let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    match parse_node_version(&text) {
-        Some(v) if v >= MIN_NODE => Ok(text),
-        Some(_) => Err(LaunchError::NodeTooOld {
-            node: name,
-            found: text,
+    match crate::pi::parse_version(&text) {
+        Some(version) => Ok(Node {
+            path: node.to_path_buf(),
+            text,
+            version,
         }),
         None => Err(LaunchError::NodeVersion {
             node: name,
@@ -202,14 +206,39 @@ pub fn check_node(node: &Path) -> Result<String, LaunchError> {
     }
 }
 
-/// pi's cli.js: `--pi`, else `PII_PI`, else `pi` on PATH with symlinks followed.
+/// Refuse a node older than what the launched package's `engines.node` asks (pi 1.x on Node 20
+/// would die at once with a SyntaxError). What pii cannot judge is left to [`crate::pi::notice`].
+pub fn check_node(node: &Node, pkg: Option<&crate::pi::Package>) -> Result<(), LaunchError> {
+    match pkg.and_then(|p| p.node_fit(node.version).map(|f| (p, f))) {
+        Some((p, Ok(crate::pi::Fit::TooOld))) => Err(LaunchError::NodeTooOldForPi {
+            pi: p.label(),
+            needs: p.engines_node.clone().unwrap_or_default(),
+            node: node.path.display().to_string(),
+            found: node.text.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// pi's cli.js: `--pi`, else `PII_PI` (any Node script), else `pi` on PATH with symlinks followed,
+/// which must lead into one of pi's packages ([`PI_PACKAGES`], either name).
 pub fn find_pi(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
     let chosen = flag
         .map(Path::to_path_buf)
         .or_else(|| std::env::var_os("PII_PI").map(PathBuf::from));
+    find_pi_in(chosen, std::env::var_os("PATH").as_deref())
+}
+
+fn find_pi_in(
+    chosen: Option<PathBuf>,
+    path: Option<&std::ffi::OsStr>,
+) -> Result<PathBuf, LaunchError> {
+    let from_path = chosen.is_none();
     let p = match chosen {
         Some(p) => p,
-        None => which("pi").ok_or_else(|| LaunchError::PiNotFound("`pi` is not on PATH".into()))?,
+        None => path
+            .and_then(|path| which_in("pi", path))
+            .ok_or_else(|| LaunchError::PiNotFound("`pi` is not on PATH".into()))?,
     };
     let real = std::fs::canonicalize(&p)
         .map_err(|e| LaunchError::PiNotFound(format!("{}: {e}", p.display())))?;
@@ -219,47 +248,26 @@ pub fn find_pi(flag: Option<&Path>) -> Result<PathBuf, LaunchError> {
             real.display()
         )));
     }
+    if from_path && !crate::pi::Package::of(&real).is_some_and(|pkg| pkg.is_pi()) {
+        return Err(LaunchError::PiNotFound(format!(
+            "`pi` on PATH ({} → {}) is not in a {} package",
+            p.display(),
+            real.display(),
+            PI_PACKAGES.join(" or ")
+        )));
+    }
     Ok(real)
 }
 
-/// What pi 0.73 looks up in the project at every start (../shared/PI-NOTES.md, confirmed with a
-/// logging preload on a real `pi -p` start), relative to the project root: the preload has the
-/// agent prefetch them on its change feed, so each first `existsSync`/`statSync`/`readFileSync`
-/// is a cache hit instead of a round trip. Walk-ups above the project root are left out: with
-/// the default sandbox (the project root) they are local paths.
-pub const PI_PREFETCH: &[&str] = &[
-    // The project root (pi's bash tool checks its cwd exists before every command).
-    ".",
-    // The directories first: where one is missing (the usual case), the preload answers every
-    // lookup under it from that one negative entry.
-    ".pi",
-    ".agents",
-    ".pi/commands",
-    ".pi/hooks",
-    ".pi/tools",
-    ".pi/settings.json",
-    ".git",
-    ".git/HEAD",
-    ".pi/extensions",
-    ".pi/skills",
-    ".agents/skills",
-    ".pi/prompts",
-    ".pi/themes",
-    "AGENTS.md",
-    "AGENTS.MD",
-    "CLAUDE.md",
-    "CLAUDE.MD",
-    ".pi/SYSTEM.md",
-    ".pi/APPEND_SYSTEM.md",
-];
-
 /// The `PII_SESSION` value. `facts` is `None` when node starts before the session is up: the
-/// preload then asks `session.info` for them when it first needs them.
+/// preload then asks `session.info` for them when it first needs them. `prefetch`: what this pi
+/// looked up when it started before (`crate::prefetch`).
 pub fn session_env(
     endpoint: std::net::SocketAddr,
     facts: Option<&protocol::Facts>,
     rpc_timeout_ms: u64,
     trust_project: bool,
+    prefetch: &[String],
 ) -> SessionEnv {
     SessionEnv {
         endpoint: endpoint.to_string(),
@@ -269,7 +277,7 @@ pub fn session_env(
         remote_home: facts.map(|f| f.home.clone()),
         rpc_timeout_ms,
         trust_project,
-        prefetch: PI_PREFETCH.iter().map(|p| p.to_string()).collect(),
+        prefetch: prefetch.to_vec(),
     }
 }
 
@@ -401,13 +409,81 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    /// `pi` on PATH as npm installs it (a symlink to the package's bin) under either package
+    /// name; a `pi` that is not pi is refused, while `--pi` takes any script.
     #[test]
-    fn node_versions() {
-        assert_eq!(parse_node_version("v20.18.1\n"), Some((20, 18, 1)));
-        assert_eq!(parse_node_version("v22.0.0-nightly"), Some((22, 0, 0)));
-        assert_eq!(parse_node_version("garbage"), None);
-        assert!(parse_node_version("v20.18.0").unwrap() < MIN_NODE);
-        assert!(parse_node_version("v20.20.2").unwrap() >= MIN_NODE);
+    fn pi_on_path_under_either_package_name() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let install = |prefix: &str, name: &str, bin: &str| -> (PathBuf, PathBuf) {
+            let pkg = d.path().join(prefix).join("lib/node_modules").join(name);
+            let cli = pkg.join(bin);
+            std::fs::create_dir_all(cli.parent().unwrap()).unwrap();
+            std::fs::write(&cli, "#!/usr/bin/env node\n").unwrap();
+            std::fs::set_permissions(&cli, std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::write(
+                pkg.join("package.json"),
+                format!(r#"{{"name":"{name}","version":"1.0.0"}}"#),
+            )
+            .unwrap();
+            let bindir = d.path().join(prefix).join("bin");
+            std::fs::create_dir_all(&bindir).unwrap();
+            symlink(&cli, bindir.join("pi")).unwrap();
+            (bindir, cli)
+        };
+        for (i, (name, bin)) in [
+            (PI_PACKAGES[0], "dist/bundle/cli.js"),
+            (PI_PACKAGES[1], "dist/cli.js"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (bindir, cli) = install(&format!("p{i}"), name, bin);
+            let path = std::env::join_paths([Path::new("/nonexistent"), &bindir]).unwrap();
+            assert_eq!(
+                find_pi_in(None, Some(&path)).unwrap(),
+                std::fs::canonicalize(cli).unwrap()
+            );
+        }
+        let (bindir, cli) = install("other", "pi-digits", "bin/pi.js");
+        let err = find_pi_in(None, Some(bindir.as_os_str()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is not in a @earendil-works/pi-coding-agent or @mariozechner/pi-coding-agent package")
+                && err.contains(&format!("npm install -g {PI_PACKAGE}")),
+            "{err}"
+        );
+        assert_eq!(
+            find_pi_in(Some(cli.clone()), None).unwrap(),
+            std::fs::canonicalize(&cli).unwrap()
+        );
+        let err = find_pi_in(None, Some(d.path().as_os_str())).unwrap_err();
+        assert!(err.to_string().contains("`pi` is not on PATH"), "{err}");
+    }
+
+    #[test]
+    fn a_node_too_old_for_the_pi_is_refused_in_one_line_naming_both() {
+        let pkg = crate::pi::Package {
+            name: PI_PACKAGE.into(),
+            version: "1.6.0".into(),
+            engines_node: Some(">=22.19.0".into()),
+            manifest: PathBuf::from("/x/package.json"),
+        };
+        let node = |text: &str| Node {
+            path: PathBuf::from("/usr/bin/node"),
+            text: text.into(),
+            version: crate::pi::parse_version(text).unwrap(),
+        };
+        let err = check_node(&node("v20.20.2"), Some(&pkg))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "pi 1.6.0 (@earendil-works/pi-coding-agent) needs Node.js >=22.19.0, but /usr/bin/node is Node.js v20.20.2: install a newer Node.js, or pick one with --node PATH or PII_NODE"
+        );
+        check_node(&node("v22.19.0"), Some(&pkg)).unwrap();
+        check_node(&node("v20.20.2"), None).unwrap();
     }
 
     #[test]
@@ -466,6 +542,7 @@ mod tests {
             Some(&crate::session::tests::facts()),
             1234,
             false,
+            &[".".to_string(), "AGENTS.md".to_string()],
         );
         let st = run_node(
             &node,
@@ -488,7 +565,10 @@ mod tests {
         assert_eq!(v["session"]["routes"], serde_json::json!(["/home/dev/app"]));
         assert_eq!(v["session"]["rpcTimeoutMs"], 1234);
         assert_eq!(v["session"]["trustProject"], false);
-        assert_eq!(v["session"]["prefetch"][0], PI_PREFETCH[0]);
+        assert_eq!(
+            v["session"]["prefetch"],
+            serde_json::json!([".", "AGENTS.md"])
+        );
         assert_eq!(
             std::fs::canonicalize(v["cwd"].as_str().unwrap()).unwrap(),
             std::fs::canonicalize(&cwd).unwrap()

@@ -7,6 +7,8 @@ mod doctor;
 mod endpoint;
 mod install;
 mod launch;
+mod pi;
+mod prefetch;
 mod session;
 mod ssh;
 
@@ -32,14 +34,15 @@ use tokio::io::BufReader;
 Examples:
   pii --ssh user@host:/srv/app
   pii --ssh bastion-alias:~/app -- -p \"fix the failing test\"
-  pii --local ./some/dir --pi ./node_modules/@mariozechner/pi-coding-agent/dist/cli.js
+  pii --local ./some/dir --pi ./node_modules/@earendil-works/pi-coding-agent/dist/bundle/cli.js
   pii --ssh host:~/app --pi ./tool.js -- --flag     (any Node CLI, not only pi)
   pii doctor --ssh user@host:/srv/app               (pre-flight checklist)
   pii completions bash > ~/.local/share/bash-completion/completions/pii
 
 Environment:
-  PII_PI     pi's cli.js (default: `pi` on PATH, symlinks followed)
-  PII_NODE   node binary (default: `node` on PATH; needs >= 20.18.1)
+  PII_PI     pi's cli.js (default: `pi` on PATH, symlinks followed, installed from
+             @earendil-works/pi-coding-agent or the older @mariozechner/pi-coding-agent)
+  PII_NODE   node binary (default: `node` on PATH; at least what pi's engines.node asks)
   PII_LOG    log level/filter for the log file (default: info), e.g. debug, pii=trace
   PII_RESUME_GRACE_MS  how long the remote keeps pi's processes after the ssh link drops,
              waiting for pii to reconnect (default: 60000)
@@ -143,12 +146,30 @@ fn home() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-fn default_log_file() -> Option<PathBuf> {
+/// `$XDG_CACHE_HOME/pi-bridge`, else `~/.cache/pi-bridge`: the log and the learned prefetch.
+fn cache_dir() -> Option<PathBuf> {
     let cache = std::env::var_os("XDG_CACHE_HOME")
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .or_else(|| home().map(|h| h.join(".cache")))?;
-    Some(cache.join("pi-bridge").join("pii.log"))
+    Some(cache.join("pi-bridge"))
+}
+
+fn default_log_file() -> Option<PathBuf> {
+    Some(cache_dir()?.join("pii.log"))
+}
+
+/// Who learns what this pi looks up at start (keyed by its package and version; a script
+/// without a package.json learns nothing). A store that cannot be used is logged and skipped.
+fn learner(package: Option<&pi::Package>) -> Option<std::sync::Arc<prefetch::Learner>> {
+    let p = package?;
+    match prefetch::Store::open(&cache_dir()?) {
+        Ok(store) => Some(prefetch::Learner::new(store, p.key())),
+        Err(e) => {
+            tracing::warn!("prefetch: {e}");
+            None
+        }
+    }
 }
 
 fn init_logging(file: Option<&Path>) -> Result<Option<PathBuf>> {
@@ -347,9 +368,21 @@ async fn run(cli: Cli) -> Result<i32> {
     );
 
     // Everything local first, so a bad setup fails before any connection.
-    let node = launch::find_node(cli.tools.node.as_deref())?;
-    let node_version = launch::check_node(&node)?;
     let pi = launch::find_pi(cli.tools.pi.as_deref())?;
+    let package = pi::Package::of(&pi);
+    let node = launch::node_version(&launch::find_node(cli.tools.node.as_deref())?)?;
+    launch::check_node(&node, package.as_ref())?;
+    tracing::info!(
+        "pi {} ({:?}), node {} {}",
+        pi.display(),
+        package.as_ref().map(pi::Package::label),
+        node.path.display(),
+        node.text
+    );
+    if let Some(notice) = pi::notice(package.as_ref(), &node.text, node.version) {
+        tracing::info!("{notice}");
+        eprintln!("{notice}");
+    }
     if !launch::PRELOAD_FILES
         .iter()
         .any(|(n, _)| *n == launch::PRELOAD_ENTRY)
@@ -381,26 +414,41 @@ async fn run(cli: Cli) -> Result<i32> {
     let (ep, slot) = endpoint::Endpoint::bind_pending(token.clone())
         .await
         .context("opening the loopback endpoint")?;
-    let env = launch::session_env(ep.addr, None, cfg.rpc_timeout_ms, cli.trust_project);
+    let learner = learner(package.as_ref());
+    let env = launch::session_env(
+        ep.addr,
+        None,
+        cfg.rpc_timeout_ms,
+        cli.trust_project,
+        learner.as_ref().map_or(&[][..], |l| l.known()),
+    );
     let server = tokio::spawn(ep.serve());
     let scratch = launch::Scratch::create(&std::env::temp_dir())?;
     let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
     tracing::info!(
         "starting {} --require {} {} {:?}",
-        node.display(),
+        node.path.display(),
         preload.display(),
         pi.display(),
         cli.pi_args
     );
     let node_cwd = scratch.cwd();
-    let node_run = launch::run_node(&node, &preload, &pi, &cli.pi_args, &node_cwd, &token, &env);
+    let node_run = launch::run_node(
+        &node.path,
+        &preload,
+        &pi,
+        &cli.pi_args,
+        &node_cwd,
+        &token,
+        &env,
+    );
     let up = connect(
         link,
         &cli,
         &cfg,
         timing,
         grace_ms,
-        (&node, &node_version, &pi, log.as_deref()),
+        (&node.path, &node.text, &pi, log.as_deref()),
     );
     tokio::pin!(node_run, up);
     enum First {
@@ -415,7 +463,15 @@ async fn run(cli: Cli) -> Result<i32> {
         First::Up(up) => match *up {
             Ok((session, info)) => {
                 tracing::info!("session up; answering session.info");
-                slot.up(session.clone(), info);
+                slot.up(session.clone(), info, learner.clone());
+                if let Some(l) = &learner {
+                    l.open_window();
+                    let l = l.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(prefetch::LEARN_WINDOW).await;
+                        l.finish().await;
+                    });
+                }
                 (Some(session), node_run.await)
             }
             Err(e) => {
@@ -445,6 +501,9 @@ async fn run(cli: Cli) -> Result<i32> {
         return Ok(launch::exit_code(status?));
     };
 
+    if let Some(l) = &learner {
+        l.finish().await; // a start shorter than the learning window
+    }
     let link_lost_early = session.dead_reason().is_some();
     // Teardown: session.end and close the agent's stdin (it kills its processes and exits).
     server.abort();

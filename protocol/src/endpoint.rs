@@ -49,8 +49,9 @@ pub struct SessionEnv {
     /// Absent or false: the preload hides them (DESIGN.md "Trust").
     #[serde(default)]
     pub trust_project: bool,
-    /// Project-relative paths pi looks up at every start: the preload asks the agent to prefetch
-    /// them with its change feed (`fs.changes` `prefetch`), so their first lookups are cache hits.
+    /// Project-relative paths this pi looked up when it started before (pii learns them per pi
+    /// version): the preload asks the agent to prefetch them with its change feed (`fs.changes`
+    /// `prefetch`), so their first lookups are cache hits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefetch: Vec<String>,
 }

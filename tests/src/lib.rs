@@ -16,7 +16,7 @@ pub mod proxy;
 pub mod sshd;
 
 pub use llm::FakeLlm;
-pub use pi::{local_pi, models_json, pi_env, PI_ARGS};
+pub use pi::{local_pi, models_json, pi_env, prompt_cwd, PI_ARGS};
 pub use proxy::DelayProxy;
 pub use sshd::{Sshd, SshdBuilder, REMOTE_USER};
 

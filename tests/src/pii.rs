@@ -8,7 +8,8 @@ use crate::{paths, Sshd};
 
 /// `pii --ssh <dest> -F <config> --log-file <log> --pi <cli> <flags> -- <args>`, stdin from
 /// /dev/null, output piped. `cli` is any Node script (pi's cli.js, or a test script); `flags` are
-/// more pii flags.
+/// more pii flags. pii's cache dir (the learned prefetch, `XDG_CACHE_HOME`) is `xdg-cache` next
+/// to the log, so runs sharing a log directory share what pii learned, and nothing else does.
 pub fn pii_ssh(sshd: &Sshd, log: &Path, cli: &Path, flags: &[&str], args: &[&str]) -> Command {
     let dest = sshd.dest();
     let target: [&OsStr; 4] = [
@@ -27,7 +28,8 @@ pub fn pii_local(dir: &Path, log: &Path, cli: &Path, args: &[&str]) -> Command {
 
 fn pii(target: &[&OsStr], log: &Path, cli: &Path, flags: &[&str], args: &[&str]) -> Command {
     let mut cmd = Command::new(paths::bin("pii"));
-    cmd.args(target)
+    cmd.env("XDG_CACHE_HOME", cache_home(log))
+        .args(target)
         .arg("--log-file")
         .arg(log)
         .arg("--pi")
@@ -39,6 +41,13 @@ fn pii(target: &[&OsStr], log: &Path, cli: &Path, flags: &[&str], args: &[&str])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd
+}
+
+/// The `XDG_CACHE_HOME` [`pii_ssh`] and [`pii_local`] give pii for `log`.
+pub fn cache_home(log: &Path) -> std::path::PathBuf {
+    log.parent()
+        .expect("the log file has a directory")
+        .join("xdg-cache")
 }
 
 /// Panics with everything useful unless `out` succeeded.

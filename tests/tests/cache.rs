@@ -6,11 +6,13 @@
 //!   changes, compared after each command with what the script expects.
 //! - A change made by someone else (a separate ssh session) becomes visible without any call
 //!   of the script's own, through the agent's inotify feed.
+//! - What a program looked up when it started is prefetched in its next run (learned per
+//!   package version).
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 
-use pi_bridge_tests::pii::{assert_success, pii_ssh};
+use pi_bridge_tests::pii::{assert_success, cache_home, pii_ssh};
 use pi_bridge_tests::Sshd;
 use serde_json::Value;
 
@@ -189,8 +191,10 @@ fn a_change_by_someone_else_reaches_the_cache() {
     );
 }
 
-/// What pi looks up when it starts comes with the feed's first item (the prefetch): in a fresh
-/// process over ssh, those lookups are answered without a round trip, and the bytes are right.
+/// What a program looks up when it starts is learned by pii (per package and version, in its
+/// cache dir) and comes with the feed's first item (the prefetch) in its next run: then those
+/// lookups are answered without a round trip, and the bytes are right. Another version of the
+/// package does not get the list.
 const PREFETCH_SCRIPT: &str = r#"
 const fs = require('fs');
 const stats = globalThis[Symbol.for('pi-bridge.cache')];
@@ -198,6 +202,7 @@ const before = stats ? { ...stats } : null;
 const r = {
   agents: fs.existsSync('AGENTS.md') && fs.readFileSync('AGENTS.md', 'utf8'),
   settings: fs.existsSync('.pi/settings.json'),
+  skills: fs.existsSync('.pi/skills/x/SKILL.md'),
   claude: fs.existsSync('CLAUDE.md'),
   git: fs.statSync('.git').isDirectory(),
   root: fs.statSync(process.cwd()).isDirectory() && fs.existsSync('.'),
@@ -207,17 +212,51 @@ console.log(JSON.stringify({ r, hits: stats.hits - before.hits, misses: stats.mi
 "#;
 
 #[test]
-fn what_pi_reads_at_startup_is_prefetched() {
+fn what_a_program_looked_up_at_startup_is_prefetched_next_time() {
     let sshd = Sshd::start();
-    let v = run_json_script(&sshd, "the prefetch script", PREFETCH_SCRIPT);
-    eprintln!("prefetch: {v}");
-    let agents = String::from_utf8(sshd.read_remote("AGENTS.md")).unwrap();
-    assert_eq!(v["r"]["agents"], agents.as_str(), "{v}");
-    assert_eq!(v["r"]["settings"], false, "{v}");
-    assert_eq!(v["r"]["claude"], false, "{v}");
-    assert_eq!(v["r"]["git"], true, "{v}");
-    assert_eq!(v["r"]["root"], true, "{v}");
-    assert_eq!(v["r"]["head"], "ref: refs/heads/main\n", "{v}");
-    assert_eq!(v["misses"], 0, "a startup lookup went to the remote: {v}");
-    assert!(v["hits"].as_u64().unwrap_or(0) >= 6, "{v}");
+    let dir = tempfile::tempdir().unwrap();
+    // The script is a package's: pii keys what it learns by the package's name and version.
+    let script = script_file(dir.path(), PREFETCH_SCRIPT);
+    let version = |v: &str| {
+        let json = format!(r#"{{"name":"startup-probe","version":"{v}"}}"#);
+        std::fs::write(dir.path().join("package.json"), json).unwrap();
+    };
+    let log = dir.path().join("pii.log");
+    let run = |what: &str| -> Value {
+        let out = pii_ssh(&sshd, &log, &script, &[], &[])
+            .output()
+            .expect("run pii");
+        assert_success(what, &out, &log);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let v: Value = serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("{what}: output is not JSON ({e}): {stdout}"));
+        eprintln!("{what}: {v}");
+        let agents = String::from_utf8(sshd.read_remote("AGENTS.md")).unwrap();
+        assert_eq!(v["r"]["agents"], agents.as_str(), "{v}");
+        for (k, want) in [("settings", false), ("skills", false), ("claude", false)] {
+            assert_eq!(v["r"][k], want, "{k}: {v}");
+        }
+        assert_eq!(v["r"]["git"], true, "{v}");
+        assert_eq!(v["r"]["root"], true, "{v}");
+        assert_eq!(v["r"]["head"], "ref: refs/heads/main\n", "{v}");
+        v
+    };
+    version("1.0.0");
+    let first = run("first run (nothing learned yet)");
+    assert!(first["misses"].as_u64().unwrap() >= 7, "{first}");
+    let file = cache_home(&log).join("pi-bridge/prefetch/startup-probe@1.0.0.json");
+    let saved: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let paths = saved["paths"].as_array().unwrap();
+    for p in [".", "AGENTS.md", ".git", ".git/HEAD", ".pi", "CLAUDE.md"] {
+        assert!(paths.iter().any(|x| x == p), "{p} not learned: {saved}");
+    }
+    let second = run("second run (learned)");
+    assert_eq!(
+        second["misses"], 0,
+        "a startup lookup went to the remote: {second}"
+    );
+    assert!(second["hits"].as_u64().unwrap() >= 9, "{second}");
+    version("1.0.1");
+    let other = run("another version of the package");
+    assert_eq!(other["misses"], first["misses"], "{other}");
 }

@@ -1,5 +1,7 @@
-//! `pii doctor --ssh DEST:PATH` against real sshd fixtures: every line ✓ on a healthy project,
-//! and ✗ with the fix (and exit code 1) for a missing, a read-only and a git-less project.
+//! `pii doctor --ssh DEST:PATH` against real sshd fixtures: every line ✓ on a healthy project
+//! (with the matrix cell's pi, its version and required node, that node checked against it, the
+//! pair tested), and ✗ with the fix (and exit code 1) for a missing, a read-only and a git-less
+//! project. A node too old for the pi and an untested pi: tests/tests/pi_versions.rs.
 
 use std::process::{Command, Output, Stdio};
 
@@ -35,14 +37,30 @@ fn healthy_project_is_all_green_and_names_what_pi_will_see() {
     let sshd = Sshd::builder().branch("doctor-branch").start();
     let project = sshd.project().to_string();
     let pi = paths::pi();
-    let pi_line = format!("pi {} {}", pi.package, pi.version);
+    let cell = paths::cell();
+    // pi's package, version and the node it needs; the node checked against it; the pair tested.
+    let pi_line = format!(
+        "pi {} {} at {} (needs Node {})",
+        pi.package,
+        pi.version,
+        std::fs::canonicalize(&pi.cli).unwrap().display(),
+        pi.engines_node
+    );
+    let node_line = format!("node v{}.", cell.node);
+    let needs_line = format!(
+        "(pi {} ({}) needs {})",
+        pi.version, pi.package, pi.engines_node
+    );
+    let tested_line = format!("tested pair: pi {} on Node {}", pi.version, cell.node);
 
     let (out, text) = doctor(&sshd, &sshd.dest());
     assert!(out.status.success(), "doctor failed:\n{text}");
     assert!(!text.contains('✗'), "{text}");
     for (mark, needle) in [
-        ("✓", "node v"),
+        ("✓", node_line.as_str()),
+        ("✓", &needs_line),
         ("✓", &pi_line),
+        ("✓", &tested_line),
         ("✓", "ssh keep-alive: ServerAliveInterval "),
         ("✓", "reachable: the agent answered"),
         ("✓", "installed now"),

@@ -7,8 +7,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use pi_bridge_tests::{
-    copy_dir, llm, local_pi, paths, FakeLlm, Sshd, PROJECT_AGENTS_SENTENCE, PROJECT_HELLO,
-    REMOTE_USER,
+    copy_dir, llm, local_pi, paths, prompt_cwd, FakeLlm, Sshd, PROJECT_AGENTS_SENTENCE,
+    PROJECT_HELLO, REMOTE_USER,
 };
 use serde_json::json;
 
@@ -291,7 +291,7 @@ fn real_pi_runs_a_scripted_turn_against_the_fake_llm() {
         "system prompt: {system}"
     );
     assert!(
-        system.contains(&format!("Current working directory: {}", project.display())),
+        system.contains(&prompt_cwd(&project.display().to_string())),
         "system prompt: {system}"
     );
     let results = llm::tool_results(&requests[1]);

@@ -1,7 +1,8 @@
 //! pi's interactive TUI through `pii --ssh`, driven under tmux (send-keys / capture-pane): the
 //! footer shows the remote branch and follows a branch switch made on the remote, `!git status`
 //! runs remotely, a prompt edits a remote file, Escape aborts a long remote command (and the
-//! remote process is gone), and `/quit` gives the shell back with pi's exit code 0.
+//! remote process is gone), and `/quit` gives the shell back with pi's exit code 0. pi 1.x is
+//! driven in its default fullscreen mode and again with `--tui-mode regular` (inline, as 0.x).
 //!
 //! No timing is asserted: every wait polls the screen (or the remote) against a generous deadline.
 
@@ -120,8 +121,28 @@ fn wait_remote(what: &str, pred: impl Fn() -> bool) {
     }
 }
 
+/// Whether the pane shows the terminal's alternate screen (pi 1.x's fullscreen TUI).
+fn alternate_screen(tmux: &Tmux) -> bool {
+    let out = tmux
+        .cmd(&["display-message", "-p", "-t", "pii", "#{alternate_on}"])
+        .output()
+        .unwrap();
+    text(&out).trim() == "1"
+}
+
+/// pi 0.x draws inline; pi 1.x is fullscreen (the alternate screen) by default and inline with
+/// `--tui-mode regular`: every mode a user gets by default or by flag is driven the same way.
 #[test]
 fn pi_tui_over_ssh_under_tmux() {
+    if paths::pi().major() == 0 {
+        tui_session(&[], false);
+    } else {
+        tui_session(&[], true);
+        tui_session(&["--tui-mode", "regular"], false);
+    }
+}
+
+fn tui_session(tui_args: &[&str], fullscreen: bool) {
     let sshd = Sshd::builder().branch("tui-branch").start();
     let project = sshd.project().to_string();
     sshd.write_remote("remote-only-untracked.txt", b"only on the remote\n");
@@ -135,7 +156,10 @@ fn pi_tui_over_ssh_under_tmux() {
     let (_agent_dir, env) = pi_env(&llm);
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("pii.log");
-    let mut script = String::from("cd /\n");
+    let mut script = format!(
+        "cd /\nexport XDG_CACHE_HOME={}\n",
+        sh_quote(&dir.path().join("xdg-cache").display().to_string())
+    );
     for (k, v) in &env {
         script.push_str(&format!("export {k}={}\n", sh_quote(v)));
     }
@@ -151,7 +175,7 @@ fn pi_tui_over_ssh_under_tmux() {
         paths::pi_cli().display().to_string(),
         "--".into(),
     ];
-    argv.extend(PI_ARGS.iter().map(|s| s.to_string()));
+    argv.extend(PI_ARGS.iter().chain(tui_args).map(|s| s.to_string()));
     let quoted: Vec<String> = argv.iter().map(|a| sh_quote(a)).collect();
     script.push_str(&format!(
         "{}\necho \"PII-EXIT=$?\"\nexec sleep 3600\n",
@@ -164,6 +188,12 @@ fn pi_tui_over_ssh_under_tmux() {
     // The footer: the remote cwd and the remote branch.
     let footer = format!("{project} (tui-branch)");
     tmux.wait_text(&footer);
+    assert_eq!(
+        alternate_screen(&tmux),
+        fullscreen,
+        "pi {:?}: the TUI is not drawn in the expected mode",
+        tui_args
+    );
 
     // A user shell command runs on the remote.
     tmux.line("!git status --short");

@@ -7,7 +7,8 @@
 //! Here the local agent dir holds fake `bin/rg` and `bin/fd` scripts that would drop a marker
 //! file: the markers must never appear while grep/find return remote matches.
 //!
-//! Debian 12's fd is `fdfind` 8.6, which rejects the `--no-require-git` pi passes. The bridge does
+//! Debian 12's fd is `fdfind` 8.6, which rejects the `--no-require-git` pi 0.73 passes (pi 1.x
+//! passes it only outside a git repository). The bridge does
 //! not rewrite pi's arguments; the remote host needs an `fd` that accepts them. The fixture does
 //! what README's troubleshooting suggests: a `~/.local/bin/fd` wrapper on the remote login PATH
 //! that drops `--no-require-git` (fd 8.6 applies .gitignore inside git repositories anyway) and
@@ -188,8 +189,9 @@ fn grep_names_rg_when_the_remote_has_none() {
     let sshd = Sshd::start();
     seed_remote(&sshd);
     // A login PATH holding everything of /usr/local/bin and /usr/bin (Debian 12: /bin is /usr/bin)
-    // except rg. No ~/.local/bin/fd either: pi then finds Debian's fdfind, which rejects pi's
-    // --no-require-git, and the find tool reports fdfind's own error (why README says to add fd).
+    // except rg. No ~/.local/bin/fd either: pi 0.73 then finds Debian's fdfind, which rejects
+    // its --no-require-git, and the find tool reports fdfind's own error (why README says to add
+    // fd); pi 1.x probes `fdfind` too and, inside a git repository, does not pass that flag.
     sshd.run_remote_ok(
         r#"mkdir ~/no-rg-bin && for f in /usr/local/bin/* /usr/bin/*; do
              n=${f##*/}; [ "$n" = rg ] || [ -e ~/no-rg-bin/"$n" ] || ln -s "$f" ~/no-rg-bin/"$n"; done
@@ -216,11 +218,20 @@ fn grep_names_rg_when_the_remote_has_none() {
         r[0]
     );
     assert!(!r[0].contains(NEEDLE_TEXT.trim()), "grep found: {}", r[0]);
-    assert!(
-        r[1].contains("--no-require-git"),
-        "find with Debian's fdfind 8.6: {}",
-        r[1]
-    );
+    if paths::pi().major() == 0 {
+        assert!(
+            r[1].contains("--no-require-git"),
+            "find with Debian's fdfind 8.6: {}",
+            r[1]
+        );
+    } else {
+        // pi 1.x runs `fdfind` itself and passes --no-require-git only outside a git repository.
+        assert!(
+            r[1].contains(NEEDLE),
+            "find with the remote's fdfind: {}",
+            r[1]
+        );
+    }
 }
 
 fn which(name: &str) -> bool {

@@ -55,6 +55,11 @@ fn run_pi(sshd: &Sshd, flags: &[&str]) -> (String, String) {
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("pii.log");
     let mut args = vec!["-p", "hello"];
+    if paths::pi().major() >= 1 {
+        // pi 1.x has its own project trust and, in -p mode, silently skips an untrusted
+        // project's extensions: `--approve` is "pi trusts it", so only pii's hiding is tested.
+        args.push("--approve");
+    }
     args.extend(PI_ARGS);
     let mut cmd = pii_ssh(sshd, &log, &paths::pi_cli(), flags, &args);
     cmd.envs(env);
