@@ -44,9 +44,7 @@ ensure_zigbuild() {
   fi
   if ! python3 -m venv --help >/dev/null 2>&1; then
     if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
-      echo "installing python3-venv (apt)"
-      DEBIAN_FRONTEND=noninteractive apt-get update -qq
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+      apt_install python3 python3-venv
     else
       echo "dist.sh: needs python3 with the venv module (Debian: apt-get install python3-venv) for zig and cargo-zigbuild" >&2
       exit 1

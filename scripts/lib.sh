@@ -2,6 +2,31 @@
 
 section() { printf '\n==== %s ====\n' "$*"; }
 
+# The Debian packages the test fixtures need that this machine lacks, one per line
+# (scripts/test.sh, scripts/dist-test.sh).
+missing_test_packages() {
+  [[ -x /usr/sbin/sshd ]] || echo openssh-server
+  command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || echo openssh-client
+  command -v git >/dev/null || echo git
+  local tool
+  for tool in unshare nsenter runuser; do
+    command -v "$tool" >/dev/null || { echo util-linux; break; }
+  done
+  command -v ps >/dev/null || echo procps
+  command -v tmux >/dev/null || echo tmux # tests/tests/interactive.rs drives pi's TUI in tmux
+  command -v rg >/dev/null || echo ripgrep # tests/tests/pi_tools.rs: pi's grep runs the remote rg
+  command -v fdfind >/dev/null || echo fd-find # pi_tools.rs: pi's find runs the remote fd (a wrapper around fdfind)
+  command -v ip >/dev/null || echo iproute2
+  command -v useradd >/dev/null || echo passwd
+}
+
+# apt-get install these Debian packages, quietly.
+apt_install() {
+  echo "installing: $*"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 # npm ci the pinned packages of fixture directory $1 (a package.json + package-lock.json) into
 # $1/node_modules, unless the install already matches the lock (a stamp of the lock's sha256
 # sits inside node_modules). The machine's own node/npm run the install.
