@@ -19,26 +19,12 @@ cd "$root"
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
 t0=$SECONDS
-lap() { echo "-- $1 took $((SECONDS - t_lap)) s"; t_lap=$SECONDS; }
-t_lap=$SECONDS
 
 section "system packages"
-if [[ "$(id -u)" != 0 ]]; then
-  echo "scripts/dist-test.sh must run as root (sshd fixtures, apt)" >&2
-  exit 1
-fi
-mapfile -t need < <(missing_test_packages)
 # The aarch64 agent runs under user-mode qemu, started by name (no binfmt registration needed).
-command -v qemu-aarch64-static >/dev/null || need+=(qemu-user-static)
-if ((${#need[@]})); then
-  apt_install "${need[@]}"
-else
-  echo "all present (the test fixtures' packages, qemu-user-static)"
-fi
-mkdir -p /run/sshd
-for tool in node npm cargo; do
-  command -v "$tool" >/dev/null || { echo "$tool is required but not on PATH" >&2; exit 1; }
-done
+qemu=()
+command -v qemu-aarch64-static >/dev/null || qemu=(qemu-user-static)
+ensure_test_machine scripts/dist-test.sh "${qemu[@]}"
 lap "system packages"
 
 section "the matrix's pinned pi and node; verdaccio (fixtures/verdaccio)"

@@ -8,25 +8,9 @@ cd "$root"
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
 t0=$SECONDS
-lap() { echo "-- $1 took $((SECONDS - t_lap)) s"; t_lap=$SECONDS; }
-t_lap=$SECONDS
 
 section "system packages"
-if [[ "$(id -u)" != 0 ]]; then
-  echo "scripts/test.sh must run as root (sshd fixtures, useradd, mount namespaces)" >&2
-  exit 1
-fi
-mapfile -t need < <(missing_test_packages)
-if ((${#need[@]})); then
-  apt_install "${need[@]}"
-else
-  echo "all present (openssh-server, git, util-linux, procps, iproute2, tmux, ripgrep, fd-find)"
-fi
-mkdir -p /run/sshd
-for tool in node npm cargo; do
-  command -v "$tool" >/dev/null || { echo "$tool is required but not on PATH" >&2; exit 1; }
-done
-echo "node $(node --version), $(cargo --version), $(ssh -V 2>&1)"
+ensure_test_machine scripts/test.sh
 lap "system packages"
 
 section "the matrix's pinned pi and node (fixtures/pi, fixtures/node)"

@@ -50,7 +50,7 @@ fn launcher() -> PathBuf {
     l
 }
 
-/// Every directory under `dir` whose path ends with `tail` (`@pi-bridge/agents`).
+/// Every directory under `dir` whose path ends with `tail`.
 fn find_dirs(dir: &Path, tail: &Path, out: &mut Vec<PathBuf>) {
     for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let p = e.path();
@@ -63,20 +63,22 @@ fn find_dirs(dir: &Path, tail: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The one `@pi-bridge/agents` package of the install.
-fn agents_dir() -> PathBuf {
+/// The directory of the one installed copy of npm package `name` (`@pi-bridge/agents`).
+fn installed_package(name: &str) -> PathBuf {
     let mut found = vec![];
     find_dirs(
         &prefix().join("lib/node_modules"),
-        Path::new("@pi-bridge/agents"),
+        Path::new(name),
         &mut found,
     );
-    assert_eq!(found.len(), 1, "one @pi-bridge/agents package: {found:?}");
+    assert_eq!(found.len(), 1, "one {name} package: {found:?}");
     found.remove(0)
 }
 
 fn npm_agent(triple: &str) -> PathBuf {
-    agents_dir().join(triple).join("pi-bridge-agent")
+    installed_package("@pi-bridge/agents")
+        .join(triple)
+        .join("pi-bridge-agent")
 }
 
 fn sha256(path: &Path) -> String {
@@ -371,16 +373,10 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn launcher_runs_pii_on_every_node_of_the_matrix_with_its_exit_codes_and_signals() {
-    let platform_pii = {
-        let mut found = vec![];
-        find_dirs(
-            &prefix().join("lib/node_modules"),
-            Path::new("@pi-bridge/linux-x64"),
-            &mut found,
-        );
-        assert_eq!(found.len(), 1, "{found:?}");
-        found[0].join("bin/pii").canonicalize().unwrap()
-    };
+    let platform_pii = installed_package("@pi-bridge/linux-x64")
+        .join("bin/pii")
+        .canonicalize()
+        .unwrap();
     for (major, node) in matrix_nodes() {
         let run = |args: &[&str]| {
             Command::new(&node)

@@ -45,8 +45,8 @@ const bin = path.join(path.dirname(manifest), 'bin', 'pii');
 const args = process.argv.slice(2);
 
 // Node >= 22.15: become pii (execve), so the shell's job control, signals and exit status are
-// pii's own and no idle node stays around. execve keeps the signals Node ignores (SIGPIPE,
-// SIGXFSZ) ignored; pii resets SIGPIPE for what it starts, as it does when run directly.
+// pii's own and no idle node stays around. execve keeps SIGPIPE and SIGXFSZ ignored, as Node
+// set them; pii (a Rust program) and the node running pi ignore both on their own anyway.
 if (typeof process.execve === 'function') {
   try {
     process.execve(bin, [bin, ...args]);
