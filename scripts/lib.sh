@@ -2,6 +2,58 @@
 
 section() { printf '\n==== %s ====\n' "$*"; }
 
+# The Debian packages the test fixtures need that this machine lacks, one per line
+# (scripts/test.sh, scripts/dist-test.sh).
+missing_test_packages() {
+  [[ -x /usr/sbin/sshd ]] || echo openssh-server
+  command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || echo openssh-client
+  command -v git >/dev/null || echo git
+  local tool
+  for tool in unshare nsenter runuser; do
+    command -v "$tool" >/dev/null || { echo util-linux; break; }
+  done
+  command -v ps >/dev/null || echo procps
+  command -v tmux >/dev/null || echo tmux # tests/tests/interactive.rs drives pi's TUI in tmux
+  command -v rg >/dev/null || echo ripgrep # tests/tests/pi_tools.rs: pi's grep runs the remote rg
+  command -v fdfind >/dev/null || echo fd-find # pi_tools.rs: pi's find runs the remote fd (a wrapper around fdfind)
+  command -v ip >/dev/null || echo iproute2
+  command -v useradd >/dev/null || echo passwd
+}
+
+# apt-get install these Debian packages, quietly.
+apt_install() {
+  echo "installing: $*"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# A machine the tests can run on: root, the fixtures' Debian packages (plus the packages named
+# after the script's name), sshd's run directory, node, npm and cargo.
+ensure_test_machine() { # SCRIPT [DEBIAN-PACKAGE...]
+  local script="$1" tool need
+  shift
+  if [[ "$(id -u)" != 0 ]]; then
+    echo "$script must run as root (sshd fixtures, useradd, mount namespaces, apt)" >&2
+    exit 1
+  fi
+  mapfile -t need < <(missing_test_packages)
+  need+=("$@")
+  if ((${#need[@]})); then
+    apt_install "${need[@]}"
+  else
+    echo "all present (openssh-server, git, util-linux, procps, iproute2, tmux, ripgrep, fd-find)"
+  fi
+  mkdir -p /run/sshd
+  for tool in node npm cargo; do
+    command -v "$tool" >/dev/null || { echo "$tool is required but not on PATH" >&2; exit 1; }
+  done
+  echo "node $(node --version), $(cargo --version), $(ssh -V 2>&1)"
+}
+
+# `lap NAME`: how long NAME took since the previous lap (or since this file was sourced).
+t_lap=$SECONDS
+lap() { echo "-- $1 took $((SECONDS - t_lap)) s"; t_lap=$SECONDS; }
+
 # npm ci the pinned packages of fixture directory $1 (a package.json + package-lock.json) into
 # $1/node_modules, unless the install already matches the lock (a stamp of the lock's sha256
 # sits inside node_modules). The machine's own node/npm run the install.

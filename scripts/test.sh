@@ -8,40 +8,9 @@ cd "$root"
 # shellcheck source=scripts/lib.sh
 source "$root/scripts/lib.sh"
 t0=$SECONDS
-lap() { echo "-- $1 took $((SECONDS - t_lap)) s"; t_lap=$SECONDS; }
-t_lap=$SECONDS
 
 section "system packages"
-if [[ "$(id -u)" != 0 ]]; then
-  echo "scripts/test.sh must run as root (sshd fixtures, useradd, mount namespaces)" >&2
-  exit 1
-fi
-need=()
-[[ -x /usr/sbin/sshd ]] || need+=(openssh-server)
-command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || need+=(openssh-client)
-command -v git >/dev/null || need+=(git)
-for tool in unshare nsenter runuser; do
-  command -v "$tool" >/dev/null || { need+=(util-linux); break; }
-done
-command -v ps >/dev/null || need+=(procps)
-command -v tmux >/dev/null || need+=(tmux) # tests/tests/interactive.rs drives pi's TUI in tmux
-command -v rg >/dev/null || need+=(ripgrep) # tests/tests/pi_tools.rs: pi's grep runs the remote rg
-command -v fdfind >/dev/null || need+=(fd-find) # pi_tools.rs: pi's find runs the remote fd (a wrapper around fdfind)
-command -v ip >/dev/null || need+=(iproute2)
-command -v useradd >/dev/null || need+=(passwd)
-if ((${#need[@]})); then
-  echo "installing: ${need[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-else
-  echo "all present (openssh-server, git, util-linux, procps, iproute2, tmux, ripgrep, fd-find)"
-fi
-mkdir -p /run/sshd
-for tool in node npm cargo; do
-  command -v "$tool" >/dev/null || { echo "$tool is required but not on PATH" >&2; exit 1; }
-done
-echo "node $(node --version), $(cargo --version), $(ssh -V 2>&1)"
+ensure_test_machine scripts/test.sh
 lap "system packages"
 
 section "the matrix's pinned pi and node (fixtures/pi, fixtures/node)"

@@ -30,7 +30,7 @@ pub enum InstallError {
     Remote(String),
     #[error("no pi-bridge-agent binary found{}. Pass one with --agent PATH, or put it next to pii", for_what(.0))]
     AgentNotFound(Option<String>),
-    #[error("no pi-bridge-agent binary for the remote ({uname}, needs {need}). Looked at: {looked}. Build one with `cargo build --release -p pi-bridge-agent --target {target}` and pass it with --agent target/{target}/release/pi-bridge-agent, or copy it to ~/.local/share/pi-bridge/agents/{target}/pi-bridge-agent")]
+    #[error("no pi-bridge-agent binary for the remote ({uname}, needs {need}). Looked at: {looked}. `npm install -g pi-bridge` installs pii with agents for Linux x86_64 and aarch64 (package {NPM_AGENTS}); or build one with `cargo build --release -p pi-bridge-agent --target {target}` and pass it with --agent target/{target}/release/pi-bridge-agent, or copy it to ~/.local/share/pi-bridge/agents/{target}/pi-bridge-agent")]
     NoAgentForArch {
         uname: String,
         need: String,
@@ -97,7 +97,8 @@ pub async fn read_announce<R: AsyncBufRead + Unpin>(
     }
 }
 
-/// The local agent for `--local`: `--agent`, else `pi-bridge-agent` next to pii.
+/// The local agent for `--local`: `--agent`, else `pi-bridge-agent` next to pii, else (on Linux)
+/// the agent for this machine's architecture where an ssh upload would find it (the npm package).
 pub fn find_local_agent(flag: Option<&Path>) -> Result<PathBuf, InstallError> {
     if let Some(p) = flag {
         return if p.is_file() {
@@ -109,7 +110,15 @@ pub fn find_local_agent(flag: Option<&Path>) -> Result<PathBuf, InstallError> {
             ))))
         };
     }
-    sibling_agent().ok_or(InstallError::AgentNotFound(None))
+    if let Some(p) = sibling_agent() {
+        return Ok(p);
+    }
+    let local = ARCHES
+        .iter()
+        .find(|(a, _)| cfg!(target_os = "linux") && *a == std::env::consts::ARCH);
+    local
+        .and_then(|(arch, machine)| find_agent(arch, *machine, None).0)
+        .ok_or(InstallError::AgentNotFound(None))
 }
 
 /// `pi-bridge-agent` in the directory of the running pii.
@@ -194,7 +203,29 @@ pub fn elf_machine(path: &Path) -> Option<u16> {
     }
 }
 
-/// Where an agent binary for `arch` is looked for, in order.
+/// The npm package with the agents of pii's release: a dependency of each pii platform package
+/// (`@pi-bridge/<os>-<cpu>`), pinned to the same version.
+pub const NPM_AGENTS: &str = "@pi-bridge/agents";
+
+/// The `@pi-bridge/agents` package as Node would resolve it from pii's own package: the first
+/// `node_modules/@pi-bridge/agents` in the directories above pii's real path. That covers npm
+/// (global, local, nested or hoisted), pnpm's `.pnpm/<pkg>/node_modules` and yarn's layout,
+/// and is the one copy the package manager installed for this pii.
+pub fn npm_agents_dir() -> Option<PathBuf> {
+    npm_agents_dir_from(&std::fs::canonicalize(std::env::current_exe().ok()?).ok()?)
+}
+
+fn npm_agents_dir_from(exe: &Path) -> Option<PathBuf> {
+    exe.ancestors()
+        .skip(1)
+        .filter(|d| d.file_name().is_some_and(|n| n != "node_modules"))
+        .map(|d| d.join("node_modules").join(NPM_AGENTS))
+        .find(|d| d.is_dir())
+}
+
+/// Where an agent binary for `arch` is looked for, in order: `--agent`, next to pii, the npm
+/// package ([`npm_agents_dir`]), then `~/.local/share/pi-bridge/agents/`. The npm package and
+/// the data directory hold one directory per Rust target (`x86_64-unknown-linux-musl/`).
 pub fn agent_candidates(arch: &str, flag: Option<&Path>) -> Vec<PathBuf> {
     let mut v = vec![];
     if let Some(f) = flag {
@@ -205,6 +236,12 @@ pub fn agent_candidates(arch: &str, flag: Option<&Path>) -> Vec<PathBuf> {
         .and_then(|e| e.parent().map(|p| p.join(AGENT_NAME)))
     {
         v.push(exe);
+    }
+    if let Some(npm) = npm_agents_dir() {
+        v.push(
+            npm.join(format!("{arch}-unknown-linux-musl"))
+                .join(AGENT_NAME),
+        );
     }
     if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
         let dir = PathBuf::from(home).join(".local/share/pi-bridge/agents");
@@ -230,6 +267,49 @@ pub fn find_agent(arch: &str, machine: u16, flag: Option<&Path>) -> (Option<Path
         }
     }
     (None, looked)
+}
+
+/// What `pii --version` says about the agents: for each remote architecture, the binary pii
+/// would upload and the release it announces (read from its bytes), or where pii looked.
+pub fn version_report() -> Vec<String> {
+    ARCHES
+        .iter()
+        .map(|(arch, machine)| match find_agent(arch, *machine, None) {
+            (Some(path), _) => {
+                let what = match std::fs::read(&path).map(|b| Magic::find_in(&b)) {
+                    Ok(Some(m)) => match m.check_compatible() {
+                        Ok(()) => format!("{} (protocol {})", m.version, m.protocol),
+                        Err(e) => format!(
+                            "{} (protocol {}), NOT this release, never uploaded: {e}",
+                            m.version, m.protocol
+                        ),
+                    },
+                    Ok(None) => "no announcement inside: not a pi-bridge agent".into(),
+                    Err(e) => format!("unreadable: {e}"),
+                };
+                format!("agent for Linux {arch}: {what}, {}", path.display())
+            }
+            (None, looked) => format!(
+                "agent for Linux {arch}: none found (looked at: {})",
+                looked.join("; ")
+            ),
+        })
+        .collect()
+}
+
+/// Refuse to upload bytes that are not the agent of this release: what the binary would
+/// announce is read from it ([`Magic::find_in`]) before anything is sent.
+fn check_release(path: &Path, bytes: &[u8]) -> Result<(), InstallError> {
+    match Magic::find_in(bytes) {
+        Some(m) => m.check_compatible().map_err(|e| {
+            InstallError::VersionMismatch(format!("{}: {e}; not uploaded", path.display()))
+        }),
+        None => Err(InstallError::VersionMismatch(format!(
+            "{} is not a pi-bridge agent (it holds no `{} protocol=` line); not uploaded",
+            path.display(),
+            protocol::hello::MAGIC_PREFIX
+        ))),
+    }
 }
 
 /// sha256 of a file, lowercase hex.
@@ -561,6 +641,7 @@ pub async fn bootstrap(
                 );
                 let stdin = child.stdin.as_mut().expect("piped");
                 let bytes = tokio::fs::read(&up.path).await?;
+                check_release(&up.path, &bytes)?;
                 // The file may have changed since it was hashed: hash what is sent.
                 let sha = hex(&Sha256::digest(&bytes));
                 let header = format!("{} {} {}\n", bytes.len(), sha, dir_name(&sha));
@@ -613,18 +694,11 @@ mod tests {
 
     #[tokio::test]
     async fn skips_noise_until_magic() {
-        let got = announce(
-            b"Welcome!\n\xff\xfe motd\r\nPI-BRIDGE-AGENT protocol=1 version=0.1.0\n{\"x\":1}\n",
-        )
-        .await
-        .unwrap();
-        assert_eq!(
-            got,
-            Some(Announce::Agent(Magic {
-                protocol: 1,
-                version: "0.1.0".into()
-            }))
-        );
+        let mut input = b"Welcome!\n\xff\xfe motd\r\n".to_vec();
+        input.extend_from_slice(protocol::hello::MAGIC_LINE.as_bytes());
+        input.extend_from_slice(b"{\"x\":1}\n");
+        let got = announce(&input).await.unwrap();
+        assert_eq!(got, Some(Announce::Agent(Magic::current())));
         let got = announce(b"noise\nPI-BRIDGE-INSTALL Linux x86_64\n")
             .await
             .unwrap();
@@ -634,7 +708,17 @@ mod tests {
         assert_eq!(announce(&long).await.unwrap(), None);
     }
 
-    const FAKE: &str = "#!/bin/sh\necho noise-from-agent-rc\necho 'PI-BRIDGE-AGENT protocol=1 version=0.1.0'\necho \"args: $*\" >&2\ncat >/dev/null\n";
+    /// A fake agent: noise, this release's announcement, then it swallows its input.
+    fn fake() -> String {
+        format!(
+            "#!/bin/sh\necho noise-from-agent-rc\necho '{}'\necho \"args: $*\" >&2\ncat >/dev/null\n",
+            magic()
+        )
+    }
+
+    fn magic() -> &'static str {
+        protocol::hello::MAGIC_LINE.trim_end()
+    }
 
     fn uname() -> String {
         let o = std::process::Command::new("uname")
@@ -704,7 +788,8 @@ mod tests {
             .set_modified(old)
             .unwrap();
         let u = uname();
-        let bin = FAKE.as_bytes();
+        let fake = fake();
+        let bin = fake.as_bytes();
         let dir = dir_name(&sha(bin));
         let script = bootstrap_script(&[(u.clone(), dir.clone(), bin.len() as u64)]);
         assert!(!script.contains('\n'));
@@ -715,7 +800,7 @@ mod tests {
         r.send(format!("{} {} {dir}\n", bin.len(), sha(bin)).as_bytes());
         r.send(bin);
         assert_eq!(r.line(), "noise-from-agent-rc");
-        assert_eq!(r.line(), "PI-BRIDGE-AGENT protocol=1 version=0.1.0");
+        assert_eq!(r.line(), magic());
         assert_eq!(r.finish(), 0);
         let installed = base.join(&dir).join(AGENT_NAME);
         assert_eq!(std::fs::read(&installed).unwrap(), bin);
@@ -732,11 +817,11 @@ mod tests {
         // Second run: straight to the agent.
         let mut r = Run::start(home.path(), &script);
         assert_eq!(r.line(), "noise-from-agent-rc");
-        assert_eq!(r.line(), "PI-BRIDGE-AGENT protocol=1 version=0.1.0");
+        assert_eq!(r.line(), magic());
         assert_eq!(r.finish(), 0);
 
         // A new build whose bytes arrive corrupted: refused, nothing installed, old kept.
-        let bin2 = format!("{FAKE}# v2\n").into_bytes();
+        let bin2 = format!("{fake}# v2\n").into_bytes();
         let dir2 = dir_name(&sha(&bin2));
         let script2 = bootstrap_script(&[(u.clone(), dir2.clone(), bin2.len() as u64)]);
         let mut r = Run::start(home.path(), &script2);
@@ -802,7 +887,8 @@ mod tests {
         // The holder is gone (pids this high are never reached here): the lock is stale.
         std::fs::write(base.join(".lock.d/pid"), "4194304999").unwrap();
         let u = uname();
-        let bin = FAKE.as_bytes();
+        let fake = fake();
+        let bin = fake.as_bytes();
         let dir = dir_name(&sha(bin));
         let script = bootstrap_script(&[(u.clone(), dir.clone(), bin.len() as u64)]);
         let mut r = Run::start_with(home.path(), &script, bin_dir.to_str().unwrap());
@@ -844,7 +930,7 @@ mod tests {
         h.extend_from_slice(&62u16.to_le_bytes());
         std::fs::write(d.path().join("x86"), &h).unwrap();
         assert_eq!(elf_machine(&d.path().join("x86")), Some(62));
-        std::fs::write(d.path().join("sh"), FAKE).unwrap();
+        std::fs::write(d.path().join("sh"), fake()).unwrap();
         assert_eq!(elf_machine(&d.path().join("sh")), None);
         assert_eq!(elf_machine(&d.path().join("missing")), None);
         let (found, looked) = find_agent("aarch64", 183, Some(&d.path().join("x86")));
@@ -885,7 +971,7 @@ mod tests {
     async fn pii_uploads_through_the_bootstrap() {
         let home = tempfile::tempdir().unwrap();
         let bin = home.path().join("fake-agent");
-        std::fs::write(&bin, FAKE).unwrap();
+        std::fs::write(&bin, fake()).unwrap();
         let (sha, size) = sha256_file(&bin).unwrap();
         let u = uname();
         let known = vec![Upload {
@@ -904,7 +990,7 @@ mod tests {
             .join(".cache/pi-bridge/agent")
             .join(dir_name(&sha))
             .join(AGENT_NAME);
-        assert_eq!(std::fs::read(&installed).unwrap(), FAKE.as_bytes());
+        assert_eq!(std::fs::read(&installed).unwrap(), fake().as_bytes());
         drop(child.stdin.take());
         assert!(child.wait().await.unwrap().success());
         // Second time: no upload needed (an empty table would still find it).
@@ -966,5 +1052,86 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sha256 mismatch"), "{e}");
+        // The same protocol but another release: refused as well.
+        let e = announce(b"PI-BRIDGE-AGENT protocol=1 version=0.0.1-old\n")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("0.0.1-old") && e.contains(protocol::VERSION),
+            "{e}"
+        );
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn an_agent_of_another_release_is_never_uploaded() {
+        let home = tempfile::tempdir().unwrap();
+        let u = uname();
+        for (name, body) in [
+            (
+                "old-agent",
+                fake().replace(protocol::VERSION, "0.0.1-old").into_bytes(),
+            ),
+            ("not-an-agent", b"#!/bin/sh\necho hi\n".to_vec()),
+        ] {
+            let bin = home.path().join(name);
+            std::fs::write(&bin, &body).unwrap();
+            let (sha, size) = sha256_file(&bin).unwrap();
+            let known = vec![Upload {
+                uname: u.clone(),
+                path: bin.clone(),
+                sha: sha.clone(),
+                size,
+            }];
+            let script = bootstrap_script(&[(u.clone(), dir_name(&sha), size)]);
+            let e = match bootstrap(sh_child(home.path(), &script), &known, None, "test", false)
+                .await
+            {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{name} was uploaded and answered"),
+            };
+            assert!(e.contains(&bin.display().to_string()), "{e}");
+            assert!(e.contains("not uploaded"), "{e}");
+            assert!(
+                !home
+                    .path()
+                    .join(".cache/pi-bridge/agent")
+                    .join(dir_name(&sha))
+                    .join(AGENT_NAME)
+                    .exists(),
+                "{name} installed"
+            );
+        }
+    }
+
+    #[test]
+    fn npm_agents_package_is_found_the_way_node_resolves_it() {
+        let d = tempfile::tempdir().unwrap();
+        let mk = |p: &str| {
+            let p = d.path().join(p);
+            std::fs::create_dir_all(&p).unwrap();
+            p
+        };
+        // npm -g: pi-bridge/node_modules/@pi-bridge/{linux-x64,agents}.
+        let nm = "lib/node_modules/pi-bridge/node_modules";
+        let bin = mk(&format!("{nm}/@pi-bridge/linux-x64/bin"));
+        assert_eq!(npm_agents_dir_from(&bin.join("pii")), None);
+        let agents = mk(&format!("{nm}/{NPM_AGENTS}"));
+        assert_eq!(npm_agents_dir_from(&bin.join("pii")), Some(agents.clone()));
+        // A copy nested under the platform package is nearer, so it wins (as in Node).
+        let nested = mk(&format!(
+            "{nm}/@pi-bridge/linux-x64/node_modules/{NPM_AGENTS}"
+        ));
+        assert_eq!(npm_agents_dir_from(&bin.join("pii")), Some(nested));
+        // pnpm: the dependency sits beside the package in .pnpm/<pkg>/node_modules.
+        let pn = "proj/node_modules/.pnpm/@pi-bridge+linux-x64@1.0.0/node_modules";
+        let bin = mk(&format!("{pn}/@pi-bridge/linux-x64/bin"));
+        let agents = mk(&format!("{pn}/{NPM_AGENTS}"));
+        assert_eq!(npm_agents_dir_from(&bin.join("pii")), Some(agents));
+        // A `node_modules/node_modules` is never looked at.
+        let odd = mk("x/node_modules/bin");
+        mk(&format!("x/node_modules/node_modules/{NPM_AGENTS}"));
+        assert_eq!(npm_agents_dir_from(&odd.join("pii")), None);
     }
 }

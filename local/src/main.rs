@@ -29,7 +29,7 @@ use tokio::io::BufReader;
 #[derive(Parser, Debug)]
 #[command(
     name = "pii",
-    version,
+    disable_version_flag = true,
     after_help = "\
 Examples:
   pii --ssh user@host:/srv/app
@@ -54,11 +54,16 @@ Flags win over the file.
 Trust: the remote project's .pi/extensions and the packages/extensions of its .pi/settings.json
 would run code on THIS machine; pii hides them unless --trust-project is given."
 )]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["ssh", "local"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["ssh", "local", "version"])))]
 #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Sub>,
+
+    /// Print pii's version and protocol, and for each remote architecture the agent pii would
+    /// upload and the version it announces.
+    #[arg(short = 'V', long, exclusive = true)]
+    version: bool,
 
     /// Remote project: DEST:PATH. DEST is anything ssh accepts (host, user@host, a Host alias,
     /// [v6addr]); PATH may be absolute, ~, ~/dir, relative to the remote home, or empty (home).
@@ -106,8 +111,27 @@ enum Sub {
     },
 }
 
+/// The first line of `pii --version`. A constant behind `black_box`, so a built pii holds it
+/// verbatim: `scripts/dist.sh --check` reads a pii's release from a binary it cannot run (macOS).
+const VERSION_LINE: &str = concat!(
+    "pii ",
+    env!("CARGO_PKG_VERSION"),
+    " (protocol ",
+    protocol::protocol_version_literal!(),
+    ")"
+);
+
 fn main() -> std::process::ExitCode {
     let mut cli = Cli::parse();
+    if cli.version {
+        let mut text = format!("{}\n", std::hint::black_box(VERSION_LINE));
+        for line in install::version_report() {
+            text.push_str(&line);
+            text.push('\n');
+        }
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+        return std::process::ExitCode::SUCCESS;
+    }
     match cli.command.take() {
         Some(Sub::Completions { shell }) => {
             use clap::CommandFactory;

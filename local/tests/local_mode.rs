@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 const FAKE_AGENT: &str = r#"#!/usr/bin/env node
 const fs = require('fs');
 const out = process.env.FAKE_AGENT_OUT;
-process.stdout.write('motd noise\nPI-BRIDGE-AGENT protocol=1 version=0.1.0\n');
+process.stdout.write('motd noise\nPI-BRIDGE-AGENT protocol=1 version=@VERSION@\n');
 let buf = '';
 process.stdin.on('data', (d) => {
   buf += d;
@@ -60,7 +60,9 @@ impl Env {
         }
         let dir = tempfile::tempdir().unwrap();
         let agent = dir.path().join("agent.js");
-        std::fs::write(&agent, FAKE_AGENT).unwrap();
+        // pii runs only the agent of its own release: the fake announces this one.
+        let fake = FAKE_AGENT.replace("@VERSION@", env!("CARGO_PKG_VERSION"));
+        std::fs::write(&agent, fake).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::write(dir.path().join("pi.js"), FAKE_PI).unwrap();

@@ -3,7 +3,8 @@
 //! 1. The agent's FIRST output on stdout is the magic line ([`Magic::line`]). The client skips
 //!    any line before it (MOTD, rc-file echo), so login-shell noise never breaks a session. The
 //!    agent writes nothing to stdout but the magic line and JSON-RPC frames.
-//! 2. The client checks the magic line's protocol version (mismatch: an error naming both
+//! 2. The client checks the magic line: the same protocol AND the same release as its own
+//!    (`pii` only ever runs the agent of its own release; a mismatch is an error naming both
 //!    versions, never a parse failure), then calls `hello` ([`Hello`] → [`HelloResult`]).
 //! 3. Any other call before `hello` succeeds is refused with [`crate::ErrorCode::NotReady`].
 
@@ -11,6 +12,18 @@ use serde::{Deserialize, Serialize};
 
 /// The prefix of the agent's announcement line.
 pub const MAGIC_PREFIX: &str = "PI-BRIDGE-AGENT";
+
+/// The announcement of this build, byte for byte (with its newline). The agent writes exactly
+/// this constant, so a built agent binary holds it verbatim: [`Magic::find_in`] reads which
+/// release and protocol a binary is without running it (pii before an upload and in
+/// `--version`; `scripts/dist.sh --check` for the npm packages).
+pub const MAGIC_LINE: &str = concat!(
+    "PI-BRIDGE-AGENT protocol=",
+    crate::protocol_version_literal!(),
+    " version=",
+    env!("CARGO_PKG_VERSION"),
+    "\n"
+);
 
 /// The agent's announcement: `PI-BRIDGE-AGENT protocol=1 version=0.1.0`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,11 +68,34 @@ impl Magic {
         })
     }
 
-    /// `Err` with a message naming both versions if this agent cannot serve this client.
+    /// The announcement inside a binary (or any bytes): the first `PI-BRIDGE-AGENT protocol=`
+    /// followed by a parsable line, read up to the first byte that cannot be part of one (so a
+    /// quote or a newline ends it). `None` if there is none.
+    pub fn find_in(bytes: &[u8]) -> Option<Magic> {
+        let needle = b"PI-BRIDGE-AGENT protocol=";
+        let mut from = 0;
+        while let Some(at) = bytes[from..]
+            .windows(needle.len())
+            .position(|w| w == needle)
+        {
+            let start = from + at;
+            let len = bytes[start..]
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || b"-=. +_".contains(b)))
+                .unwrap_or(bytes.len() - start);
+            let line = std::str::from_utf8(&bytes[start..start + len]).ok();
+            if let Some(m) = line.and_then(Magic::parse) {
+                return Some(m);
+            }
+            from = start + 1;
+        }
+        None
+    }
+
+    /// `Err` with a message naming both versions unless this is the agent of this very release
+    /// (same protocol and same version): pii never talks to an agent of another release.
     pub fn check_compatible(&self) -> Result<(), String> {
-        if self.protocol == crate::PROTOCOL_VERSION {
-            Ok(())
-        } else {
+        if self.protocol != crate::PROTOCOL_VERSION {
             Err(format!(
                 "pi-bridge-agent {} speaks protocol {}, but pii {} speaks protocol {}",
                 self.version,
@@ -67,6 +103,17 @@ impl Magic {
                 crate::VERSION,
                 crate::PROTOCOL_VERSION
             ))
+        } else if self.version != crate::VERSION {
+            Err(format!(
+                "pi-bridge-agent {} (protocol {}) is not the agent of pii {} (protocol {}): \
+                 pii runs only the agent of its own release",
+                self.version,
+                self.protocol,
+                crate::VERSION,
+                crate::PROTOCOL_VERSION
+            ))
+        } else {
+            Ok(())
         }
     }
 }
@@ -197,6 +244,46 @@ mod tests {
         assert!(err.contains("9.9.9") && err.contains("99"), "{err}");
         assert!(err.contains(&crate::PROTOCOL_VERSION.to_string()), "{err}");
         assert!(Magic::current().check_compatible().is_ok());
+        // Same protocol, another release: refused too, naming both.
+        let err = Magic {
+            protocol: crate::PROTOCOL_VERSION,
+            version: "0.0.1-other".into(),
+        }
+        .check_compatible()
+        .unwrap_err();
+        assert!(
+            err.contains("0.0.1-other") && err.contains(crate::VERSION),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn magic_line_constant_is_the_current_announcement() {
+        assert_eq!(MAGIC_LINE, format!("{}\n", Magic::current().line()));
+        assert!(MAGIC_LINE.starts_with(MAGIC_PREFIX));
+        assert_eq!(
+            crate::PROTOCOL_VERSION,
+            Magic::parse(MAGIC_LINE).unwrap().protocol
+        );
+    }
+
+    #[test]
+    fn magic_found_inside_binary_bytes() {
+        let mut bin = b"\x7fELF\0\0junk PI-BRIDGE-AGENT protocol=x \0".to_vec();
+        bin.extend_from_slice(MAGIC_LINE.as_bytes());
+        bin.extend_from_slice(b"nextliteral\0");
+        assert_eq!(Magic::find_in(&bin), Some(Magic::current()));
+        // A shell script's quoted line ends at the quote.
+        let script = b"echo 'PI-BRIDGE-AGENT protocol=1 version=2.0.0-rc.1'\ncat\n";
+        assert_eq!(
+            Magic::find_in(script),
+            Some(Magic {
+                protocol: 1,
+                version: "2.0.0-rc.1".into()
+            })
+        );
+        assert_eq!(Magic::find_in(b"no agent here"), None);
+        assert_eq!(Magic::find_in(b"PI-BRIDGE-AGENT protocol="), None);
     }
 
     #[test]

@@ -31,9 +31,19 @@ pub use hello::{Facts, Hello, HelloResult, Magic};
 
 use serde::{de::DeserializeOwned, Serialize};
 
+/// The wire protocol version as a literal, for `concat!` ([`PROTOCOL_VERSION`] and
+/// [`hello::MAGIC_LINE`] both come from it, so they cannot drift apart).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! protocol_version_literal {
+    () => {
+        1
+    };
+}
+
 /// Version of the wire protocol. Bumped on any incompatible change; both ends refuse a mismatch
 /// with an error naming both versions.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = protocol_version_literal!();
 
 /// Version of the pi-bridge release (the same for `pii`, the agent and this crate).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,7 +1,7 @@
 //! Running the `pii` binary against a fixture.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use crate::{paths, Sshd};
@@ -26,8 +26,16 @@ pub fn pii_local(dir: &Path, log: &Path, cli: &Path, args: &[&str]) -> Command {
     pii(&["--local".as_ref(), dir.as_os_str()], log, cli, &[], args)
 }
 
+/// The pii under test: `PI_BRIDGE_PII` when set (scripts/dist-test.sh points it at the `pii`
+/// that `npm install -g pi-bridge` put on PATH), else the workspace build.
+pub fn pii_bin() -> PathBuf {
+    std::env::var_os("PI_BRIDGE_PII")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths::bin("pii"))
+}
+
 fn pii(target: &[&OsStr], log: &Path, cli: &Path, flags: &[&str], args: &[&str]) -> Command {
-    let mut cmd = Command::new(paths::bin("pii"));
+    let mut cmd = Command::new(pii_bin());
     cmd.env("XDG_CACHE_HOME", cache_home(log))
         .args(target)
         .arg("--log-file")
