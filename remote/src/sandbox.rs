@@ -303,6 +303,13 @@ impl Pinned {
     pub fn canonical(&self) -> &Path {
         &self.canonical
     }
+
+    /// Whether this pins the object itself (an existing, followed last component, reached
+    /// through its `/proc/self/fd` link, which an open must follow) rather than a name under
+    /// its pinned directory (which an open must not follow: a symlink there was swapped in).
+    pub fn is_object(&self) -> bool {
+        self.path != self.entry
+    }
 }
 
 impl std::ops::Deref for Pinned {

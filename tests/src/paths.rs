@@ -174,7 +174,10 @@ pub fn pi() -> Pi {
     let pkg: serde_json::Value = serde_json::from_str(&installed).expect("pi's package.json");
     let bin = match &pkg["bin"] {
         serde_json::Value::String(s) => s.clone(),
-        b => b["pi"].as_str().expect("pi's package.json has bin.pi").to_string(),
+        b => b["pi"]
+            .as_str()
+            .expect("pi's package.json has bin.pi")
+            .to_string(),
     };
     assert_eq!(pkg["version"], version.as_str(), "installed pi version");
     Pi {
