@@ -68,6 +68,12 @@ pub struct ReadDirParams {
     /// List the whole tree; names are then relative paths (`a/b`), in Node's order.
     #[serde(default)]
     pub recursive: bool,
+    /// With `recursive`: also list what is under a symlink to a directory, through the link
+    /// (`link/f`), as Node's recursive readdir does in some of its forms (which ones depends on
+    /// the Node version; the client knows). A link leading outside the sandbox is listed but not
+    /// descended.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub follow: bool,
 }
 
 /// What `d_type` says (or lstat, where the file system does not fill it in).
@@ -540,8 +546,17 @@ mod tests {
             ReadDirParams {
                 path: "/p".into(),
                 recursive: false,
+                follow: false,
             },
             r#"{"path":"/p","recursive":false}"#,
+        );
+        check(
+            ReadDirParams {
+                path: "/p".into(),
+                recursive: true,
+                follow: true,
+            },
+            r#"{"path":"/p","recursive":true,"follow":true}"#,
         );
         check(
             ReadParams {

@@ -346,28 +346,45 @@ fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
             .collect());
     }
     // Node's order: breadth first, a queue of directories, each listed in turn. Symlinked
-    // directories are not descended (no loops, nothing outside the sandbox).
+    // directories are descended only with `follow` (through the sandbox: never outside it, and
+    // a loop ends where the kernel would say ELOOP).
     let mut out = Vec::new();
-    let mut queue: std::collections::VecDeque<(String, Vec<(String, FileKind)>)> =
-        [(String::new(), first)].into();
-    while let Some((prefix, entries)) = queue.pop_front() {
+    // (prefix, its entries, whether it was reached through a followed symlink)
+    let mut queue: std::collections::VecDeque<(String, Vec<(String, FileKind)>, bool)> =
+        [(String::new(), first, false)].into();
+    while let Some((prefix, entries, via_link)) = queue.pop_front() {
         for (name, kind) in entries {
             let rel = if prefix.is_empty() {
                 name
             } else {
                 format!("{prefix}/{name}")
             };
-            if kind == FileKind::Dir {
+            // Under a followed link, by its path (checked and pinned like any path, so never
+            // outside the sandbox, and a loop ends where the kernel would say ELOOP).
+            let through = || {
+                let p = format!("{}/{rel}", p.path.trim_end_matches('/'));
+                s.sandbox
+                    .pin(&p, Follow::All, "scandir")
+                    .ok()
+                    .filter(|d| d.is_dir())
+                    .and_then(|d| list(&d).ok())
+            };
+            let sub = match kind {
                 // A directory that vanished or cannot be read is skipped, like Node.
                 // Pinned from the root with O_NOFOLLOW: a directory swapped for a symlink since
                 // it was listed is skipped, never followed.
-                let sub = s
+                FileKind::Dir if !via_link => s
                     .sandbox
                     .open_beneath(root.canonical().join(&rel), true)
-                    .and_then(|d| list(&d));
-                if let Ok(sub) = sub {
-                    queue.push_back((rel.clone(), sub));
-                }
+                    .and_then(|d| list(&d))
+                    .ok()
+                    .map(|l| (l, false)),
+                FileKind::Dir => through().map(|l| (l, true)),
+                FileKind::Symlink if p.follow => through().map(|l| (l, true)),
+                _ => None,
+            };
+            if let Some((sub, link)) = sub {
+                queue.push_back((rel.clone(), sub, link));
             }
             out.push(DirEntry { name: rel, kind });
         }
@@ -475,6 +492,10 @@ pub fn open_path(
     flags: &OpenFlags,
     mode: Option<u32>,
 ) -> Result<(File, Pinned), Failure> {
+    if flags.create && crate::sandbox::names_a_directory(path) {
+        // O_CREAT of `x/`: EISDIR, whatever x is.
+        return Err(Errno::new("EISDIR", "open", Some(path)).into());
+    }
     let follow = if flags.nofollow {
         Follow::NotLast
     } else {

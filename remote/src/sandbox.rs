@@ -77,14 +77,23 @@ impl Sandbox {
     /// to hand to the syscall, valid while the [`Pinned`] lives.
     pub fn pin(&self, path: &str, follow: Follow, syscall: &str) -> Result<Pinned, Errno> {
         let (canonical, follow_last) = self.check(path, follow, syscall)?;
-        self.open_beneath(canonical, follow_last)
+        let pinned = self
+            .open_beneath(canonical, follow_last)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) => Errno::new("EACCES", syscall, Some(path)).with_detail(
                     "a path component was replaced by a symlink during the check; refused by \
                      the sandbox",
                 ),
                 _ => Errno::from_io(&e, syscall, Some(path)),
-            })
+            })?;
+        // `x/` (or `x/.`) names a directory: the kernel says ENOTDIR when x is anything else.
+        if names_a_directory(path) && pinned.is_object() {
+            match std::fs::metadata(&*pinned) {
+                Ok(md) if !md.is_dir() => return Err(Errno::new("ENOTDIR", syscall, Some(path))),
+                _ => {}
+            }
+        }
+        Ok(pinned)
     }
 
     /// Pin an already canonical path inside the root: every component is opened with
@@ -323,6 +332,11 @@ impl AsRef<Path> for Pinned {
     fn as_ref(&self) -> &Path {
         &self.path
     }
+}
+
+/// Whether `path` ends in a way that only a directory satisfies (`/`, `/.`).
+pub fn names_a_directory(path: &str) -> bool {
+    path.len() > 1 && (path.ends_with('/') || path.ends_with("/."))
 }
 
 /// Whether `/proc/self/fd/<n>` paths reach our descriptors (probed once).

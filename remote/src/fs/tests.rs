@@ -446,6 +446,7 @@ fn readdir_sorted_and_recursive_in_node_order() {
         ReadDirParams {
             path: f.p(""),
             recursive: false,
+            follow: false,
         },
     )
     .unwrap();
@@ -463,6 +464,7 @@ fn readdir_sorted_and_recursive_in_node_order() {
         ReadDirParams {
             path: f.p(""),
             recursive: true,
+            follow: false,
         },
     )
     .unwrap();
