@@ -284,8 +284,12 @@ function statEntry(n, follow) {
 
 // Can this call be answered from the cache? Returns undefined (no), {result} or {error} (a JSON-RPC
 // error object, fresh).
+// A path with a trailing slash is only ever answered by the agent (the kernel requires a
+// directory there; the trie has no place for that difference).
+const slashed = (p) => typeof p === 'string' && p.length > 1 && p.endsWith('/');
+
 function lookup(method, params) {
-  if (!state.enabled || !params) return undefined;
+  if (!state.enabled || !params || slashed(params.path)) return undefined;
   let kind;
   if (method === 'fs.stat') kind = 'stat';
   else if (method === 'fs.access' && !params.mode) kind = 'access';
@@ -366,7 +370,7 @@ function put(p, slot, value) {
 
 // An answer to `method(params)` sent under `tok`: {result} or {error} (the JSON-RPC error object).
 function store(method, params, tok, answer) {
-  if (tok < 0 || !params || typeof params.path !== 'string') return;
+  if (tok < 0 || !params || typeof params.path !== 'string' || slashed(params.path)) return;
   poll();
   if (tok !== state.gen) return;
   const p = params.path;

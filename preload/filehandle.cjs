@@ -58,22 +58,17 @@ class FileHandle extends EventEmitter {
     this[FD] = fd;
     this[REFS] = 1;
     this[CLOSING] = null;
-    // An own property, as Node's class field is.
+    // An own property, as Node's class field is. As Node's: the handle is closed (fd -1,
+    // 'close' emitted) at once; the promise settles with the descriptor's close.
     this.close = () => {
-      if (this[FD] === -1) return Promise.resolve();
       if (this[CLOSING]) return this[CLOSING];
+      if (this[FD] === -1) return Promise.resolve();
       const fd = this[FD];
-      this[CLOSING] = runAsync(fds.close(fd)).then(
-        () => {
-          this[FD] = -1;
-          this[CLOSING] = null;
-          this.emit('close');
-        },
-        (err) => {
-          this[CLOSING] = null;
-          throw err;
-        },
-      );
+      this[FD] = -1;
+      this[CLOSING] = runAsync(fds.close(fd)).finally(() => {
+        this[CLOSING] = null;
+      });
+      this.emit('close');
       return this[CLOSING];
     };
   }

@@ -65,7 +65,7 @@ function keepShape(fn, orig) {
 function standIns(op, args) {
   const out = args.slice();
   if (op.fd || (op.fdOk && fds.isVirtual(args[0]))) out[0] = shapes.NO_FD;
-  else op.paths.forEach((i, n) => (out[i] = `${shapes.NOWHERE}${n}`));
+  else op.paths.forEach((i, n) => (out[i] = op.standIn === 'file' ? shapes.FILE : `${shapes.NOWHERE}${n}`));
   return out;
 }
 

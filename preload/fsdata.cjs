@@ -37,19 +37,12 @@ async function* writeDataOf(data, encoding, signal) {
     yield toBuffer(data, encoding);
     return;
   }
+  // Node's own rule for each chunk: a view as it is, anything else through Buffer.from (which
+  // throws Node's error for what it cannot take).
   for await (const chunk of data) {
     check();
-    if (typeof chunk === 'string') yield Buffer.from(chunk, encoding || 'utf8');
-    else if (ArrayBuffer.isView(chunk)) yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-    else throw nodeError(TypeError, 'ERR_INVALID_ARG_TYPE', `The "data" argument must be of type string or an instance of Buffer, TypedArray, or DataView.${received(chunk)}`);
+    yield ArrayBuffer.isView(chunk) ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength) : Buffer.from(chunk, encoding || 'utf8');
   }
-}
-
-function received(v) {
-  if (v === null || v === undefined) return ` Received ${v}`;
-  if (typeof v === 'function') return ` Received function ${v.name}`;
-  if (typeof v === 'object') return v.constructor && v.constructor.name ? ` Received an instance of ${v.constructor.name}` : ` Received ${require('util').inspect(v, { depth: -1 })}`;
-  return ` Received type ${typeof v} (${require('util').inspect(v).slice(0, 28)})`;
 }
 
 function parseMode(mode, dflt) {

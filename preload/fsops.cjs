@@ -527,13 +527,23 @@ const OPS = {
       return yield ['*await', fileHandle(fd)];
     },
   },
-  // fs.openAsBlob: the file's bytes now, as a Blob (Node's is read lazily from the local file).
+  // fs.openAsBlob: the file's bytes now, as a Blob (Node's reads the local file lazily). Node
+  // checks its arguments on a file that exists; a remote file it cannot read fails as Node's
+  // does for a local one.
   openAsBlob: {
     paths: [0],
+    standIn: 'file',
     *run(c, _p, o) {
       const { type = '' } = o || {};
       const { Blob } = require('buffer');
-      return new Blob([yield* readAll(c.p[0])], { type });
+      let bytes;
+      try {
+        bytes = yield* readAll(c.p[0]);
+      } catch (err) {
+        if (!err[WIRE]) throw err;
+        throw (yield ['*await', shapes.blobError(err[WIRE], c.disp[0])]) || err;
+      }
+      return new Blob([bytes], { type });
     },
   },
   // Operations on virtual fds (fds.cjs): the first argument is the fd.

@@ -95,10 +95,24 @@ function readFileDirError(form) {
 // a private directory. A function of (src, dest), or a promise of one for the async forms.
 function cpDirError(form) {
   const shaped = (dest) => (e) => (s, d) => (e ? require('./errors.cjs').recast(e, [[dest, d], [DIR, s]]) : null);
-  const dest = path.join(probeTree(), 'missing', 'dest');
+  const dest = path.join(probeTree(), 'cp-missing', 'dest'); // Node's async cp creates the parent
   if (form === 'sync') return shaped(dest)(thrown('cp:dir:sync', () => orig.fs.cpSync(DIR, dest)));
   if (form === 'callback') return called('cp:dir:callback', (cb) => orig.fs.cp(DIR, dest, cb)).then(shaped(dest));
   return rejected('cp:dir:promise', () => orig.fsp.cp(DIR, dest)).then(shaped(dest));
+}
+
+// ---- openAsBlob -----------------------------------------------------------------------------
+
+// Node's error for openAsBlob of a file it cannot open, given the remote failure (a promise):
+// Node 24+ reports the file system's error itself (`stat`), earlier ones an argument error.
+function blobError(wire, disp) {
+  const missing = path.join(probeTree(), 'blob-missing'); // never created (cp's probe makes its own)
+  return rejected('blob', () => orig.fs.openAsBlob(missing)).then((e) => {
+    const { recast, fsError } = require('./errors.cjs');
+    if (!e) return null;
+    if (typeof e.syscall === 'string' && e.code === 'ENOENT') return fsError({ ...wire, syscall: e.syscall, path: disp });
+    return recast(e, [[missing, disp]]);
+  });
 }
 
 // ---- recursive readdir through symlinked directories ---------------------------------------
@@ -200,4 +214,4 @@ async function validatePromise(fn, args) {
   return null;
 }
 
-module.exports = { orig, FILE, DIR, NOWHERE, NO_FD, noEntryCodes, readFileDirError, cpDirError, readdirFollows, spawnFailure, validateSync, validateCallback, validatePromise };
+module.exports = { orig, FILE, DIR, NOWHERE, NO_FD, noEntryCodes, readFileDirError, cpDirError, blobError, readdirFollows, spawnFailure, validateSync, validateCallback, validatePromise };

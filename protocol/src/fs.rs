@@ -480,6 +480,8 @@ pub struct StatFs {
     #[serde(rename = "type")]
     pub fs_type: u64,
     pub bsize: u64,
+    /// The fragment size (`f_frsize`; Node 24+ reports it).
+    pub frsize: u64,
     pub blocks: u64,
     pub bfree: u64,
     pub bavail: u64,
@@ -849,13 +851,14 @@ mod tests {
             StatFs {
                 fs_type: 0x01021994,
                 bsize: 4096,
+                frsize: 4096,
                 blocks: 10,
                 bfree: 5,
                 bavail: 4,
                 files: 100,
                 ffree: 50,
             },
-            r#"{"type":16914836,"bsize":4096,"blocks":10,"bfree":5,"bavail":4,"files":100,"ffree":50}"#,
+            r#"{"type":16914836,"bsize":4096,"frsize":4096,"blocks":10,"bfree":5,"bavail":4,"files":100,"ffree":50}"#,
         );
         check(
             WriteParams {

@@ -157,6 +157,7 @@ fn statfs(s: &Session, p: PathParams) -> Result<StatFs, Failure> {
     Ok(StatFs {
         fs_type: b.f_type as u64,
         bsize: b.f_bsize as u64,
+        frsize: b.f_frsize as u64,
         blocks: b.f_blocks,
         bfree: b.f_bfree,
         bavail: b.f_bavail,

@@ -76,6 +76,15 @@ impl Sandbox {
     /// Check `path` and pin what it names (see the module docs): the result derefs to the path
     /// to hand to the syscall, valid while the [`Pinned`] lives.
     pub fn pin(&self, path: &str, follow: Follow, syscall: &str) -> Result<Pinned, Errno> {
+        if follow == Follow::NotLast && names_a_directory(path) {
+            // `x/` for a call on the entry itself (rmdir, rename, unlink…): it acts on x, which
+            // must be a directory (not a file, nor a symlink to a directory): else ENOTDIR.
+            let entry = self.pin(without_trailing(path), Follow::NotLast, syscall)?;
+            return match std::fs::symlink_metadata(&*entry) {
+                Ok(md) if !md.is_dir() => Err(Errno::new("ENOTDIR", syscall, Some(path))),
+                _ => Ok(entry),
+            };
+        }
         let (canonical, follow_last) = self.check(path, follow, syscall)?;
         let pinned = self
             .open_beneath(canonical, follow_last)
@@ -339,6 +348,19 @@ pub fn names_a_directory(path: &str) -> bool {
     path.len() > 1 && (path.ends_with('/') || path.ends_with("/."))
 }
 
+/// `path` without its trailing `/` and `/.` (`a/./` → `a`; `/` stays).
+fn without_trailing(mut path: &str) -> &str {
+    loop {
+        if path.len() > 1 && path.ends_with('/') {
+            path = &path[..path.len() - 1];
+        } else if path.len() > 2 && path.ends_with("/.") {
+            path = &path[..path.len() - 2];
+        } else {
+            return path;
+        }
+    }
+}
+
 /// Whether `/proc/self/fd/<n>` paths reach our descriptors (probed once).
 fn proc_fd_works() -> bool {
     static WORKS: OnceLock<bool> = OnceLock::new();
@@ -554,6 +576,28 @@ mod tests {
             f.sb.pin(&s(&f.root.join("sub/file")), Follow::All, "open")
                 .map(|_| PathBuf::new()),
         );
+    }
+
+    #[test]
+    fn a_trailing_slash_requires_a_directory() {
+        let f = fixture();
+        let file = format!("{}/", s(&f.root.join("sub/file")));
+        for follow in [Follow::All, Follow::NotLast] {
+            let e = f.sb.pin(&file, follow, "stat").unwrap_err();
+            assert_eq!((e.code.as_str(), e.path.as_deref()), ("ENOTDIR", Some(file.as_str())));
+            let e = f.sb.pin(&format!("{file}."), follow, "stat").unwrap_err();
+            assert_eq!(e.code, "ENOTDIR");
+        }
+        // A directory, through a symlink or not, for calls that follow; the entry itself, a
+        // real directory, for calls on it; a missing name is still missing (mkdir 'new/').
+        assert!(f.sb.pin(&format!("{}/", s(&f.root.join("in"))), Follow::All, "stat").is_ok());
+        let e = f.sb.pin(&format!("{}/", s(&f.root.join("in"))), Follow::NotLast, "rmdir").unwrap_err();
+        assert_eq!(e.code, "ENOTDIR");
+        let d = f.sb.pin(&format!("{}/", s(&f.root.join("sub"))), Follow::NotLast, "rmdir").unwrap();
+        assert!(!d.is_object());
+        assert!(f.sb.pin(&format!("{}/", s(&f.root.join("new"))), Follow::NotLast, "mkdir").is_ok());
+        assert_eq!(without_trailing("/a/./"), "/a");
+        assert_eq!(without_trailing("/"), "/");
     }
 
     #[test]

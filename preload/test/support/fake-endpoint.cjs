@@ -86,7 +86,7 @@ const methods = {
   'fs.chown': (p) => (p.lstat ? fs.lchownSync : fs.chownSync)(p.path, p.uid ?? -1, p.gid ?? -1) ?? null,
   'fs.statfs': (p) => {
     const s = fs.statfsSync(p.path);
-    return { type: s.type, bsize: s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree };
+    return { type: s.type, bsize: s.bsize, frsize: s.frsize ?? s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree };
   },
   'fs.open': (p) => {
     if (!fds.has(p.fd)) {

@@ -470,12 +470,30 @@ fn readdir_sorted_and_recursive_in_node_order() {
     .unwrap();
     let n: Vec<String> = r.into_iter().map(|e| e.name).collect();
     assert_eq!(n, vec!["a", "b", "c", "l", "a/f", "b/x"]);
+    // With `follow`, through the link too; a link to the outside and a loop end quietly.
+    symlink("/", f.root.join("out")).unwrap();
+    std::fs::create_dir(f.root.join("b/y")).unwrap();
+    symlink("..", f.root.join("b/y/up")).unwrap();
+    let r = readdir(
+        &f.s,
+        ReadDirParams {
+            path: f.p(""),
+            recursive: true,
+            follow: true,
+        },
+    )
+    .unwrap();
+    let n: Vec<String> = r.into_iter().map(|e| e.name).collect();
+    assert!(n.contains(&"l/x".to_string()) && n.contains(&"l/y/up".to_string()), "{n:?}");
+    assert!(!n.iter().any(|e| e.starts_with("out/")), "{n:?}");
+    assert!(n.len() < 2000, "a loop ended where the kernel would: {}", n.len());
     assert_eq!(
         code(readdir(
             &f.s,
             ReadDirParams {
                 path: f.p("c"),
-                recursive: false
+                recursive: false,
+                follow: false,
             }
         )),
         "ENOTDIR"
