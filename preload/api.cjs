@@ -24,7 +24,7 @@ const FS = {
   fchown: R, fchownSync: R, fdatasync: R, fdatasyncSync: R, fstat: R, fstatSync: R, fsync: R, fsyncSync: R,
   ftruncate: R, ftruncateSync: R, futimes: R, futimesSync: R, lchmod: R, lchmodSync: R, lchown: R, lchownSync: R,
   link: R, linkSync: R, lstat: R, lstatSync: R, lutimes: R, lutimesSync: R, mkdir: R, mkdirSync: R, mkdtemp: R,
-  mkdtempSync: R, mkdtempDisposableSync: R, open: R, openSync: R, openAsBlob: R, opendir: R, opendirSync: R,
+  mkdtempSync: R, mkdtempDisposableSync: R, open: R, openSync: R, openAsBlob: R, openAsBlobSync: R, opendir: R, opendirSync: R,
   read: R, readSync: R, readv: R, readvSync: R, readFile: R, readFileSync: R, readdir: R, readdirSync: R,
   readlink: R, readlinkSync: R, realpath: R, realpathSync: R, 'realpath.native': R, 'realpathSync.native': R,
   rename: R, renameSync: R, rm: R, rmSync: R, rmdir: R, rmdirSync: R, stat: R, statSync: R, statfs: R,

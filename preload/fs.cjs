@@ -260,7 +260,7 @@ const FORMS = {
   cp: ['cpSync', 'cp', 'cp'],
   opendir: ['opendirSync', 'opendir', 'opendir'],
   open: ['openSync', 'open', 'open'],
-  openAsBlob: [null, null, null], // fs.openAsBlob returns a promise: installed below
+  openAsBlob: ['openAsBlobSync', null, null], // fs.openAsBlob returns a promise: installed below
   read: ['readSync', 'read', null],
   readv: ['readvSync', 'readv', null],
   write: ['writeSync', 'write', null],

@@ -527,7 +527,7 @@ const OPS = {
       return yield ['*await', fileHandle(fd)];
     },
   },
-  // fs.openAsBlob: the file's bytes now, as a Blob (Node's reads the local file lazily). Node
+  // fs.openAsBlob(Sync): the file's bytes now, as a Blob (Node's reads the local file lazily). Node
   // checks its arguments on a file that exists; a remote file it cannot read fails as Node's
   // does for a local one.
   openAsBlob: {
@@ -541,7 +541,8 @@ const OPS = {
         bytes = yield* readAll(c.p[0]);
       } catch (err) {
         if (!err[WIRE]) throw err;
-        throw (yield ['*await', shapes.blobError(err[WIRE], c.disp[0])]) || err;
+        const shaped = shapes.blobError(c.form, err[WIRE], c.disp[0]);
+        throw (c.form === 'sync' ? shaped : yield ['*await', shaped]) || err;
       }
       return new Blob([bytes], { type });
     },

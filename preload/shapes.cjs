@@ -103,16 +103,19 @@ function cpDirError(form) {
 
 // ---- openAsBlob -----------------------------------------------------------------------------
 
-// Node's error for openAsBlob of a file it cannot open, given the remote failure (a promise):
-// Node 24+ reports the file system's error itself (`stat`), earlier ones an argument error.
-function blobError(wire, disp) {
+// Node's error for openAsBlob(Sync) of a file it cannot open, given the remote failure (a
+// promise of it for the async form): Node 24+ reports the file system's error itself (`stat`),
+// earlier ones an argument error.
+function blobError(form, wire, disp) {
   const missing = path.join(probeTree(), 'blob-missing'); // never created (cp's probe makes its own)
-  return rejected('blob', () => orig.fs.openAsBlob(missing)).then((e) => {
+  const shaped = (e) => {
     const { recast, fsError } = require('./errors.cjs');
     if (!e) return null;
     if (typeof e.syscall === 'string' && e.code === 'ENOENT') return fsError({ ...wire, syscall: e.syscall, path: disp });
     return recast(e, [[missing, disp]]);
-  });
+  };
+  if (form === 'sync') return shaped(thrown('blob:sync', () => orig.fs.openAsBlobSync(missing)));
+  return rejected('blob', () => orig.fs.openAsBlob(missing)).then(shaped);
 }
 
 // ---- recursive readdir through symlinked directories ---------------------------------------
