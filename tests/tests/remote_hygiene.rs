@@ -113,15 +113,21 @@ fn commands_see_no_sshd_session_and_no_rc_noise() {
     assert!(!result.contains("NOISY"), "{result}");
 }
 
+/// A command run as `user` inside the fixture's namespaces (the remote host as the test sees it).
+fn as_user(sshd: &Sshd, user: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg("-t")
+        .arg(sshd.sshd_pid().to_string())
+        .args(["-m", "-p", "--", "runuser", "-u", user, "--"]);
+    cmd
+}
+
 /// `true` when a writer's non-blocking open of the remote FIFO finds a reader (someone holds it
 /// open for reading), `false` when it fails with ENXIO. Runs as the remote user in the fixture's
 /// namespaces, with the cell's node.
 fn fifo_has_reader(sshd: &Sshd, rel: &str) -> bool {
     let path = sshd.remote_path(rel);
-    let out = Command::new("nsenter")
-        .arg("-t")
-        .arg(sshd.sshd_pid().to_string())
-        .args(["-m", "-p", "--", "runuser", "-u", sshd.user(), "--"])
+    let out = as_user(sshd, sshd.user())
         .arg(paths::node())
         .arg("-e")
         .arg(
@@ -329,10 +335,7 @@ fn rewriting_a_private_file_exposes_nothing_to_another_user() {
     let watcher = dir.path().join("watcher.cjs");
     std::fs::write(&watcher, WATCHER).unwrap();
     let stop = dir.path().join("stop");
-    let mut watch = Command::new("nsenter")
-        .arg("-t")
-        .arg(sshd.sshd_pid().to_string())
-        .args(["-m", "-p", "--", "runuser", "-u", OTHER_USER, "--"])
+    let mut watch = as_user(&sshd, OTHER_USER)
         .arg(paths::node())
         .arg(&watcher)
         .arg(sshd.project())
@@ -344,12 +347,8 @@ fn rewriting_a_private_file_exposes_nothing_to_another_user() {
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "WATCHING");
     // The other user can read the project directory, and cannot read the file itself.
-    let probe = Command::new("nsenter")
-        .arg("-t")
-        .arg(sshd.sshd_pid().to_string())
-        .args([
-            "-m", "-p", "--", "runuser", "-u", OTHER_USER, "--", "sh", "-c",
-        ])
+    let probe = as_user(&sshd, OTHER_USER)
+        .args(["sh", "-c"])
         .arg("ls \"$1\" >/dev/null && ! cat \"$1/secret.txt\" 2>/dev/null && echo OK")
         .arg("sh")
         .arg(sshd.project())
