@@ -5,7 +5,7 @@
 //!   pi (fake LLM) runs a bash command through its tool. The tool result holds the command's
 //!   output only: bash must not believe sshd started it (no `SSH_CLIENT`/`SSH_CONNECTION`/
 //!   `SSH_TTY` in its environment, so it does not source `~/.bashrc`), while the login PATH set
-//!   in `~/.profile` still applies.
+//!   in `~/.profile` still applies; nor does any of that text reach pii's stderr.
 //! - `a_fifo_named_agents_md_neither_hangs_nor_pins_an_agent_thread`: the project's AGENTS.md is
 //!   a FIFO nobody writes. pi reads it at start (Node itself would block there forever); through
 //!   the bridge the read ends (an empty file) and, checked from the remote while the session
@@ -42,6 +42,12 @@ fn run_pi(sshd: &Sshd, script: serde_json::Value, limit: Duration) -> (String, V
     cmd.envs(env);
     let out = output_within(cmd, limit, &log);
     assert_success("pii running pi", &out, &log);
+    // Nothing the remote's rc files print reaches the terminal either (pii logs it).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("NOISY"),
+        "rc noise on pii's stderr: {stderr}"
+    );
     let requests = llm.requests();
     let results = requests.last().map(llm::tool_results).unwrap_or_default();
     (String::from_utf8_lossy(&out.stdout).into_owned(), results)
