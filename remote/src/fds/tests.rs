@@ -3,8 +3,8 @@
 
 use crate::server::tests::{b64, base64_decode, raw_call, resumable, Client};
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use tokio::io::AsyncWriteExt;
 
 async fn open(c: &mut Client, fd: &str, rel: &str, flags: Value) -> Value {
     let path = c.p(rel);
