@@ -16,7 +16,7 @@ const { fsError } = require('./errors.cjs');
 
 const PATH_KEYS = ['path', 'from', 'to', 'prefix'];
 const SETTINGS_KEYS = ['packages', 'extensions', 'npmCommand'];
-const SYSCALL = { 'fs.readdir': 'scandir', 'fs.read': 'open', 'fs.write': 'open', 'fs.copyFile': 'copyfile' };
+const SYSCALL = { 'fs.readdir': 'scandir', 'fs.read': 'open', 'fs.write': 'open', 'fs.copyFile': 'copyfile', '*names': 'open' };
 
 const state = {
   hidden: null, // absolute `<project>/.pi/extensions`, or null when trusted
