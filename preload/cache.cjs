@@ -285,8 +285,12 @@ function statEntry(n, follow) {
 
 // Can this call be answered from the cache? Returns undefined (no), {result} or {error} (a JSON-RPC
 // error object, fresh).
+// A path with a trailing slash is only ever answered by the agent (the kernel requires a
+// directory there; the trie has no place for that difference).
+const slashed = (p) => typeof p === 'string' && p.length > 1 && p.endsWith('/');
+
 function lookup(method, params) {
-  if (!state.enabled || !params) return undefined;
+  if (!state.enabled || !params || slashed(params.path)) return undefined;
   let kind;
   if (method === 'fs.stat') kind = 'stat';
   else if (method === 'fs.access' && !params.mode) kind = 'access';
@@ -367,7 +371,7 @@ function put(p, slot, value) {
 
 // An answer to `method(params)` sent under `tok`: {result} or {error} (the JSON-RPC error object).
 function store(method, params, tok, answer) {
-  if (tok < 0 || !params || typeof params.path !== 'string') return;
+  if (tok < 0 || !params || typeof params.path !== 'string' || slashed(params.path)) return;
   poll();
   if (tok !== state.gen) return;
   const p = params.path;
@@ -382,6 +386,14 @@ function store(method, params, tok, answer) {
     if (!r || r.cache !== true || (params.offset || 0) !== 0 || typeof r.data !== 'string' || r.size > MAX_READ) return;
     if (Buffer.byteLength(r.data, 'base64') !== r.size) return; // not the whole file
     put(p, 'read', { b64: r.data, size: r.size });
+  } else if (method === 'fs.open') {
+    // An open that neither creates nor truncates answers the path's stat (and maybe its first
+    // bytes) under the same flags as fs.stat and fs.read.
+    const r = answer.result;
+    if (!r || !r.stat || r.stat.cache !== true) return;
+    put(p, 'stat', { ok: r.stat });
+    const a = r.ahead;
+    if (a && a.cache === true && typeof a.data === 'string' && a.size <= MAX_READ && Buffer.byteLength(a.data, 'base64') === a.size) put(p, 'read', { b64: a.data, size: a.size });
   }
 }
 
@@ -399,6 +411,14 @@ function plain(p, follows) {
 }
 
 const uploads = new Map(); // upload id → path (fs.upload.commit names only the id)
+// Remote descriptor name → the path it was opened with (fds.cjs keeps it: a posted close never
+// passes through here). A call on a descriptor changes that path's file; where the file has
+// moved since, the agent's barrier reports it where it is.
+const fdPaths = new Map();
+const fdPath = (q) => {
+  const p = fdPaths.get(q.fd);
+  return p === undefined ? [['/', false]] : [[p, true]]; // unknown: everything may have changed
+};
 
 // What each call does to the cache. `paths(params)`: [path, follows] pairs it changes (subtree +
 // parent); `read`: the path whose atime it moves (stat entries only), after its answer is stored.
@@ -420,6 +440,15 @@ const EFFECTS = {
   'fs.utimes': { paths: (q) => [[q.path, !q.lstat]] },
   'fs.truncate': { paths: (q) => [[q.path, true]] },
   'fs.mkdtemp': { paths: (q) => [[q.prefix, false]], done: (q, r) => typeof r === 'string' && invalidate(r) },
+  'fs.chown': { paths: (q) => [[q.path, !q.lstat]] },
+  'fs.open': { paths: (q) => (q.flags && (q.flags.create || q.flags.truncate) ? [[q.path, !q.flags.nofollow]] : []) },
+  'fs.pwrite': { paths: fdPath },
+  'fs.fappend': { paths: fdPath },
+  'fs.ftruncate': { paths: fdPath },
+  'fs.fchmod': { paths: fdPath },
+  'fs.fchown': { paths: fdPath },
+  'fs.futimes': { paths: fdPath },
+  'fs.pread': { paths: () => [], read: (q) => fdPaths.get(q.fd) },
   'fs.read': { paths: () => [], read: (q) => q.path },
   '*readRange': { paths: () => [], read: (q) => q.path },
   'fs.readdir': { paths: () => [], read: (q) => q.path },
@@ -428,7 +457,7 @@ const EFFECTS = {
 
 // Calls that change nothing on disk themselves. proc.run/proc.spawn: what a process changes comes
 // on the feeds, before its end (the barrier).
-const PURE = new Set(['fs.stat', 'fs.access', 'fs.realpath', 'fs.upload.chunk', 'session.info', 'watch.start', 'watch.stop', 'fs.changes', 'fs.changes.stop', 'proc.run', 'proc.spawn', 'proc.stdin', 'proc.kill', 'proc.unsubscribe', 'session.ack', '*events']);
+const PURE = new Set(['fs.stat', 'fs.access', 'fs.realpath', 'fs.fstat', 'fs.fsync', 'fs.close', 'fs.statfs', 'fs.upload.chunk', 'session.info', 'watch.start', 'watch.stop', 'fs.changes', 'fs.changes.stop', 'proc.run', 'proc.spawn', 'proc.stdin', 'proc.kill', 'proc.unsubscribe', 'session.ack', '*events']);
 
 const NOOP = () => {};
 
@@ -468,7 +497,8 @@ function issue(method, params, feed = helperFeed) {
       if (precise || barrier) literal();
       else clearAll();
     }
-    if (fx.read) touch(fx.read(q));
+    const touched = fx.read && fx.read(q);
+    if (typeof touched === 'string') touch(touched);
     if (fx.done && answer && !answer.error) fx.done(q, answer.result);
     else if (fx.done && method === 'fs.upload.abort') fx.done(q);
   };
@@ -477,6 +507,6 @@ function issue(method, params, feed = helperFeed) {
 // What a probing call (sync.cjs/rpc.cjs `probe`) answers for a cached failure.
 const MISSING = Symbol('pi-bridge: cached as missing');
 
-const api = { MISSING, state, counters, CTL, MAX_READ, MAX_ENTRIES, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find, expectPrefetch, setRoot };
+const api = { MISSING, state, counters, CTL, MAX_READ, MAX_ENTRIES, fdPaths, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find, expectPrefetch, setRoot };
 globalThis[Symbol.for('pi-bridge.cache')] = counters;
 module.exports = api;

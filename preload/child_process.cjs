@@ -14,6 +14,7 @@ const route = require('./route.cjs');
 const rpc = require('./rpc.cjs');
 const sync = require('./sync.cjs');
 const { errnoError, nodeError, WIRE, AbortError } = require('./errors.cjs');
+const shapes = require('./shapes.cjs'); // loaded before install(): it keeps the originals
 
 const VPID_BASE = 10_000_000;
 let nextVpid = 1;
@@ -447,6 +448,15 @@ function toInput(input, encoding) {
   return Buffer.from(input.buffer, input.byteOffset, input.byteLength);
 }
 
+// A spawnSync result for a program that could not be started: `error`, and the other fields
+// exactly as the running Node fills them then (null or undefined output, pid 0: shapes.cjs).
+function failedSpawnSync(error) {
+  const { keys, fields } = shapes.spawnFailure();
+  const out = {};
+  for (const k of keys) out[k] = k === 'error' ? error : fields[k];
+  return out;
+}
+
 function remoteSpawnSync(file, args, options, cwd) {
   const r = resolveShell(file, args, options);
   const o = { maxBuffer: 1024 * 1024, ...r.options };
@@ -465,12 +475,9 @@ function remoteSpawnSync(file, args, options, cwd) {
     res = sync.call('proc.run', params);
   } catch (err) {
     const w = err[WIRE];
-    const error = w ? errnoError(w.code, syscall, extra) : err;
-    return { error, status: null, signal: null, output: null, pid: 0, stdout: null, stderr: null };
+    return failedSpawnSync(w ? errnoError(w.code, syscall, extra) : err);
   }
-  if (res.error) {
-    return { error: errnoError(res.error.code, syscall, extra), status: null, signal: null, output: null, pid: 0, stdout: null, stderr: null };
-  }
+  if (res.error) return failedSpawnSync(errnoError(res.error.code, syscall, extra));
   const enc = o.encoding && o.encoding !== 'buffer' && Buffer.isEncoding(o.encoding) ? o.encoding : null;
   const stream = (i, b64) => {
     const buf = Buffer.from(b64 || '', 'base64');

@@ -103,4 +103,44 @@ function systemError(Cls, code, prefix, info) {
   return err;
 }
 
-module.exports = { AbortError, SystemError, NodeError, systemError, WIRE, errnoOf, describe, fsError, errnoError, transportError, fromRpcError, nodeError };
+// A copy of `err` (an error Node itself threw for a local stand-in, see shapes.cjs) with every
+// occurrence of each stand-in string replaced by what the user's call named: same prototype
+// (so the same class, name and code), same own properties in the same order. This is how the
+// bridge reproduces shapes that differ between Node versions without a per-version table.
+function recast(err, pairs) {
+  const swap = (v) => {
+    if (typeof v === 'string') {
+      let out = v;
+      for (const [from, to] of pairs) if (from) out = out.split(from).join(to);
+      return out;
+    }
+    if (v && typeof v === 'object' && [Object.prototype, null].includes(Object.getPrototypeOf(v))) {
+      const o = {};
+      for (const k of Object.keys(v)) o[k] = swap(v[k]);
+      return o;
+    }
+    return v;
+  };
+  const out = Object.create(Object.getPrototypeOf(err));
+  for (const k of Reflect.ownKeys(err)) {
+    if (k === 'stack') continue;
+    const d = Object.getOwnPropertyDescriptor(err, k);
+    if ('value' in d) d.value = swap(d.value);
+    else if (d.get) {
+      // Node's SystemError reads these from a context its getters close over: keep them
+      // accessors, over the swapped value.
+      let v = swap(err[k]);
+      d.get = () => v;
+      if (d.set) d.set = (x) => (v = x);
+    }
+    Object.defineProperty(out, k, d);
+  }
+  const stackDesc = Object.getOwnPropertyDescriptor(err, 'stack');
+  const here = new Error(out.message).stack.split('\n').slice(2).join('\n');
+  const head = `${String(err.stack).split('\n')[0]}`;
+  Object.defineProperty(out, 'stack', { value: `${swap(head)}\n${here}`, writable: true, configurable: true, enumerable: !!(stackDesc && stackDesc.enumerable) });
+  return out;
+}
+
+module.exports = {
+  recast, AbortError, SystemError, NodeError, systemError, WIRE, errnoOf, describe, fsError, errnoError, transportError, fromRpcError, nodeError };

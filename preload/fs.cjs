@@ -1,18 +1,30 @@
 'use strict';
 // Patches fs and fs/promises: every entry of fsops.OPS becomes its sync, callback and promise
 // form; a call whose path arguments are not routed goes to Node's original function with exactly
-// its original arguments.
+// its original arguments. Before a routed call runs, Node's original checks its arguments on
+// stand-ins (shapes.cjs), so argument errors are the running Node's own. What api.cjs lists as
+// Node's own (streams, cp, glob, exists…) is left to Node, which calls back into the patched
+// functions; any function member of fs or fs/promises the bridge does not know refuses a routed
+// path (api.cjs `guardUnknown`) instead of reaching the local disk.
 
 const fs = require('fs');
 const util = require('util');
 const fsp = require('fs/promises');
 const route = require('./route.cjs');
 const fds = require('./fds.cjs');
-const { OPS, reshape } = require('./fsops.cjs');
+const { OPS, reshape, isHandle } = require('./fsops.cjs');
 const { runSync, runAsync } = require('./run.cjs');
 const { fsError, nodeError } = require('./errors.cjs');
-const streams = require('./streams.cjs');
+const shapes = require('./shapes.cjs');
 const watch = require('./watch.cjs');
+const api = require('./api.cjs');
+
+// The path as the agent must see it: absolute, and keeping a trailing `/` (or `/.`), which
+// makes the kernel require a directory (`existsSync('file.txt/')` is false).
+function wirePath(arg, abs) {
+  const s = route.toPathString(arg);
+  return abs !== '/' && /\/\.?$/.test(s) ? `${abs}/` : abs;
+}
 
 // Routing decision for one call: null = not ours; else the call context for fsops.
 function prepare(op, args) {
@@ -21,7 +33,8 @@ function prepare(op, args) {
   const p = [];
   const disp = [];
   for (const i of op.paths) {
-    p.push(route.routed(args[i]));
+    const abs = route.routed(args[i]);
+    p.push(abs && wirePath(args[i], abs));
     disp.push(route.toPathString(args[i]));
   }
   const routedCount = p.filter(Boolean).length;
@@ -45,10 +58,84 @@ function keepShape(fn, orig) {
   return fn;
 }
 
-function syncForm(op, orig) {
+// ---- Node's argument checks ----------------------------------------------------------------
+
+// The call's arguments for a check by Node's original: paths → stand-ins that can only fail,
+// a virtual fd → a descriptor that is never open.
+function standIns(op, args) {
+  const out = args.slice();
+  if (op.fd || (op.fdOk && fds.isVirtual(args[0]))) out[0] = shapes.NO_FD;
+  else op.paths.forEach((i, n) => (out[i] = op.standIn === 'file' ? shapes.FILE : `${shapes.NOWHERE}${n}`));
+  return out;
+}
+
+// Checks of path calls are remembered by the shape of their other arguments (a stat with no
+// options is checked once); fd calls carry offsets and lengths, so each is checked.
+const checked = new Set();
+const CHECKED_MAX = 4096;
+function sig(v, nested) {
+  if (v === null) return 'n';
+  switch (typeof v) {
+    case 'undefined':
+      return 'u';
+    case 'string':
+      return v.length <= 40 ? `s${JSON.stringify(v)}` : `s#`;
+    case 'number':
+    case 'bigint':
+    case 'boolean':
+      return `${typeof v}:${String(v)}`;
+    case 'function':
+      return 'f';
+    case 'symbol':
+      return 'y';
+    default:
+  }
+  if (ArrayBuffer.isView(v)) return `v:${v.constructor.name}`;
+  const proto = Object.getPrototypeOf(v);
+  if (nested || (proto !== Object.prototype && proto !== null)) return `o:${(proto && proto.constructor && proto.constructor.name) || ''}`;
+  return `{${Object.keys(v).map((k) => `${k}=${sig(v[k], true)}`).join(',')}}`;
+}
+
+function checkKey(name, form, op, args) {
+  if (op.fd || op.fdOk) return null;
+  let k = `${name}|${form}`;
+  for (let i = 0; i < args.length; i++) {
+    if (op.paths.includes(i)) continue;
+    k += `|${i === op.data ? `d:${typeof args[i] === 'string' ? 's' : sig(args[i], true)}` : sig(args[i], false)}`;
+  }
+  return k;
+}
+
+function remember(key) {
+  if (key === null) return;
+  if (checked.size >= CHECKED_MAX) checked.clear();
+  checked.add(key);
+}
+
+function nodeCheckSync(name, op, orig, args, form) {
+  const key = checkKey(name, form, op, args);
+  if (key !== null && checked.has(key)) return;
+  const check = form === 'sync' ? shapes.validateSync : shapes.validateCallback;
+  const err = check(orig, standIns(op, args));
+  if (err) throw err;
+  remember(key);
+}
+
+async function nodeCheckAsync(name, op, orig, args) {
+  const key = checkKey(name, 'promise', op, args);
+  if (key !== null && checked.has(key)) return;
+  const err = await shapes.validatePromise(orig, standIns(op, args));
+  if (err) throw err;
+  remember(key);
+}
+
+// ---- the three forms -----------------------------------------------------------------------
+
+function syncForm(name, op, orig) {
   return keepShape(function (...args) {
     const c = prepare(op, args);
     if (!c) return Reflect.apply(orig, this, arguments);
+    nodeCheckSync(name, op, orig, args, 'sync');
     if (c.cross) throw crossError(op, c);
     c.form = 'sync';
     try {
@@ -60,7 +147,7 @@ function syncForm(op, orig) {
   }, orig);
 }
 
-function callbackForm(op, orig) {
+function callbackForm(name, op, orig) {
   return keepShape(function (...args) {
     const c = prepare(op, args);
     if (!c) return Reflect.apply(orig, this, arguments);
@@ -68,55 +155,53 @@ function callbackForm(op, orig) {
     if (!cb) {
       throw nodeError(TypeError, 'ERR_INVALID_ARG_TYPE', 'The "cb" argument must be of type function. Received undefined');
     }
+    nodeCheckSync(name, op, orig, args, 'callback');
     if (c.cross) return process.nextTick(cb, crossError(op, c));
     c.form = 'callback';
     runAsync(op.run(c, ...args)).then(
       (v) => {
-        if (op.existsStyle) process.nextTick(cb, v);
-        else if (op.cbArgs) process.nextTick(cb, null, ...op.cbArgs(v));
+        if (op.cbArgs) process.nextTick(cb, null, ...op.cbArgs(v));
         else if (v === undefined) process.nextTick(cb, null);
         else process.nextTick(cb, null, v);
       },
-      (err) => process.nextTick(cb, op.existsStyle ? false : reshape(err, op, c)),
+      (err) => process.nextTick(cb, reshape(err, op, c)),
     );
     return undefined;
   }, orig);
 }
 
-// util.promisify(fs.read / fs.write / fs.exists) uses a custom form that resolves an object (or
-// a boolean); give the patched functions one that routes the same way.
+// util.promisify(fs.read / fs.write / fs.readv / fs.writev) resolves an object ({bytesRead,
+// buffer}…); give the patched functions a custom form that routes the same way.
 function promisifyCustom(fn, op, orig) {
-  // fs.read/fs.write declare their result names through an internal symbol, not .custom.
-  if (!op.promisifyKeys && !orig[util.promisify.custom]) return fn;
+  if (!op.promisifyKeys) return fn;
   const custom = util.promisify(orig);
+  const [k1, k2] = op.promisifyKeys;
   Object.defineProperty(fn, util.promisify.custom, {
     configurable: true,
     value: function (...args) {
       if (!prepare(op, args)) return Reflect.apply(custom, this, args);
       return new Promise((resolve, reject) =>
-        Reflect.apply(fn, this, [
-          ...args,
-          (err, ...vals) => {
-            if (op.existsStyle) return resolve(err);
-            if (err) return reject(err);
-            resolve(op.promisifyKeys ? { [op.promisifyKeys[0]]: vals[0], [op.promisifyKeys[1]]: vals[1] } : vals[0]);
-          },
-        ]),
+        Reflect.apply(fn, this, [...args, (err, a, b) => (err ? reject(err) : resolve({ [k1]: a, [k2]: b }))]),
       );
     },
   });
   return fn;
 }
 
-function promiseForm(op, orig) {
+function promiseForm(name, op, orig) {
   return keepShape(function (...args) {
     const c = prepare(op, args);
     if (!c) return Reflect.apply(orig, this, arguments);
-    if (c.cross) return Promise.reject(crossError(op, c));
     c.form = 'promise';
-    return runAsync(op.run(c, ...args)).catch((err) => {
-      throw reshape(err, op, c);
-    });
+    return (async () => {
+      await nodeCheckAsync(name, op, orig, args);
+      if (c.cross) throw crossError(op, c);
+      try {
+        return await runAsync(op.run(c, ...args));
+      } catch (err) {
+        throw reshape(err, op, c);
+      }
+    })();
   }, orig);
 }
 
@@ -141,12 +226,13 @@ function existsSyncForm(orig) {
   }, orig);
 }
 
-// name in OPS → [sync name, callback name, promise name] (null: that form does not exist)
+// name in OPS → [sync name, callback name, promise name] (null: that form does not exist). A
+// name the running Node does not have is skipped (fs.glob before Node 22, lchmod on Linux…).
 const FORMS = {
   access: ['accessSync', 'access', 'access'],
-  exists: [null, 'exists', null],
   stat: ['statSync', 'stat', 'stat'],
   lstat: ['lstatSync', 'lstat', 'lstat'],
+  statfs: ['statfsSync', 'statfs', 'statfs'],
   readdir: ['readdirSync', 'readdir', 'readdir'],
   readFile: ['readFileSync', 'readFile', 'readFile'],
   writeFile: ['writeFileSync', 'writeFile', 'writeFile'],
@@ -163,57 +249,84 @@ const FORMS = {
   realpathJs: ['realpathSync', 'realpath', null],
   chown: ['chownSync', 'chown', 'chown'],
   lchown: ['lchownSync', 'lchown', 'lchown'],
-  fsync: ['fsyncSync', 'fsync', null],
-  fdatasync: ['fdatasyncSync', 'fdatasync', null],
-  ftruncate: ['ftruncateSync', 'ftruncate', null],
-  readlink: ['readlinkSync', 'readlink', 'readlink'],
   chmod: ['chmodSync', 'chmod', 'chmod'],
+  lchmod: ['lchmodSync', 'lchmod', 'lchmod'],
+  readlink: ['readlinkSync', 'readlink', 'readlink'],
   utimes: ['utimesSync', 'utimes', 'utimes'],
   lutimes: ['lutimesSync', 'lutimes', 'lutimes'],
   truncate: ['truncateSync', 'truncate', 'truncate'],
   mkdtemp: ['mkdtempSync', 'mkdtemp', 'mkdtemp'],
-  open: ['openSync', 'open', 'open'],
+  mkdtempDisposable: ['mkdtempDisposableSync', null, 'mkdtempDisposable'],
   cp: ['cpSync', 'cp', 'cp'],
   opendir: ['opendirSync', 'opendir', 'opendir'],
+  open: ['openSync', 'open', 'open'],
+  openAsBlob: ['openAsBlobSync', null, null], // fs.openAsBlob returns a promise: installed below
   read: ['readSync', 'read', null],
+  readv: ['readvSync', 'readv', null],
   write: ['writeSync', 'write', null],
+  writev: ['writevSync', 'writev', null],
   close: ['closeSync', 'close', null],
   fstat: ['fstatSync', 'fstat', null],
+  fsync: ['fsyncSync', 'fsync', null],
+  fdatasync: ['fdatasyncSync', 'fdatasync', null],
+  ftruncate: ['ftruncateSync', 'ftruncate', null],
+  fchmod: ['fchmodSync', 'fchmod', null],
+  fchown: ['fchownSync', 'fchown', null],
+  futimes: ['futimesSync', 'futimes', null],
 };
 
-OPS.exists.existsStyle = true;
 OPS.read.promisifyKeys = ['bytesRead', 'buffer'];
+OPS.readv.promisifyKeys = ['bytesRead', 'buffers'];
 OPS.write.promisifyKeys = ['bytesWritten', 'buffer'];
+OPS.writev.promisifyKeys = ['bytesWritten', 'buffers'];
 OPS.rename.syscall = 'rename';
 OPS.link.syscall = 'link';
 OPS.copyFile.syscall = 'copyfile';
+
+const installed = new Set(); // "fs.name" / "fsp.name" of every function replaced here
 
 function install() {
   const origNativeSync = fs.realpathSync.native;
   const origNative = fs.realpath.native;
   for (const [name, [syncName, cbName, promName]] of Object.entries(FORMS)) {
     const op = OPS[name];
-    if (syncName) fs[syncName] = syncForm(op, fs[syncName]);
-    if (cbName) fs[cbName] = promisifyCustom(callbackForm(op, fs[cbName]), op, fs[cbName]);
-    if (promName) fsp[promName] = promiseForm(op, fsp[promName]);
+    if (syncName && typeof fs[syncName] === 'function') {
+      fs[syncName] = syncForm(name, op, fs[syncName]);
+      installed.add(`fs.${syncName}`);
+    }
+    if (cbName && typeof fs[cbName] === 'function') {
+      fs[cbName] = promisifyCustom(callbackForm(name, op, fs[cbName]), op, fs[cbName]);
+      installed.add(`fs.${cbName}`);
+    }
+    if (promName && typeof fsp[promName] === 'function') {
+      fsp[promName] = promiseForm(name, op, fsp[promName]);
+      installed.add(`fsp.${promName}`);
+    }
   }
   fs.existsSync = existsSyncForm(fs.existsSync);
+  installed.add('fs.existsSync');
+  if (typeof fs.openAsBlob === 'function') {
+    fs.openAsBlob = promiseForm('openAsBlob', OPS.openAsBlob, fs.openAsBlob);
+    installed.add('fs.openAsBlob');
+  }
 
   // fs.promises.readFile/writeFile/appendFile also take a FileHandle: ours handle themselves.
   for (const name of ['readFile', 'writeFile', 'appendFile']) {
     const routed = fsp[name];
     fsp[name] = keepShape(function (target, ...rest) {
-      if (fds.isHandle(target)) return target[name](...rest);
+      if (isHandle(target)) return target[name](...rest);
       return Reflect.apply(routed, this, arguments);
     }, routed);
   }
 
   // realpath's .native variants take the same route (pi calls realpathSync.native).
-  fs.realpathSync.native = syncForm(OPS.realpath, origNativeSync);
-  fs.realpath.native = callbackForm(OPS.realpath, origNative);
+  fs.realpathSync.native = syncForm('realpath', OPS.realpath, origNativeSync);
+  fs.realpath.native = callbackForm('realpath', OPS.realpath, origNative);
 
-  streams.install(fs);
   watch.install(fs, fsp);
+  for (const n of ['watch', 'watchFile', 'unwatchFile']) installed.add(`fs.${n}`);
+  installed.add('fsp.watch');
+  api.guardUnknown(fs, fsp, installed);
 }
 
-module.exports = { install, prepare };
+module.exports = { install, prepare, installed, FORMS };

@@ -4,28 +4,23 @@
 // every entry into its sync, callback and promise forms. `c` is the call context:
 //   c.p[i]    absolute remote path of path argument i      c.disp[i]  the path as the user gave it
 //   c.form    'sync' | 'callback' | 'promise'
+// Argument checks are Node's own (fs.cjs runs the original function on stand-ins first, see
+// shapes.cjs); what differs between Node versions after that is asked of Node too (shapes.cjs).
 
 const fs = require('fs');
 const path = require('path');
 const { MAX_CHUNK } = require('./wire.cjs');
-const { fsError, errnoOf, WIRE, AbortError, SystemError, NodeError, systemError } = require('./errors.cjs');
-const { makeStats, makeDirent } = require('./stats.cjs');
+const { fsError, errnoOf, WIRE, systemError, NodeError } = require('./errors.cjs');
+const { makeStats, makeStatFs, makeDirent } = require('./stats.cjs');
 const fds = require('./fds.cjs');
+const { handle: fileHandle, isHandle } = require('./filehandle.cjs');
 const { MISSING } = require('./cache.cjs');
+const { opts, encodeOut, toBuffer, isIterable, writeDataOf, parseMode, toTime } = require('./fsdata.cjs');
+const shapes = require('./shapes.cjs');
+const { makeDir } = require('./dir.cjs');
 
 const b64 = (buf) => buf.toString('base64');
 const unb64 = (s) => Buffer.from(s || '', 'base64');
-
-// Node's option shorthands: a string is the encoding; null/undefined the defaults.
-function opts(o, defaults) {
-  if (o === null || o === undefined || typeof o === 'function') return { ...defaults };
-  if (typeof o === 'string') return { ...defaults, encoding: o };
-  return { ...defaults, ...o };
-}
-
-function encodeOut(buf, encoding) {
-  return encoding && encoding !== 'buffer' ? buf.toString(encoding) : buf;
-}
 
 function encodeName(name, encoding) {
   if (encoding === 'buffer') return Buffer.from(name, 'utf8');
@@ -37,48 +32,24 @@ function encodeName(name, encoding) {
 // before touching the file, as Node does.
 function checkSignal(c, o) {
   const signal = o && typeof o === 'object' ? o.signal : undefined;
-  if (c.form !== 'sync' && signal && signal.aborted) throw new AbortError(undefined, { cause: signal.reason });
+  if (c.form !== 'sync' && signal && signal.aborted) {
+    const { AbortError } = require('./errors.cjs');
+    throw new AbortError(undefined, { cause: signal.reason });
+  }
 }
 
-function toBuffer(data, encoding) {
-  if (typeof data === 'string') return Buffer.from(data, encoding || 'utf8');
-  if (Buffer.isBuffer(data)) return data;
-  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  return Buffer.from(String(data), encoding || 'utf8');
-}
-
-function parseMode(mode, dflt) {
-  if (mode === undefined || mode === null) return dflt;
-  if (typeof mode === 'string') return parseInt(mode, 8);
-  return mode;
-}
-
-// Node's flags → the wire's whole-file write flag (w, wx, a, ax).
-function writeFlag(flag, dflt) {
+// Node's whole-file write flags that the agent's `fs.write` (one call, in place) does: w, wx, a,
+// ax, as strings or their numbers. Anything else goes through a descriptor.
+function simpleWriteFlag(flag, dflt) {
   if (flag === undefined || flag === null) return dflt;
+  if (typeof flag === 'string') return ['w', 'wx', 'xw', 'a', 'ax', 'xa'].includes(flag) ? (flag.includes('a') ? 'a' : 'w') + (flag.includes('x') ? 'x' : '') : null;
   if (typeof flag === 'number') {
-    const { O_APPEND, O_EXCL } = fs.constants;
-    return (flag & O_APPEND ? 'a' : 'w') + (flag & O_EXCL ? 'x' : '');
+    const { O_WRONLY, O_CREAT, O_TRUNC, O_APPEND, O_EXCL } = fs.constants;
+    const x = flag & O_EXCL;
+    if ((flag & ~O_EXCL) === (O_WRONLY | O_CREAT | O_TRUNC)) return x ? 'wx' : 'w';
+    if ((flag & ~O_EXCL) === (O_WRONLY | O_CREAT | O_APPEND)) return x ? 'ax' : 'a';
   }
-  const f = String(flag);
-  return (f.includes('a') ? 'a' : 'w') + (f.includes('x') ? 'x' : '');
-}
-
-// Node's toUnixTimestamp, then [sec, nsec].
-function toTime(t) {
-  let secs;
-  if (typeof t === 'string' && +t == t) secs = +t; // eslint-disable-line eqeqeq
-  else if (typeof t === 'number' && Number.isFinite(t)) secs = t < 0 ? Date.now() / 1000 : t;
-  else if (t instanceof Date) secs = t.getTime() / 1000;
-  else if (typeof t === 'bigint') secs = Number(t);
-  else {
-    const err = new TypeError(`The "time" argument must be of type number. Received ${typeof t}`);
-    err.code = 'ERR_INVALID_ARG_TYPE';
-    throw err;
-  }
-  const sec = Math.floor(secs);
-  const nsec = Math.min(999_999_999, Math.max(0, Math.round((secs - sec) * 1e9)));
-  return [sec, nsec];
+  return null;
 }
 
 // Pipelined reads of big files: after the first read (which tells the size), the rest goes in
@@ -114,13 +85,15 @@ function* readAll(p, start = 0) {
   return parts.length === 1 ? parts[0] : Buffer.concat(parts);
 }
 
-// Write a whole file: one fs.write when it fits, else an upload (atomic, bounded frames).
-function* writeAll(p, buf, flag, mode) {
+// Write a whole file in place: one fs.write when it fits, else an upload (the target keeps its
+// bytes until all of them arrived; bounded frames).
+function* writeAll(p, buf, flag, mode, flush) {
+  const extra = { ...(mode === undefined ? {} : { mode }), ...(flush ? { flush: true } : {}) };
   if (buf.length <= MAX_CHUNK) {
-    yield ['fs.write', { path: p, data: b64(buf), flag, ...(mode === undefined ? {} : { mode }) }];
+    yield ['fs.write', { path: p, data: b64(buf), flag, ...extra }];
     return;
   }
-  const { id } = yield ['fs.upload.begin', { path: p, flag, ...(mode === undefined ? {} : { mode }) }];
+  const { id } = yield ['fs.upload.begin', { path: p, flag, ...extra }];
   try {
     for (let off = 0; off < buf.length; off += MAX_CHUNK) {
       yield ['fs.upload.chunk', { id, data: b64(buf.subarray(off, off + MAX_CHUNK)) }];
@@ -136,30 +109,58 @@ function* writeAll(p, buf, flag, mode) {
   }
 }
 
+// writeFile/appendFile of anything Node takes, through a descriptor opened with `flag` (for
+// flags fs.write does not do, and for iterables and streams): written in order as it comes.
+function* writeThroughFd(c, p, data, flag, mode, encoding, flush) {
+  const fd = yield* fds.open(p, flag, mode);
+  let failed = true;
+  try {
+    if (isIterable(data)) {
+      // An (async) iterable: its chunks are taken one by one (a `*await` step each).
+      const it = writeDataOf(data, encoding, c.signal)[Symbol.asyncIterator]();
+      for (;;) {
+        const step = yield ['*await', it.next()];
+        if (step.done) break;
+        yield* fds.write(fd, step.value, null);
+      }
+    } else {
+      yield* fds.write(fd, toBuffer(data, encoding), null);
+    }
+    if (flush) yield* fds.sync(fd, false);
+    failed = false;
+  } finally {
+    try {
+      yield* fds.close(fd);
+    } catch (err) {
+      if (!failed) throw err; // eslint-disable-line no-unsafe-finally
+    }
+  }
+}
+
 function* writeFileOp(c, _p, data, o, dfltFlag) {
   checkSignal(c, o);
-  const { encoding, flag, mode } = opts(o, {});
-  let buf = toBuffer(data, encoding);
+  const { encoding = 'utf8', flag, mode, flush, signal } = opts(o, {});
+  c.signal = signal;
   if (c.fd !== undefined) {
-    // On an fd, Node writes at the fd's position (appendFile: at its end).
-    yield* fds.write(c.fd, [buf]);
-    return;
-  }
-  const rw = typeof flag === 'string' ? /^r\+|^rs\+/.test(flag) : typeof flag === 'number' && (flag & fs.constants.O_RDWR) && !(flag & (fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_APPEND));
-  if (rw) {
-    // r+: overwrite from the start, keep the rest; the file must exist (ENOENT from open).
-    let old;
-    try {
-      old = yield* readAll(c.p[0]);
-    } catch (err) {
-      const w = err[WIRE];
-      throw w ? fsError({ ...w, syscall: 'open' }) : err;
+    // On an fd, Node writes at the fd's position (appendFile too).
+    if (isIterable(data)) {
+      const it = writeDataOf(data, encoding, signal)[Symbol.asyncIterator]();
+      for (;;) {
+        const step = yield ['*await', it.next()];
+        if (step.done) break;
+        yield* fds.write(c.fd, step.value, null);
+      }
+      return;
     }
-    if (old.length > buf.length) buf = Buffer.concat([buf, old.subarray(buf.length)]);
-    yield* writeAll(c.p[0], buf, 'w', undefined);
+    yield* fds.write(c.fd, toBuffer(data, encoding), null);
     return;
   }
-  yield* writeAll(c.p[0], buf, writeFlag(flag, dfltFlag), parseMode(mode, undefined));
+  const simple = simpleWriteFlag(flag, dfltFlag);
+  if (simple && !isIterable(data)) {
+    yield* writeAll(c.p[0], toBuffer(data, encoding), simple, parseMode(mode, undefined), !!flush);
+    return;
+  }
+  yield* writeThroughFd(c, c.p[0], data, flag === undefined || flag === null ? dfltFlag : flag, parseMode(mode, undefined), encoding, !!flush);
 }
 
 function* statOp(c, lstat, o) {
@@ -167,17 +168,33 @@ function* statOp(c, lstat, o) {
   try {
     return makeStats(yield ['fs.stat', { path: c.p[0], lstat }], bigint);
   } catch (err) {
-    if (c.form === 'sync' && throwIfNoEntry === false && err.code === 'ENOENT') return undefined;
+    if (c.form === 'sync' && throwIfNoEntry === false && shapes.noEntryCodes(lstat).has(err.code)) return undefined;
     throw err;
   }
 }
 
-// fs.cp for routed → routed: files, and trees with `recursive` (dirs, files, symlinks).
+// fs.cp in its three forms for routed → routed: files, and trees with `recursive` (dirs, files,
+// symlinks), with Node's filter (which may answer a promise in the async forms). Node 26's own
+// async cp copies a tree natively (not through the patched functions), so the bridge does it.
 function* cpOp(c, o) {
-  const { recursive, force = true, errorOnExist = false, dereference = false } = opts(o, {});
+  const { recursive, force = true, errorOnExist = false, dereference = false, filter } = opts(o, {});
   const [src, dest] = c.p;
-  const st = yield ['fs.stat', { path: src, lstat: !dereference }];
   const shown = (abs) => (abs === dest ? c.disp[1] : path.join(c.disp[1], path.relative(dest, abs)));
+  const shownSrc = (abs) => (abs === src ? c.disp[0] : path.join(c.disp[0], path.relative(src, abs)));
+  const keep = function* (from, to) {
+    if (typeof filter !== 'function') return true;
+    let r = filter(shownSrc(from), shown(to));
+    if (r && typeof r.then === 'function') {
+      if (c.form === 'sync') {
+        const { nodeError } = require('./errors.cjs');
+        throw nodeError(Error, 'ERR_INVALID_RETURN_VALUE', 'Expected a boolean from the filter function, but got a promise.');
+      }
+      r = yield ['*await', r];
+    }
+    return !!r;
+  };
+  if (!(yield* keep(src, dest))) return;
+  const st = yield ['fs.stat', { path: src, lstat: !dereference }];
   const copyOne = function* (from, to) {
     try {
       yield ['fs.copyFile', { from, to, exclusive: !force }];
@@ -188,11 +205,21 @@ function* cpOp(c, o) {
   };
   if ((st.mode & 0o170000) === 0o120000) return yield ['fs.symlink', { target: yield ['fs.readlink', { path: src }], path: dest }];
   if ((st.mode & 0o170000) !== 0o040000) return yield* copyOne(src, dest);
-  if (!recursive) throw systemError(NodeError, 'ERR_FS_EISDIR', 'Path is a directory', { message: `${c.disp[0]} is a directory (not copied)`, path: c.disp[0], syscall: 'cp', errno: -errnoOf('EINVAL'), code: 'EISDIR' });
+  if (!recursive) {
+    const shape = shapes.cpDirError(c.form);
+    const make = typeof shape === 'function' ? shape : yield ['*await', shape];
+    throw make(c.disp[0], c.disp[1]);
+  }
   yield ['fs.mkdir', { path: dest, recursive: true }];
+  const skipped = [];
   for (const e of yield ['fs.readdir', { path: src, recursive: true }]) {
     const from = path.join(src, e.name);
     const to = path.join(dest, e.name);
+    if (skipped.some((s) => from.startsWith(`${s}/`))) continue;
+    if (!(yield* keep(from, to))) {
+      skipped.push(from);
+      continue;
+    }
     if (e.kind === 'dir') yield ['fs.mkdir', { path: to, recursive: true }];
     else if (e.kind === 'symlink') yield ['fs.symlink', { target: yield ['fs.readlink', { path: from }], path: to }];
     else yield* copyOne(from, to);
@@ -229,65 +256,25 @@ function* realpathFailure(abs, err) {
   throw err;
 }
 
-// fs.Dir over one remote listing (opendir): read/readSync/close/closeSync and async iteration.
-function makeDir(disp, dirents) {
-  let i = 0;
-  let closed = false;
-  const next = () => (i < dirents.length ? dirents[i++] : null);
-  const later = (cb, ...a) => process.nextTick(cb, ...a);
-  return {
-    path: disp,
-    readSync: next,
-    read(cb) {
-      if (typeof cb === 'function') return later(cb, null, next());
-      return Promise.resolve(next());
-    },
-    closeSync() {
-      closed = true;
-    },
-    close(cb) {
-      closed = true;
-      if (typeof cb === 'function') return later(cb, null);
-      return Promise.resolve();
-    },
-    async *[Symbol.asyncIterator]() {
-      for (let d; !closed && (d = next()) !== null; ) yield d;
-      closed = true;
-    },
-    *[Symbol.iterator]() {
-      for (let d; !closed && (d = next()) !== null; ) yield d;
-      closed = true;
-    },
-  };
+// chown/lchown: the agent's chown(2).
+function* chownOp(c, uid, gid, lstat) {
+  const id = (v) => (v === -1 || v === undefined || v === null ? {} : { v });
+  const u = id(uid);
+  const g = id(gid);
+  yield ['fs.chown', { path: c.p[0], ...('v' in u ? { uid: u.v } : {}), ...('v' in g ? { gid: g.v } : {}), lstat }];
 }
 
-// chown has no agent method: the ids as they are is a stat (Node's errors, syscall chown);
-// other ids run the remote's chown(1) as the ssh user, which fails with EPERM as chown(2) would.
-function* chownOp(abs, uid, gid, noFollow) {
-  let st;
-  try {
-    st = yield ['fs.stat', { path: abs, lstat: noFollow }];
-  } catch (err) {
-    const w = err[WIRE];
-    throw w ? fsError({ ...w, syscall: noFollow ? 'lchown' : 'chown' }) : err;
-  }
-  const same = (want, have) => want === -1 || want === undefined || want === have;
-  if (same(uid, st.uid) && same(gid, st.gid)) return;
-  const route = require('./route.cjs');
-  const ids = `${uid === -1 ? '' : uid}:${gid === -1 ? '' : gid}`;
-  const r = yield ['proc.run', { spawn: { file: 'chown', args: [...(noFollow ? ['-h'] : []), ids, '--', abs], cwd: route.state.routes[0] || '/', env: { LC_ALL: 'C' }, unset: [], stdin: false, stdout: true, stderr: true }, killSignal: 'SIGTERM' }];
-  if (r.error || r.code !== 0) throw fsError({ code: 'EPERM', syscall: noFollow ? 'lchown' : 'chown', path: abs });
+// A recursive listing descends symlinked directories where the running Node's does.
+function* readdirFollows(c, withFileTypes) {
+  const r = shapes.readdirFollows(c.form, withFileTypes);
+  return typeof r === 'boolean' ? r : yield ['*await', r];
 }
 
 const fdArg = { fd: true };
 
 const OPS = {
-  access: {
-    paths: [0],
-    *run(c, _p, mode) {
-      yield ['fs.access', { path: c.p[0], mode: mode == null ? 0 : mode }];
-    },
-  },
+  // existsSync (fs.exists is Node's own, over fs.access): a stat that answers a cached failure
+  // as MISSING instead of building an error.
   exists: {
     paths: [0],
     *run(c) {
@@ -298,28 +285,28 @@ const OPS = {
       }
     },
   },
+  access: {
+    paths: [0],
+    *run(c, _p, mode) {
+      yield ['fs.access', { path: c.p[0], mode: mode == null ? 0 : mode }];
+    },
+  },
   stat: { paths: [0], *run(c, _p, o) { return yield* statOp(c, false, o); } },
-  chown: {
-    paths: [0],
-    *run(c, _p, uid, gid) {
-      yield* chownOp(c.p[0], uid, gid, false);
-    },
-  },
-  lchown: {
-    paths: [0],
-    *run(c, _p, uid, gid) {
-      yield* chownOp(c.p[0], uid, gid, true);
-    },
-  },
-  fsync: { ...fdArg, *run(c, fd) { yield* fds.sync(fd); } },
-  fdatasync: { ...fdArg, *run(c, fd) { yield* fds.sync(fd); } },
-  ftruncate: { ...fdArg, *run(c, fd, len) { yield* fds.truncate(fd, len); } },
   lstat: { paths: [0], *run(c, _p, o) { return yield* statOp(c, true, o); } },
+  statfs: {
+    paths: [0],
+    *run(c, _p, o) {
+      return makeStatFs(yield ['fs.statfs', { path: c.p[0] }], opts(o, {}).bigint);
+    },
+  },
+  chown: { paths: [0], *run(c, _p, uid, gid) { yield* chownOp(c, uid, gid, false); } },
+  lchown: { paths: [0], *run(c, _p, uid, gid) { yield* chownOp(c, uid, gid, true); } },
   readdir: {
     paths: [0],
     *run(c, _p, o) {
       const { encoding, withFileTypes, recursive } = opts(o, { encoding: 'utf8' });
-      const entries = yield ['fs.readdir', { path: c.p[0], recursive: !!recursive }];
+      const follow = recursive ? yield* readdirFollows(c, withFileTypes) : false;
+      const entries = yield ['fs.readdir', { path: c.p[0], recursive: !!recursive, ...(follow ? { follow: true } : {}) }];
       if (!withFileTypes) return entries.map((e) => encodeName(e.name, encoding));
       return entries.map((e) => {
         const slash = e.name.lastIndexOf('/');
@@ -331,17 +318,24 @@ const OPS = {
   readFile: {
     paths: [0],
     fdOk: true,
-    // Node reports a directory as `EISDIR: …, read` without a path.
-    errShape: (e) => (e.code === 'EISDIR' ? { syscall: 'read', path: undefined } : null),
     *run(c, _p, o) {
       checkSignal(c, o);
       const { encoding } = opts(o, {});
       if (c.fd !== undefined) return encodeOut(yield* fds.readRest(c.fd), encoding);
-      return encodeOut(yield* readAll(c.p[0]), encoding);
+      try {
+        return encodeOut(yield* readAll(c.p[0]), encoding);
+      } catch (err) {
+        const w = err && err[WIRE];
+        if (!w || w.code !== 'EISDIR') throw err;
+        // Node's words for a directory differ between versions and forms: ask it.
+        const shape = shapes.readFileDirError(c.form);
+        const make = typeof shape === 'function' ? shape : yield ['*await', shape];
+        throw make(c.disp[0]) || err;
+      }
     },
   },
-  writeFile: { paths: [0], fdOk: true, *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'w'); } },
-  appendFile: { paths: [0], fdOk: true, *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'a'); } },
+  writeFile: { paths: [0], fdOk: true, data: 1, *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'w'); } },
+  appendFile: { paths: [0], fdOk: true, data: 1, *run(c, p, data, o) { yield* writeFileOp(c, p, data, o, 'a'); } },
   mkdir: {
     paths: [0],
     *run(c, _p, o) {
@@ -404,7 +398,8 @@ const OPS = {
       const { encoding } = opts(o, {});
       let r;
       try {
-        r = yield ['fs.realpath', { path: c.p[0] }];
+        // Node's JS walk starts from the resolved path (a trailing slash is gone by then).
+        r = yield ['fs.realpath', { path: c.p[0].length > 1 ? c.p[0].replace(/\/+$/, '') : c.p[0] }];
       } catch (err) {
         if (!err[WIRE]) throw err;
         yield* realpathFailure(c.p[0], err);
@@ -435,6 +430,16 @@ const OPS = {
       yield ['fs.chmod', { path: c.p[0], mode: parseMode(mode, 0) }];
     },
   },
+  // lchmod (macOS only in Node): Linux cannot change a symlink's own mode (EOPNOTSUPP, as
+  // fchmodat(AT_SYMLINK_NOFOLLOW) says there); anything else is a chmod.
+  lchmod: {
+    paths: [0],
+    *run(c, _p, mode) {
+      const st = yield ['fs.stat', { path: c.p[0], lstat: true }];
+      if ((st.mode & 0o170000) === 0o120000) throw fsError({ code: 'EOPNOTSUPP', syscall: 'lchmod', path: c.p[0] });
+      yield ['fs.chmod', { path: c.p[0], mode: parseMode(mode, 0) }];
+    },
+  },
   utimes: {
     paths: [0],
     errShape: () => ({ syscall: 'utime' }),
@@ -451,7 +456,9 @@ const OPS = {
   },
   truncate: {
     paths: [0],
+    fdOk: true,
     *run(c, _p, len) {
+      if (c.fd !== undefined) return yield* fds.truncate(c.fd, Math.max(0, len | 0));
       yield ['fs.truncate', { path: c.p[0], length: Math.max(0, len | 0) }];
     },
   },
@@ -466,6 +473,27 @@ const OPS = {
       return encoding === 'buffer' ? Buffer.from(made) : made;
     },
   },
+  // mkdtempDisposable(Sync) (Node 24+): the directory and a remover bound to its remote path.
+  mkdtempDisposable: {
+    paths: [0],
+    errShape: (e, c) => ({ syscall: 'mkdtemp', path: `${c.disp[0]}XXXXXX` }),
+    *run(c, _prefix, o) {
+      const made = yield* OPS.mkdtemp.run(c, _prefix, o);
+      const abs = c.p[0] + String(made).slice(c.disp[0].length);
+      const { runSync, runAsync } = require('./run.cjs');
+      const rm = () => (function* () {
+        yield ['fs.rm', { path: abs, recursive: true, force: true }];
+      })();
+      if (c.form === 'sync') {
+        const remove = () => runSync(rm());
+        return { path: made, remove, [Symbol.dispose]() { remove(); } };
+      }
+      const remove = async () => {
+        await runAsync(rm());
+      };
+      return { __proto__: null, path: made, remove, async [Symbol.asyncDispose]() { await remove(); } };
+    },
+  },
   cp: {
     paths: [0, 1],
     *run(c, _s, _d, o) {
@@ -476,17 +504,47 @@ const OPS = {
     paths: [0],
     // Node's opendirSync names no path in its errors; the callback and promise forms do.
     errShape: (e, c) => (c.form === 'sync' ? { syscall: 'opendir', path: undefined } : { syscall: 'opendir' }),
-    *run(c) {
-      const entries = yield ['fs.readdir', { path: c.p[0], recursive: false }];
-      return makeDir(c.disp[0], entries.map((e) => makeDirent(e.name, e.kind, c.disp[0])));
+    *run(c, _p, o) {
+      const { recursive, encoding } = opts(o, {});
+      const follow = recursive ? yield* readdirFollows(c, true) : false;
+      const entries = yield ['fs.readdir', { path: c.p[0], recursive: !!recursive, ...(follow ? { follow: true } : {}) }];
+      return makeDir(
+        c.disp[0],
+        entries.map((e) => {
+          const slash = e.name.lastIndexOf('/');
+          const parent = slash < 0 ? c.disp[0] : path.join(c.disp[0], e.name.slice(0, slash));
+          return makeDirent(encodeName(e.name.slice(slash + 1), encoding), e.kind, parent);
+        }),
+      );
     },
   },
   open: {
     paths: [0],
     errShape: () => ({ syscall: 'open' }),
     *run(c, _p, flags, mode) {
-      const fd = yield* fds.open(c.p[0], flags === undefined || flags === null ? 'r' : flags, parseMode(mode, undefined));
-      return c.form === 'promise' ? fds.handle(fd) : fd;
+      const fd = yield* fds.open(c.p[0], flags, mode);
+      if (c.form !== 'promise') return fd;
+      return yield ['*await', fileHandle(fd)];
+    },
+  },
+  // fs.openAsBlob(Sync): the file's bytes now, as a Blob (Node's reads the local file lazily). Node
+  // checks its arguments on a file that exists; a remote file it cannot read fails as Node's
+  // does for a local one.
+  openAsBlob: {
+    paths: [0],
+    standIn: 'file',
+    *run(c, _p, o) {
+      const { type = '' } = o || {};
+      const { Blob } = require('buffer');
+      let bytes;
+      try {
+        bytes = yield* readAll(c.p[0]);
+      } catch (err) {
+        if (!err[WIRE]) throw err;
+        const shaped = shapes.blobError(c.form, err[WIRE], c.disp[0]);
+        throw (c.form === 'sync' ? shaped : yield ['*await', shaped]) || err;
+      }
+      return new Blob([bytes], { type });
     },
   },
   // Operations on virtual fds (fds.cjs): the first argument is the fd.
@@ -495,7 +553,18 @@ const OPS = {
     syncOut: (v) => v.bytesRead,
     cbArgs: (v) => [v.bytesRead, v.buffer],
     *run(c, fd, ...rest) {
-      return yield* fds.read(fd, c.form, rest);
+      const { buffer, offset, length, position } = readArgs(rest);
+      const bytesRead = yield* fds.read(fd, buffer, offset, length, position);
+      return { bytesRead, buffer };
+    },
+  },
+  readv: {
+    ...fdArg,
+    syncOut: (v) => v.bytesRead,
+    cbArgs: (v) => [v.bytesRead, v.buffers],
+    *run(c, fd, buffers, position) {
+      const bytesRead = yield* fds.readv(fd, buffers, typeof position === 'number' && position >= 0 ? position : null);
+      return { bytesRead, buffers };
     },
   },
   write: {
@@ -503,12 +572,64 @@ const OPS = {
     syncOut: (v) => v.bytesWritten,
     cbArgs: (v) => [v.bytesWritten, v.buffer],
     *run(c, fd, ...rest) {
-      return yield* fds.write(fd, rest);
+      const { data, position, buffer } = writeArgs(rest);
+      const bytesWritten = yield* fds.write(fd, data, position);
+      return { bytesWritten, buffer };
+    },
+  },
+  writev: {
+    ...fdArg,
+    syncOut: (v) => v.bytesWritten,
+    cbArgs: (v) => [v.bytesWritten, v.buffers],
+    *run(c, fd, buffers, position) {
+      const all = Buffer.concat(buffers.map((b) => Buffer.from(b.buffer, b.byteOffset, b.byteLength)));
+      const bytesWritten = yield* fds.write(fd, all, typeof position === 'number' && position >= 0 ? position : null);
+      return { bytesWritten, buffers };
     },
   },
   close: { ...fdArg, *run(c, fd) { yield* fds.close(fd); } },
-  fstat: { ...fdArg, *run(c, fd, o) { return yield* fds.stat(fd, opts(o, {})); } },
+  fstat: { ...fdArg, *run(c, fd, o) { return yield* fds.stat(fd, opts(o, {}).bigint); } },
+  fsync: { ...fdArg, *run(c, fd) { yield* fds.sync(fd, false); } },
+  fdatasync: { ...fdArg, *run(c, fd) { yield* fds.sync(fd, true); } },
+  ftruncate: { ...fdArg, *run(c, fd, len) { yield* fds.truncate(fd, Math.max(0, len | 0)); } },
+  fchmod: { ...fdArg, *run(c, fd, mode) { yield* fds.chmod(fd, parseMode(mode, 0)); } },
+  fchown: { ...fdArg, *run(c, fd, uid, gid) { yield* fds.chown(fd, uid, gid); } },
+  futimes: { ...fdArg, *run(c, fd, atime, mtime) { yield* fds.utimes(fd, toTime(atime), toTime(mtime)); } },
 };
+
+// Node's read argument shapes (already checked by Node) → {buffer, offset, length, position}.
+function readArgs(rest) {
+  let [buffer, offset, length, position] = rest;
+  if (buffer && !ArrayBuffer.isView(buffer) && typeof buffer === 'object') {
+    const o = buffer;
+    buffer = o.buffer === undefined ? Buffer.alloc(16384) : o.buffer;
+    ({ offset = 0, length = buffer.byteLength - offset, position = null } = o);
+  } else if (buffer === undefined) {
+    buffer = Buffer.alloc(16384);
+  } else if (offset !== null && typeof offset === 'object') {
+    ({ offset = 0, length = buffer.byteLength - offset, position = null } = offset);
+  }
+  offset = offset || 0;
+  if (length === undefined || length === null) length = buffer.byteLength - offset;
+  if (typeof position === 'bigint') position = Number(position);
+  if (typeof position !== 'number' || position < 0) position = null;
+  return { buffer, offset, length, position };
+}
+
+// Node's write argument shapes (already checked by Node) → {data, position, buffer}.
+function writeArgs(rest) {
+  const [first, a, b, c] = rest;
+  if (typeof first === 'string') return { data: Buffer.from(first, typeof b === 'string' ? b : 'utf8'), position: typeof a === 'number' && a >= 0 ? a : null, buffer: first };
+  const whole = Buffer.from(first.buffer, first.byteOffset, first.byteLength);
+  let offset = a;
+  let length = b;
+  let position = c;
+  if (a !== null && typeof a === 'object') ({ offset = 0, length, position = null } = a);
+  offset = offset || 0;
+  if (length === undefined || length === null) length = whole.length - offset;
+  if (typeof position === 'bigint') position = Number(position);
+  return { data: whole.subarray(offset, offset + length), position: typeof position === 'number' && position >= 0 ? position : null, buffer: first };
+}
 
 // Rebuild a wire error the way Node would have reported this call.
 function reshape(err, op, c) {
@@ -520,10 +641,10 @@ function reshape(err, op, c) {
     if (e.dest === abs) e.dest = c.disp[i];
   });
   const shape = op.errShape ? op.errShape(e, c) : null;
-  if (shape && shape.systemError) return systemError(SystemError, shape.systemError, 'Path is a directory', { code: 'EISDIR', message: 'is a directory', path: e.path, syscall: 'rm', errno: -errnoOf('EISDIR') });
+  if (shape && shape.systemError) return systemError(require('./errors.cjs').SystemError, shape.systemError, 'Path is a directory', { code: 'EISDIR', message: 'is a directory', path: e.path, syscall: 'rm', errno: -errnoOf('EISDIR') });
   const out = fsError({ ...e, ...shape });
   out.stack = `${out.message}\n${err.stack.split('\n').slice(1).join('\n')}`;
   return out;
 }
 
-module.exports = { OPS, reshape, opts, toBuffer, readAll, writeAll, unb64, b64 };
+module.exports = { OPS, reshape, readAll, writeAll, unb64, b64, isHandle, MISSING };

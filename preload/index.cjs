@@ -46,6 +46,17 @@ function installCwd(route, sync) {
     }
     route.setCwd(abs);
   };
+  // process.loadEnvFile(path = '.env'): a routed file is read through the bridge and parsed
+  // with Node's own parser; variables already set are kept, as Node keeps them.
+  const realLoadEnvFile = process.loadEnvFile;
+  if (typeof realLoadEnvFile === 'function') {
+    process.loadEnvFile = function loadEnvFile(path) {
+      const p = path === undefined ? '.env' : path;
+      if (!route.routed(p)) return Reflect.apply(realLoadEnvFile, this, arguments);
+      const parsed = require('util').parseEnv(require('fs').readFileSync(p, 'utf8'));
+      for (const [k, v] of Object.entries(parsed)) if (!Object.prototype.hasOwnProperty.call(process.env, k)) process.env[k] = v;
+    };
+  }
 }
 
 // The remote facts, from pii's `session.info`: it answers once the ssh connection and the

@@ -3,7 +3,10 @@
 // [method, params] (or [method, params, true]: a probe, see sync.cjs's call) and receives their
 // results (or has their errors thrown into it). runSync drives it through the blocking bridge,
 // runAsync through the main thread's connection, so the sync, callback and promise forms of an
-// fs function share every line of logic.
+// fs function share every line of logic. Pseudo-calls: `*readRange` (below),
+// `['*post', [method, params]]`, a call sent without waiting for (or seeing) its answer, and
+// `['*await', promise]` (asynchronous forms only: a local asynchronous step, e.g. a chunk of an
+// async iterable being written).
 
 const sync = require('./sync.cjs');
 const rpc = require('./rpc.cjs');
@@ -14,7 +17,9 @@ function runSync(gen) {
   while (!step.done) {
     let value;
     try {
-      value = sync.call(step.value[0], step.value[1], step.value[2]);
+      if (step.value[0] === '*post') sync.post(...step.value[1]);
+      else if (step.value[0] === '*await') throw new Error('pi-bridge: internal: an asynchronous step in a synchronous call');
+      else value = sync.call(step.value[0], step.value[1], step.value[2]);
     } catch (err) {
       step = gen.throw(err);
       continue;
@@ -51,6 +56,11 @@ async function readRange(q) {
 }
 
 function callAsync(method, params, probe) {
+  if (method === '*post') {
+    rpc.call(...params).catch(() => {});
+    return undefined;
+  }
+  if (method === '*await') return params;
   return method === '*readRange' ? readRange(params) : rpc.call(method, params, probe);
 }
 

@@ -115,13 +115,15 @@ pub mod methods {
         ReadDir = "fs.readdir", idempotent = true, (ReadDirParams) -> Vec<DirEntry>;
         /// Read up to `length` bytes (at most [`fs::MAX_CHUNK`]) from `offset`.
         Read = "fs.read", idempotent = true, (ReadParams) -> ReadResult;
-        /// Write a whole file (data at most [`fs::MAX_CHUNK`]); atomic unless appending.
+        /// Write a whole file (data at most [`fs::MAX_CHUNK`]) in place: open, write, close.
         Write = "fs.write", idempotent = false, (WriteParams) -> Empty;
-        /// Start a chunked atomic write of a large file.
+        /// Start a chunked write of a large file: the target is opened now (so EACCES, EEXIST,
+        /// EISDIR come first, as Node's open reports them) and left as it is until the commit;
+        /// the chunks are staged in an anonymous file only the agent can reach.
         UploadBegin = "fs.upload.begin", idempotent = false, (UploadBeginParams) -> UploadId;
-        /// Append a chunk to an upload.
+        /// Append a chunk to an upload's staged data.
         UploadChunk = "fs.upload.chunk", idempotent = false, (UploadChunkParams) -> Empty;
-        /// fsync and rename the upload into place.
+        /// Copy the staged data into the target (truncating it first unless appending).
         UploadCommit = "fs.upload.commit", idempotent = false, (UploadId) -> Empty;
         /// Drop an upload; the target is untouched.
         UploadAbort = "fs.upload.abort", idempotent = true, (UploadId) -> Empty;
@@ -153,6 +155,33 @@ pub mod methods {
         Truncate = "fs.truncate", idempotent = false, (TruncateParams) -> Empty;
         /// mkdtemp(3): `prefix` + six random characters.
         Mkdtemp = "fs.mkdtemp", idempotent = false, (MkdtempParams) -> String;
+        /// open(2): a descriptor kept in the session's table under the client's name.
+        Open = "fs.open", idempotent = true, (OpenParams) -> OpenResult;
+        /// pread(2) on an open descriptor.
+        Pread = "fs.pread", idempotent = true, (PreadParams) -> ReadResult;
+        /// pwrite(2) on an open descriptor (not an `O_APPEND` one).
+        Pwrite = "fs.pwrite", idempotent = true, (PwriteParams) -> WriteResult;
+        /// write(2) on an `O_APPEND` descriptor.
+        Fappend = "fs.fappend", idempotent = false, (AppendParams) -> WriteResult;
+        /// fstat(2).
+        Fstat = "fs.fstat", idempotent = true, (FdParams) -> crate::fs::Stat;
+        /// ftruncate(2).
+        Ftruncate = "fs.ftruncate", idempotent = true, (FtruncateParams) -> Empty;
+        /// fchmod(2).
+        Fchmod = "fs.fchmod", idempotent = true, (FchmodParams) -> Empty;
+        /// fchown(2).
+        Fchown = "fs.fchown", idempotent = true, (FchownParams) -> Empty;
+        /// futimens(2).
+        Futimes = "fs.futimes", idempotent = true, (FutimesParams) -> Empty;
+        /// fsync(2) / fdatasync(2).
+        Fsync = "fs.fsync", idempotent = true, (FsyncParams) -> Empty;
+        /// close(2); a descriptor the session does not hold (closed already) is not an error,
+        /// so a close resent after a dropped link succeeds.
+        Close = "fs.close", idempotent = true, (FdParams) -> Empty;
+        /// chown(2) / lchown(2).
+        Chown = "fs.chown", idempotent = true, (ChownParams) -> Empty;
+        /// statfs(2).
+        Statfs = "fs.statfs", idempotent = true, (PathParams) -> crate::fs::StatFs;
         /// Several calls in one round trip; each gets its own result or error.
         Batch = "fs.batch", idempotent = false, (BatchParams) -> Vec<BatchResult>;
         /// Run a process to completion (spawnSync/execSync).

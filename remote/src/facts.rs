@@ -193,8 +193,24 @@ async fn tool_version(
     parse(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// Variables of the login shell's own that make no sense for other processes.
-const DROP_VARS: &[&str] = &["PWD", "OLDPWD", "SHLVL", "_"];
+/// Variables of the login shell's own that make no sense for other processes, and the ones sshd
+/// sets for the agent's own ssh session. A command must see what a plain non-interactive
+/// `bash -c` on the remote would: bash sources `~/.bashrc` when it believes sshd started it
+/// (`SSH_CLIENT`/`SSH2_CLIENT` set, shell level < 2), so every tool result would begin with
+/// whatever the rc file prints. `SSH_CONNECTION`, `SSH_TTY` and `SSH_ORIGINAL_COMMAND` describe
+/// the agent's link, not the command's. `SSH_AUTH_SOCK` stays: it is how a forwarded agent
+/// reaches `git push` (the user's own `ForwardAgent` choice), and no shell reads it.
+const DROP_VARS: &[&str] = &[
+    "PWD",
+    "OLDPWD",
+    "SHLVL",
+    "_",
+    "SSH_CLIENT",
+    "SSH2_CLIENT",
+    "SSH_CONNECTION",
+    "SSH_TTY",
+    "SSH_ORIGINAL_COMMAND",
+];
 
 /// Capture the login environment through `shell -lc`, or fall back to our own.
 async fn login_env(shell: &str) -> LoginEnv {
@@ -207,16 +223,18 @@ async fn login_env(shell: &str) -> LoginEnv {
             std::env::vars_os().collect()
         }
     };
-    let vars: Vec<(OsString, OsString)> = vars
-        .into_iter()
-        .filter(|(k, _)| !DROP_VARS.iter().any(|d| OsStr::new(d) == k))
-        .collect();
+    let vars: Vec<(OsString, OsString)> = vars.into_iter().filter(|(k, _)| kept(k)).collect();
     let path = vars
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.to_string_lossy().into_owned())
         .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     LoginEnv { vars, path }
+}
+
+/// Whether a variable of the login environment is passed on to commands (see [`DROP_VARS`]).
+fn kept(name: &OsStr) -> bool {
+    !DROP_VARS.iter().any(|d| OsStr::new(d) == name)
 }
 
 async fn capture_login_env(shell: &str) -> Option<Vec<(OsString, OsString)>> {
@@ -407,6 +425,23 @@ mod tests {
             ]
         );
         assert!(parse_env_output(b"no marker", "M").is_none());
+    }
+
+    #[test]
+    fn sshd_session_variables_never_reach_commands() {
+        for name in [
+            "SSH_CLIENT",
+            "SSH2_CLIENT",
+            "SSH_CONNECTION",
+            "SSH_TTY",
+            "SHLVL",
+            "PWD",
+        ] {
+            assert!(!kept(OsStr::new(name)), "{name}");
+        }
+        for name in ["PATH", "HOME", "SSH_AUTH_SOCK", "LANG", "XDG_RUNTIME_DIR"] {
+            assert!(kept(OsStr::new(name)), "{name}");
+        }
     }
 
     #[tokio::test]

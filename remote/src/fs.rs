@@ -1,11 +1,18 @@
 //! The `fs.*` methods. Every path goes through [`Sandbox::resolve`] first; errors are
 //! [`Errno`]s carrying the path as the client gave it and the syscall name Node would report.
 //!
-//! Whole-file writes (`w`/`wx`) and uploads are atomic: a temp file with a unique name in the
-//! target's directory, written, fsynced, then renamed over the target (an existing file keeps its
-//! mode, and its owner where permitted). The directory itself is not fsynced. A replaced file
-//! that had other hard links is a new inode afterwards (the price of atomicity). Appends use
-//! `O_APPEND` directly.
+//! The write rule (ARCHITECTURE.md §1a): every write goes into the target's own inode, opened
+//! as Node opens it, so the kernel checks permissions at open exactly as for Node (a file the
+//! user cannot write fails with EACCES and is untouched) and the file keeps its inode, mode,
+//! owner, hard links and extended attributes. A whole-file write that fits one frame is one call
+//! (open, write, close), which a dropped link cannot cut in half. A bigger one (`fs.upload.*`)
+//! opens its target at begin (so its errors come first, as Node's open reports them) and stages
+//! the chunks in an anonymous file (`O_TMPFILE`, mode 0600: no name another user could open);
+//! the commit truncates the target and copies the staged bytes in, so a link that drops before
+//! the commit leaves the target as it was. Descriptors (`fs.open` …) are real ones, held by the
+//! session (`crate::fds`).
+//!
+//! Every open is `O_NONBLOCK`: a FIFO or a device never holds an agent thread.
 
 use crate::sandbox::{Follow, Pinned, Sandbox};
 use crate::server::{
@@ -18,7 +25,8 @@ use rand::Rng;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -101,6 +109,7 @@ pub fn register_all(t: &mut Table) {
         let r = s.sandbox.pin(&p.path, Follow::All, "open")?;
         let f = OpenOptions::new()
             .write(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&r)
             .map_err(|e| os(&e, "open", &p.path))?;
         f.set_len(p.length)
@@ -108,6 +117,53 @@ pub fn register_all(t: &mut Table) {
         Ok(Empty)
     });
     register_mutation::<m::Mkdtemp, _>(t, |_, s, p| mkdtemp(s, p));
+    register_mutation::<m::Chown, _>(t, |_, s, p| chown(s, p));
+    register_blocking::<m::Statfs, _>(t, |_, s, p| statfs(s, p));
+    crate::fds::register_all(t);
+}
+
+fn chown(s: &Session, p: ChownParams) -> Result<Empty, Failure> {
+    let (follow, syscall) = if p.lstat {
+        (Follow::NotLast, "lchown")
+    } else {
+        (Follow::All, "chown")
+    };
+    let r = s.sandbox.pin(&p.path, follow, syscall)?;
+    let c = cpath(&r).map_err(|e| os(&e, syscall, &p.path))?;
+    let (uid, gid) = (p.uid.unwrap_or(u32::MAX), p.gid.unwrap_or(u32::MAX));
+    // SAFETY: a valid C string; -1 (u32::MAX) leaves an id as it is. A pinned object is
+    // reached through its /proc/self/fd link (followed); lchown gets the entry itself.
+    let rc = unsafe {
+        if p.lstat {
+            libc::lchown(c.as_ptr(), uid, gid)
+        } else {
+            libc::chown(c.as_ptr(), uid, gid)
+        }
+    };
+    if rc != 0 {
+        return Err(os(&io::Error::last_os_error(), syscall, &p.path));
+    }
+    Ok(Empty)
+}
+
+fn statfs(s: &Session, p: PathParams) -> Result<StatFs, Failure> {
+    let r = s.sandbox.pin(&p.path, Follow::All, "statfs")?;
+    let c = cpath(&r).map_err(|e| os(&e, "statfs", &p.path))?;
+    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is a valid C string.
+    let mut b: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut b) } != 0 {
+        return Err(os(&io::Error::last_os_error(), "statfs", &p.path));
+    }
+    Ok(StatFs {
+        fs_type: b.f_type as u64,
+        bsize: b.f_bsize as u64,
+        frsize: b.f_frsize as u64,
+        blocks: b.f_blocks,
+        bfree: b.f_bfree,
+        bavail: b.f_bavail,
+        files: b.f_files,
+        ffree: b.f_ffree,
+    })
 }
 
 /// Register a blocking handler that changes the file system. Whatever its outcome, the change
@@ -199,7 +255,7 @@ pub fn to_stat(md: &std::fs::Metadata) -> protocol::fs::Stat {
 /// Whether an answer about `path` may carry `cache: true` (see `changes`): its parent was a
 /// watched directory before the call (`watched`, decided before any syscall) and the path was
 /// reached without a symlink (for a following call, not even at its end).
-fn plain(watched: bool, r: &Pinned, path: &str) -> bool {
+pub(crate) fn plain(watched: bool, r: &Pinned, path: &str) -> bool {
     watched && r.canonical().as_os_str().as_bytes() == path.as_bytes()
 }
 
@@ -291,28 +347,45 @@ fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
             .collect());
     }
     // Node's order: breadth first, a queue of directories, each listed in turn. Symlinked
-    // directories are not descended (no loops, nothing outside the sandbox).
+    // directories are descended only with `follow` (through the sandbox: never outside it, and
+    // a loop ends where the kernel would say ELOOP).
     let mut out = Vec::new();
-    let mut queue: std::collections::VecDeque<(String, Vec<(String, FileKind)>)> =
-        [(String::new(), first)].into();
-    while let Some((prefix, entries)) = queue.pop_front() {
+    // (prefix, its entries, whether it was reached through a followed symlink)
+    let mut queue: std::collections::VecDeque<(String, Vec<(String, FileKind)>, bool)> =
+        [(String::new(), first, false)].into();
+    while let Some((prefix, entries, via_link)) = queue.pop_front() {
         for (name, kind) in entries {
             let rel = if prefix.is_empty() {
                 name
             } else {
                 format!("{prefix}/{name}")
             };
-            if kind == FileKind::Dir {
+            // Under a followed link, by its path (checked and pinned like any path, so never
+            // outside the sandbox, and a loop ends where the kernel would say ELOOP).
+            let through = || {
+                let p = format!("{}/{rel}", p.path.trim_end_matches('/'));
+                s.sandbox
+                    .pin(&p, Follow::All, "scandir")
+                    .ok()
+                    .filter(|d| d.is_dir())
+                    .and_then(|d| list(&d).ok())
+            };
+            let sub = match kind {
                 // A directory that vanished or cannot be read is skipped, like Node.
                 // Pinned from the root with O_NOFOLLOW: a directory swapped for a symlink since
                 // it was listed is skipped, never followed.
-                let sub = s
+                FileKind::Dir if !via_link => s
                     .sandbox
                     .open_beneath(root.canonical().join(&rel), true)
-                    .and_then(|d| list(&d));
-                if let Ok(sub) = sub {
-                    queue.push_back((rel.clone(), sub));
-                }
+                    .and_then(|d| list(&d))
+                    .ok()
+                    .map(|l| (l, false)),
+                FileKind::Dir => through().map(|l| (l, true)),
+                FileKind::Symlink if p.follow => through().map(|l| (l, true)),
+                _ => None,
+            };
+            if let Some((sub, link)) = sub {
+                queue.push_back((rel.clone(), sub, link));
             }
             out.push(DirEntry { name: rel, kind });
         }
@@ -324,14 +397,51 @@ pub(crate) fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
     let watched = s.changes.watched_parent(&p.path);
     let r = s.sandbox.pin(&p.path, Follow::All, "open")?;
     let plain = plain(watched, &r, &p.path);
-    let f = File::open(&r).map_err(|e| cacheable(os(&e, "open", &p.path), plain))?;
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&r)
+        .map_err(|e| cacheable(os(&e, "open", &p.path), plain))?;
     let md = f.metadata().map_err(|e| os(&e, "fstat", &p.path))?;
     if md.is_dir() {
         return Err(Errno::new("EISDIR", "read", None).into());
     }
     let want = p.length.unwrap_or(MAX_CHUNK as u64).min(MAX_CHUNK as u64) as usize;
     let size = md.len();
-    let initial = size.saturating_sub(p.offset).min(want as u64) as usize;
+    let buf = read_at_most(&f, &md, p.offset, want).map_err(|e| os(&e, "read", &p.path))?;
+    let got = buf.len();
+    // Cacheable only as the whole file.
+    let whole = p.offset == 0 && got as u64 == size;
+    Ok(ReadResult {
+        data: Bytes(buf),
+        size,
+        cache: plain && whole,
+    })
+}
+
+/// Whether reads of a file of this type go by offset (pread); FIFOs, sockets and character
+/// devices have no offset (pread fails with ESPIPE there) and are read where they stand.
+pub fn seekable(md: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    let t = md.file_type();
+    !(t.is_fifo() || t.is_socket() || t.is_char_device())
+}
+
+/// Up to `want` bytes of `f` (whose metadata is `md`) from `offset`: until `want`, the end of
+/// the file or, on a non-blocking FIFO or device, the end of what is there now (nothing there
+/// at all: `EAGAIN`, as the kernel says).
+pub fn read_at_most(
+    f: &File,
+    md: &std::fs::Metadata,
+    offset: u64,
+    want: usize,
+) -> io::Result<Vec<u8>> {
+    let by_offset = seekable(md);
+    let initial = if by_offset {
+        md.len().saturating_sub(offset).min(want as u64) as usize
+    } else {
+        want.min(64 * 1024)
+    };
     let mut buf = vec![0u8; initial];
     let mut got = 0;
     loop {
@@ -342,185 +452,107 @@ pub(crate) fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
             }
             buf.resize(want.min(got + 64 * 1024), 0);
         }
-        match f.read_at(&mut buf[got..], p.offset + got as u64) {
+        let r = if by_offset {
+            f.read_at(&mut buf[got..], offset + got as u64)
+        } else {
+            (&*f).read(&mut buf[got..])
+        };
+        match r {
             Ok(0) => break,
             Ok(n) => got += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(os(&e, "read", &p.path)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => break,
+            Err(e) => return Err(e),
         }
     }
     buf.truncate(got);
-    // Cacheable only as the whole file.
-    let whole = p.offset == 0 && got as u64 == size;
-    Ok(ReadResult {
-        data: Bytes(buf),
-        size,
-        cache: plain && whole,
-    })
+    Ok(buf)
 }
 
-/// Where a whole-file write lands: the resolved target and what to do with it.
-struct Target {
-    /// The entry under its pinned directory (`pin` keeps that directory open).
-    resolved: PathBuf,
-    pin: Pinned,
-    /// Mode and owner of the file being replaced.
-    existing: Option<(u32, u32, u32)>,
-}
-
-/// Resolve and check a write target (EEXIST for exclusive flags, EISDIR for directories).
-fn write_target(s: &Session, path: &str, flag: WriteFlag) -> Result<Target, Failure> {
-    let r = s.sandbox.pin(path, Follow::All, "open")?;
-    match std::fs::metadata(&*r) {
-        Ok(md) => {
-            if md.is_dir() {
-                return Err(Errno::new("EISDIR", "open", Some(path)).into());
-            }
-            if matches!(flag, WriteFlag::Exclusive | WriteFlag::AppendExclusive) {
-                return Err(Errno::new("EEXIST", "open", Some(path)).into());
-            }
-            Ok(Target {
-                resolved: r.entry().to_path_buf(),
-                pin: r,
-                existing: Some((md.mode() & 0o7777, md.uid(), md.gid())),
-            })
-        }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Target {
-            resolved: r.entry().to_path_buf(),
-            pin: r,
-            existing: None,
-        }),
-        Err(e) => Err(os(&e, "open", path)),
+/// The open(2) flags of Node's whole-file write flags.
+pub fn write_flags(flag: WriteFlag, truncate: bool) -> OpenFlags {
+    let exclusive = matches!(flag, WriteFlag::Exclusive | WriteFlag::AppendExclusive);
+    let append = matches!(flag, WriteFlag::Append | WriteFlag::AppendExclusive);
+    OpenFlags {
+        write: true,
+        create: true,
+        exclusive,
+        append,
+        truncate: truncate && !append,
+        ..OpenFlags::default()
     }
 }
 
-/// Length of the random part of a temp file's name.
-const TEMP_SUFFIX: usize = 8;
-
-/// Marks the temp name of a write that creates its target (none existed), so that a watch can
-/// report the rename as Node reports a new file ('rename', then 'change').
-const TEMP_NEW: &str = "new-";
-
-/// If `name` is one of [`create_temp`]'s names (`.<target>.pi-bridge-[new-]<8 letters or
-/// digits>.tmp`, which watches never report): the target's name, and whether the write creates it.
-pub fn temp_target(name: &str) -> Option<(&str, bool)> {
-    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (target, suffix) = rest.rsplit_once(".pi-bridge-")?;
-    let (creates, random) = match suffix.strip_prefix(TEMP_NEW) {
-        Some(r) => (true, r),
-        None => (false, suffix),
-    };
-    let ours = !target.is_empty()
-        && random.len() == TEMP_SUFFIX
-        && random.bytes().all(|b| b.is_ascii_alphanumeric());
-    ours.then_some((target, creates))
-}
-
-/// A fresh temp file next to `target`, created with `mode` (umask applies) or `existing`'s mode.
-fn create_temp(target: &Target, mode: Option<u32>, path: &str) -> Result<(File, PathBuf), Failure> {
-    let dir = target.resolved.parent().unwrap_or(Path::new("/"));
-    let name = target
-        .resolved
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let create_mode = mode.unwrap_or(0o666) & 0o7777;
-    let tag = if target.existing.is_some() {
-        ""
-    } else {
-        TEMP_NEW
-    };
-    for _ in 0..100 {
-        let tmp = dir.join(format!(
-            ".{name}.pi-bridge-{tag}{}.tmp",
-            random_suffix(TEMP_SUFFIX)
-        ));
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(create_mode)
-            .open(&tmp)
-        {
-            Ok(f) => {
-                if let Some((mode, uid, gid)) = target.existing {
-                    let _ = f.set_permissions(std::fs::Permissions::from_mode(mode));
-                    // Best effort: only root (or the owner, for the group) may keep the owner.
-                    let _ = std::os::unix::fs::fchown(&f, Some(uid), Some(gid));
-                }
-                return Ok((f, tmp));
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(os(&e, "open", path)),
-        }
-    }
-    Err(Errno::new("EEXIST", "open", Some(path))
-        .with_detail("no unique temp file name")
-        .into())
-}
-
-/// Rename the temp file into place; `exclusive` refuses to replace an existing target.
-fn place(tmp: &Path, target: &Path, exclusive: bool, path: &str) -> Result<(), Failure> {
-    let res = if exclusive {
-        rename_noreplace(tmp, target)
-    } else {
-        std::fs::rename(tmp, target)
-    };
-    res.map_err(|e| {
-        let _ = std::fs::remove_file(tmp);
-        let syscall = if e.raw_os_error() == Some(libc::EEXIST) {
-            "open"
-        } else {
-            "rename"
-        };
-        os(&e, syscall, path)
-    })
-}
-
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let (a, b) = (cpath(from)?, cpath(to)?);
-    // SAFETY: valid C strings; renameat2 via syscall (glibc wrappers vary by version).
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_renameat2,
-            libc::AT_FDCWD,
-            a.as_ptr(),
-            libc::AT_FDCWD,
-            b.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        // File systems without RENAME_NOREPLACE: link (which never replaces), then unlink.
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            std::fs::hard_link(from, to)?;
-            let _ = std::fs::remove_file(from);
-            Ok(())
-        }
-        _ => Err(e),
-    }
-}
-
-fn open_append(
-    target: &Target,
-    flag: WriteFlag,
-    mode: Option<u32>,
+/// open(2) `path` as Node would with `flags` (creating with `mode`, default 0o666, umask
+/// applied), confined to the sandbox. Always `O_NONBLOCK` (a FIFO or a device never holds the
+/// calling thread: see [`protocol::fs::OpenParams`]) and `O_NOCTTY`. The returned [`Pinned`]
+/// keeps the directory of the entry open (uploads stage their data next to it).
+pub fn open_path(
+    s: &Session,
     path: &str,
-) -> Result<File, Failure> {
-    let mut o = OpenOptions::new();
-    // The entry is the canonical last name: a symlink there now was swapped in; never follow.
-    o.append(true)
-        .mode(mode.unwrap_or(0o666) & 0o7777)
-        .custom_flags(libc::O_NOFOLLOW);
-    if flag == WriteFlag::AppendExclusive {
-        o.create_new(true);
+    flags: &OpenFlags,
+    mode: Option<u32>,
+) -> Result<(File, Pinned), Failure> {
+    if flags.create && crate::sandbox::names_a_directory(path) {
+        // O_CREAT of `x/`: EISDIR, whatever x is.
+        return Err(Errno::new("EISDIR", "open", Some(path)).into());
+    }
+    let follow = if flags.nofollow {
+        Follow::NotLast
     } else {
+        Follow::All
+    };
+    let r = s.sandbox.pin(path, follow, "open")?;
+    let mut o = OpenOptions::new();
+    o.read(flags.read || !flags.write).write(flags.write);
+    if flags.append {
+        o.append(true);
+    }
+    if flags.exclusive && flags.create {
+        o.create_new(true);
+    } else if flags.create {
         o.create(true);
     }
-    o.open(&target.resolved).map_err(|e| os(&e, "open", path))
+    if flags.truncate {
+        o.truncate(true);
+    }
+    let mut custom = libc::O_NONBLOCK | libc::O_NOCTTY;
+    for (on, bit) in [
+        (flags.sync, libc::O_SYNC),
+        (flags.dsync, libc::O_DSYNC),
+        (flags.directory, libc::O_DIRECTORY),
+        (flags.noatime, libc::O_NOATIME),
+        // The entry (a missing file, or the link itself): never follow a symlink swapped in
+        // there since the check. The pinned object itself is opened through its
+        // /proc/self/fd link, which must be followed.
+        (flags.nofollow || !r.is_object(), libc::O_NOFOLLOW),
+    ] {
+        if on {
+            custom |= bit;
+        }
+    }
+    if flags.exclusive && !flags.create {
+        custom |= libc::O_EXCL;
+    }
+    o.custom_flags(custom);
+    if flags.create {
+        o.mode(mode.unwrap_or(0o666) & 0o7777);
+    }
+    if flags.truncate && !flags.write {
+        // O_RDONLY|O_TRUNC: Linux truncates; std refuses the combination, so say it ourselves.
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(custom)
+            .open(&*r)
+            .map_err(|e| os(&e, "open", path))?;
+        let rc = unsafe { libc::ftruncate(f.as_raw_fd(), 0) };
+        if rc != 0 {
+            return Err(os(&io::Error::last_os_error(), "open", path));
+        }
+        return Ok((f, r));
+    }
+    let f = o.open(&*r).map_err(|e| os(&e, "open", path))?;
+    Ok((f, r))
 }
 
 fn write(s: &Session, p: WriteParams) -> Result<Empty, Failure> {
@@ -530,45 +562,64 @@ fn write(s: &Session, p: WriteParams) -> Result<Empty, Failure> {
             format!("fs.write carries at most {MAX_CHUNK} bytes; use fs.upload.* for more"),
         ));
     }
-    let target = write_target(s, &p.path, p.flag)?;
-    match p.flag {
-        WriteFlag::Append | WriteFlag::AppendExclusive => {
-            let mut f = open_append(&target, p.flag, p.mode, &p.path)?;
-            f.write_all(&p.data.0)
-                .map_err(|e| os(&e, "write", &p.path))?;
-        }
-        WriteFlag::Write | WriteFlag::Exclusive => {
-            let (mut f, tmp) = create_temp(&target, p.mode, &p.path)?;
-            let res = f.write_all(&p.data.0).and_then(|_| f.sync_all());
-            if let Err(e) = res {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(os(&e, "write", &p.path));
-            }
-            drop(f);
-            place(
-                &tmp,
-                &target.resolved,
-                p.flag == WriteFlag::Exclusive,
-                &p.path,
-            )?;
-        }
+    let (mut f, _pin) = open_path(s, &p.path, &write_flags(p.flag, true), p.mode)?;
+    f.write_all(&p.data.0)
+        .map_err(|e| Failure::Os(Errno::from_io(&e, "write", None)))?;
+    if p.flush {
+        f.sync_all()
+            .map_err(|e| Failure::Os(Errno::from_io(&e, "fsync", None)))?;
     }
     Ok(Empty)
 }
 
-/// A large write in progress.
-struct Upload {
-    file: Arc<Mutex<File>>,
-    /// The temp file (atomic modes) or `None` (appending straight to the target).
-    tmp: Option<PathBuf>,
-    target: PathBuf,
-    /// Keeps the directories `tmp` and `target` name open.
-    _pin: Pinned,
-    path: String,
-    exclusive: bool,
+/// An anonymous file for staging data: `O_TMPFILE` (no name anyone could open) in `dir`, else
+/// in the temp directory; where neither file system has `O_TMPFILE`, a fresh 0600 file in the
+/// temp directory, unlinked at once.
+fn anonymous_file(dir: Option<&Path>) -> io::Result<File> {
+    let tmp = std::env::temp_dir();
+    for d in dir.into_iter().chain([tmp.as_path()]) {
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(d);
+        if let Ok(f) = f {
+            return Ok(f);
+        }
+    }
+    for _ in 0..100 {
+        let name = tmp.join(format!(".pi-bridge-stage-{}.tmp", random_suffix(16)));
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&name)
+        {
+            Ok(f) => {
+                let _ = std::fs::remove_file(&name);
+                return Ok(f);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::from_raw_os_error(libc::EEXIST))
 }
 
-/// Open uploads by id; temp files are removed on abort and when the agent exits.
+/// A large write in progress: the target, open since `fs.upload.begin` (not truncated yet), and
+/// the data so far, staged in an anonymous file.
+struct Upload {
+    staged: Arc<Mutex<File>>,
+    target: File,
+    append: bool,
+    flush: bool,
+    path: String,
+}
+
+/// Open uploads by id; their staged data disappears with them (it has no name).
 #[derive(Default)]
 pub struct Uploads {
     map: Mutex<HashMap<String, Upload>>,
@@ -585,61 +636,49 @@ impl Uploads {
         )
     }
 
+    /// Copy the staged data into the target in one step (truncating it first, unless
+    /// appending): a link that drops before this leaves the target as it was.
     fn commit(&self, id: &str) -> Result<Empty, Failure> {
-        let up = self.lock().remove(id).ok_or_else(|| Self::unknown(id))?;
-        let file = up.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Err(e) = file.sync_all() {
-            if let Some(tmp) = &up.tmp {
-                let _ = std::fs::remove_file(tmp);
-            }
-            return Err(os(&e, "fsync", &up.path));
+        let mut up = self.lock().remove(id).ok_or_else(|| Self::unknown(id))?;
+        let mut staged = up.staged.lock().unwrap_or_else(|p| p.into_inner());
+        let werr = |e: io::Error| Failure::Os(Errno::from_io(&e, "write", None));
+        staged.seek(io::SeekFrom::Start(0)).map_err(werr)?;
+        if !up.append {
+            up.target
+                .set_len(0)
+                .map_err(|e| Failure::Os(Errno::from_io(&e, "ftruncate", None)))?;
         }
-        drop(file);
-        if let Some(tmp) = &up.tmp {
-            place(tmp, &up.target, up.exclusive, &up.path)?;
+        io::copy(&mut *staged, &mut up.target).map_err(werr)?;
+        if up.flush {
+            up.target
+                .sync_all()
+                .map_err(|e| os(&e, "fsync", &up.path))?;
         }
         Ok(Empty)
     }
 
     fn abort(&self, id: &str) {
-        if let Some(up) = self.lock().remove(id) {
-            if let Some(tmp) = up.tmp {
-                let _ = std::fs::remove_file(tmp);
-            }
-        }
+        self.lock().remove(id);
     }
 
-    /// Drop every unfinished upload (the agent is exiting).
+    /// Drop every unfinished upload (the agent is exiting); their targets are untouched.
     pub fn abort_all(&self) {
-        for (_, up) in self.lock().drain() {
-            if let Some(tmp) = up.tmp {
-                let _ = std::fs::remove_file(tmp);
-            }
-        }
+        self.lock().clear();
     }
 }
 
 fn upload_begin(a: &Agent, s: &Session, p: UploadBeginParams) -> Result<UploadId, Failure> {
-    let target = write_target(s, &p.path, p.flag)?;
-    let (file, tmp) = match p.flag {
-        WriteFlag::Append | WriteFlag::AppendExclusive => {
-            (open_append(&target, p.flag, p.mode, &p.path)?, None)
-        }
-        WriteFlag::Write | WriteFlag::Exclusive => {
-            let (f, tmp) = create_temp(&target, p.mode, &p.path)?;
-            (f, Some(tmp))
-        }
-    };
+    let (target, pin) = open_path(s, &p.path, &write_flags(p.flag, false), p.mode)?;
+    let staged = anonymous_file(pin.entry().parent()).map_err(|e| os(&e, "open", &p.path))?;
     let id = format!("u{}", random_suffix(16));
     a.uploads.lock().insert(
         id.clone(),
         Upload {
-            file: Arc::new(Mutex::new(file)),
-            tmp,
-            target: target.resolved,
-            _pin: target.pin,
+            staged: Arc::new(Mutex::new(staged)),
+            target,
+            append: matches!(p.flag, WriteFlag::Append | WriteFlag::AppendExclusive),
+            flush: p.flush,
             path: p.path,
-            exclusive: p.flag == WriteFlag::Exclusive,
         },
     );
     Ok(UploadId { id })
@@ -658,7 +697,7 @@ async fn upload_chunk(a: Arc<Agent>, p: UploadChunkParams) -> Result<Empty, Fail
     let (file, path) = {
         let map = a.uploads.lock();
         let up = map.get(&p.id).ok_or_else(|| Uploads::unknown(&p.id))?;
-        (up.file.clone(), up.path.clone())
+        (up.staged.clone(), up.path.clone())
     };
     on_blocking_pool(move || {
         let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
@@ -666,6 +705,30 @@ async fn upload_chunk(a: Arc<Agent>, p: UploadChunkParams) -> Result<Empty, Fail
     })
     .await?;
     Ok(Empty)
+}
+
+/// Length of the random part of a temp file's name.
+const TEMP_SUFFIX: usize = 8;
+
+/// Marks the temp name of a write that creates its target (none existed), so that a watch can
+/// report the rename as Node reports a new file ('rename', then 'change').
+const TEMP_NEW: &str = "new-";
+
+/// If `name` is a temp file name of an atomic write of earlier agents (`.<target>.pi-bridge-
+/// [new-]<8 letters or digits>.tmp`; this agent writes in place and stages uploads in anonymous
+/// files): the target's name, and whether the write creates it. Watches and the change feed
+/// never report these, so a session running next to an older agent sees its writes as Node's.
+pub fn temp_target(name: &str) -> Option<(&str, bool)> {
+    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (target, suffix) = rest.rsplit_once(".pi-bridge-")?;
+    let (creates, random) = match suffix.strip_prefix(TEMP_NEW) {
+        Some(r) => (true, r),
+        None => (false, suffix),
+    };
+    let ours = !target.is_empty()
+        && random.len() == TEMP_SUFFIX
+        && random.bytes().all(|b| b.is_ascii_alphanumeric());
+    ours.then_some((target, creates))
 }
 
 fn mkdir(s: &Session, p: MkdirParams) -> Result<MkdirResult, Failure> {
@@ -781,7 +844,11 @@ fn rm(s: &Session, p: RmParams) -> Result<Empty, Failure> {
 fn copy_file(s: &Session, p: CopyFileParams) -> Result<Empty, Failure> {
     let (from, to) = two(&s.sandbox, &p.from, &p.to, Follow::All, "copyfile")?;
     let err = |e: &io::Error| os2(e, "copyfile", &p.from, &p.to);
-    let mut src = File::open(&from).map_err(|e| err(&e))?;
+    let mut src = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(&from)
+        .map_err(|e| err(&e))?;
     let md = src.metadata().map_err(|e| err(&e))?;
     if md.is_dir() {
         return Err(Errno::new("EISDIR", "copyfile", Some(&p.from))

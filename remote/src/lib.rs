@@ -11,6 +11,7 @@ extern crate pi_bridge_protocol as protocol;
 
 mod changes;
 mod facts;
+mod fds;
 mod fs;
 mod proc;
 mod resume;

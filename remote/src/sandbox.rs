@@ -76,15 +76,33 @@ impl Sandbox {
     /// Check `path` and pin what it names (see the module docs): the result derefs to the path
     /// to hand to the syscall, valid while the [`Pinned`] lives.
     pub fn pin(&self, path: &str, follow: Follow, syscall: &str) -> Result<Pinned, Errno> {
+        if follow == Follow::NotLast && names_a_directory(path) {
+            // `x/` for a call on the entry itself (rmdir, rename, unlink…): it acts on x, which
+            // must be a directory (not a file, nor a symlink to a directory): else ENOTDIR.
+            let entry = self.pin(without_trailing(path), Follow::NotLast, syscall)?;
+            return match std::fs::symlink_metadata(&*entry) {
+                Ok(md) if !md.is_dir() => Err(Errno::new("ENOTDIR", syscall, Some(path))),
+                _ => Ok(entry),
+            };
+        }
         let (canonical, follow_last) = self.check(path, follow, syscall)?;
-        self.open_beneath(canonical, follow_last)
+        let pinned = self
+            .open_beneath(canonical, follow_last)
             .map_err(|e| match e.raw_os_error() {
                 Some(libc::ELOOP) => Errno::new("EACCES", syscall, Some(path)).with_detail(
                     "a path component was replaced by a symlink during the check; refused by \
                      the sandbox",
                 ),
                 _ => Errno::from_io(&e, syscall, Some(path)),
-            })
+            })?;
+        // `x/` (or `x/.`) names a directory: the kernel says ENOTDIR when x is anything else.
+        if names_a_directory(path) && pinned.is_object() {
+            match std::fs::metadata(&*pinned) {
+                Ok(md) if !md.is_dir() => return Err(Errno::new("ENOTDIR", syscall, Some(path))),
+                _ => {}
+            }
+        }
+        Ok(pinned)
     }
 
     /// Pin an already canonical path inside the root: every component is opened with
@@ -303,6 +321,13 @@ impl Pinned {
     pub fn canonical(&self) -> &Path {
         &self.canonical
     }
+
+    /// Whether this pins the object itself (an existing, followed last component, reached
+    /// through its `/proc/self/fd` link, which an open must follow) rather than a name under
+    /// its pinned directory (which an open must not follow: a symlink there was swapped in).
+    pub fn is_object(&self) -> bool {
+        self.path != self.entry
+    }
 }
 
 impl std::ops::Deref for Pinned {
@@ -315,6 +340,24 @@ impl std::ops::Deref for Pinned {
 impl AsRef<Path> for Pinned {
     fn as_ref(&self) -> &Path {
         &self.path
+    }
+}
+
+/// Whether `path` ends in a way that only a directory satisfies (`/`, `/.`).
+pub fn names_a_directory(path: &str) -> bool {
+    path.len() > 1 && (path.ends_with('/') || path.ends_with("/."))
+}
+
+/// `path` without its trailing `/` and `/.` (`a/./` → `a`; `/` stays).
+fn without_trailing(mut path: &str) -> &str {
+    loop {
+        if path.len() > 1 && path.ends_with('/') {
+            path = &path[..path.len() - 1];
+        } else if path.len() > 2 && path.ends_with("/.") {
+            path = &path[..path.len() - 2];
+        } else {
+            return path;
+        }
     }
 }
 
@@ -533,6 +576,28 @@ mod tests {
             f.sb.pin(&s(&f.root.join("sub/file")), Follow::All, "open")
                 .map(|_| PathBuf::new()),
         );
+    }
+
+    #[test]
+    fn a_trailing_slash_requires_a_directory() {
+        let f = fixture();
+        let file = format!("{}/", s(&f.root.join("sub/file")));
+        for follow in [Follow::All, Follow::NotLast] {
+            let e = f.sb.pin(&file, follow, "stat").unwrap_err();
+            assert_eq!((e.code.as_str(), e.path.as_deref()), ("ENOTDIR", Some(file.as_str())));
+            let e = f.sb.pin(&format!("{file}."), follow, "stat").unwrap_err();
+            assert_eq!(e.code, "ENOTDIR");
+        }
+        // A directory, through a symlink or not, for calls that follow; the entry itself, a
+        // real directory, for calls on it; a missing name is still missing (mkdir 'new/').
+        assert!(f.sb.pin(&format!("{}/", s(&f.root.join("in"))), Follow::All, "stat").is_ok());
+        let e = f.sb.pin(&format!("{}/", s(&f.root.join("in"))), Follow::NotLast, "rmdir").unwrap_err();
+        assert_eq!(e.code, "ENOTDIR");
+        let d = f.sb.pin(&format!("{}/", s(&f.root.join("sub"))), Follow::NotLast, "rmdir").unwrap();
+        assert!(!d.is_object());
+        assert!(f.sb.pin(&format!("{}/", s(&f.root.join("new"))), Follow::NotLast, "mkdir").is_ok());
+        assert_eq!(without_trailing("/a/./"), "/a");
+        assert_eq!(without_trailing("/"), "/");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! directly.
 
 use crate::resume::{self, Out, Wire};
-use crate::{changes, facts, fs, proc, sandbox::Sandbox, watch};
+use crate::{changes, facts, fds, fs, proc, sandbox::Sandbox, watch};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use jsonrpsee::types::ErrorObjectOwned;
@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, OnceCell};
 const SUB_BUFFER: usize = 16;
 
 /// A failed call: an OS error (code -32000, `data` = [`Errno`]) or a protocol error.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Failure {
     Os(Errno),
     Code(ErrorCode, String),
@@ -90,6 +90,8 @@ pub struct Agent {
     session: RwLock<Option<Arc<Session>>>,
     probe: OnceCell<Arc<facts::Probe>>,
     pub uploads: fs::Uploads,
+    /// The session's open descriptors (`fs.open` …), closed when it ends.
+    pub fds: fds::Fds,
     pub procs: proc::Procs,
     table: std::sync::OnceLock<Arc<Table>>,
     /// Resumption: ticket, socket, grace period, clean end (see `resume`).
@@ -104,6 +106,7 @@ impl Agent {
             session: RwLock::new(None),
             probe: OnceCell::new(),
             uploads: fs::Uploads::default(),
+            fds: fds::Fds::default(),
             procs: proc::Procs::default(),
             table: std::sync::OnceLock::new(),
             life: resume::Life::default(),
@@ -138,14 +141,15 @@ impl Agent {
             .clone()
     }
 
-    /// Kill every process group this agent started, drop unfinished uploads, stop listening
-    /// for resumes.
+    /// Kill every process group this agent started, drop unfinished uploads, close its
+    /// descriptors, stop listening for resumes.
     pub async fn shutdown(&self) {
         self.life.close();
         if let Ok(s) = self.session() {
             s.changes.shutdown().await;
         }
         self.uploads.abort_all();
+        self.fds.close_all();
         self.procs.kill_all().await;
     }
 }
@@ -732,8 +736,10 @@ async fn handle(module: Arc<RpcModule<Agent>>, agent: Arc<Agent>, out: Out, line
         return;
     }
     let id: Box<RawValue> = id.to_owned();
-    if method == protocol::methods::Read::NAME && line.contains("\"raw\"") {
-        if let Some(p) = raw_read_params(&line) {
+    if (method == protocol::methods::Read::NAME || method == protocol::methods::Pread::NAME)
+        && line.contains("\"raw\"")
+    {
+        if let Some(p) = raw_read_params(method, &line) {
             let reply = raw_read(&agent, &id, p).await;
             match reply {
                 Ok(b) => out.binary(b).await,
@@ -792,26 +798,36 @@ async fn handle(module: Arc<RpcModule<Agent>>, agent: Arc<Agent>, out: Out, line
     }
 }
 
-/// The params of an `fs.read` request that asked for a raw answer (`raw: true`), if it did.
-/// Anything else (bad params included) takes the usual path and gets the usual answer.
-fn raw_read_params(line: &str) -> Option<protocol::fs::ReadParams> {
+/// A read that asked for a raw answer: by path (`fs.read`) or on a descriptor (`fs.pread`).
+enum RawRead {
+    Path(protocol::fs::ReadParams),
+    Fd(protocol::fs::PreadParams),
+}
+
+/// The params of an `fs.read`/`fs.pread` request that asked for a raw answer (`raw: true`), if
+/// it did. Anything else (bad params included) takes the usual path and gets the usual answer.
+fn raw_read_params(method: &str, line: &str) -> Option<RawRead> {
     #[derive(Deserialize)]
-    struct Req {
-        params: protocol::fs::ReadParams,
+    struct Req<P> {
+        params: P,
     }
-    serde_json::from_str::<Req>(line)
+    if method == protocol::methods::Pread::NAME {
+        return serde_json::from_str::<Req<protocol::fs::PreadParams>>(line)
+            .ok()
+            .map(|r| r.params)
+            .filter(|p| p.raw)
+            .map(RawRead::Fd);
+    }
+    serde_json::from_str::<Req<protocol::fs::ReadParams>>(line)
         .ok()
         .map(|r| r.params)
         .filter(|p| p.raw)
+        .map(RawRead::Path)
 }
 
-/// Run a raw `fs.read`: a binary frame (header `{"jsonrpc","id","result":RawReadResult}`, the
-/// bytes as payload), or a JSON error frame.
-async fn raw_read(
-    agent: &Arc<Agent>,
-    id: &RawValue,
-    p: protocol::fs::ReadParams,
-) -> Result<Vec<u8>, Box<str>> {
+/// Run a raw read: a binary frame (header `{"jsonrpc","id","result":RawReadResult}`, the bytes
+/// as payload), or a JSON error frame.
+async fn raw_read(agent: &Arc<Agent>, id: &RawValue, p: RawRead) -> Result<Vec<u8>, Box<str>> {
     let err = |e: ErrorObjectOwned| -> Box<str> {
         let body = serde_json::to_string(&e)
             .unwrap_or_else(|_| r#"{"code":-32603,"message":"internal error"}"#.into());
@@ -822,10 +838,14 @@ async fn raw_read(
         .into()
     };
     let session = agent.session().map_err(|f| err(f.into()))?;
-    let r = tokio::task::spawn_blocking(move || fs::read(&session, p))
-        .await
-        .map_err(|e| err(internal(format!("worker failed: {e}"))))?
-        .map_err(|f| err(f.into()))?;
+    let a = agent.clone();
+    let r = tokio::task::spawn_blocking(move || match p {
+        RawRead::Path(p) => fs::read(&session, p),
+        RawRead::Fd(p) => fds::pread(&a, &p),
+    })
+    .await
+    .map_err(|e| err(internal(format!("worker failed: {e}"))))?
+    .map_err(|f| err(f.into()))?;
     let meta = protocol::fs::RawReadResult {
         size: r.size,
         cache: r.cache,

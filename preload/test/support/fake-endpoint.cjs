@@ -15,6 +15,7 @@ const uploads = new Map();
 let uploadSeq = 0;
 let subSeq = 0;
 const procs = new Map();
+const fds = new Map(); // the client's descriptor name → {fd, append}
 
 const KIND = (d) => (d.isFile() ? 'file' : d.isDirectory() ? 'dir' : d.isSymbolicLink() ? 'symlink' : d.isFIFO() ? 'fifo' : d.isSocket() ? 'socket' : d.isCharacterDevice() ? 'char' : d.isBlockDevice() ? 'block' : 'unknown');
 const T = (ns) => [Number(ns / 1_000_000_000n), Number(ns % 1_000_000_000n)];
@@ -26,11 +27,23 @@ function stat(p, l) {
   return { dev: n('dev'), ino: n('ino'), mode: n('mode'), nlink: n('nlink'), uid: n('uid'), gid: n('gid'), rdev: n('rdev'), size: n('size'), blksize: n('blksize'), blocks: n('blocks'), atime: T(s.atimeNs), mtime: T(s.mtimeNs), ctime: T(s.ctimeNs), birthtime: T(s.birthtimeNs) };
 }
 
+const C = fs.constants;
+const openFlags = (f) =>
+  (f.read && f.write ? C.O_RDWR : f.write ? C.O_WRONLY : C.O_RDONLY) |
+  (f.create ? C.O_CREAT : 0) | (f.exclusive ? C.O_EXCL : 0) | (f.truncate ? C.O_TRUNC : 0) |
+  (f.append ? C.O_APPEND : 0) | (f.nofollow ? C.O_NOFOLLOW : 0) | (f.directory ? C.O_DIRECTORY : 0) | C.O_NONBLOCK;
+const fdOf = (p, syscall) => {
+  const e = fds.get(p.fd);
+  if (!e) throw Object.assign(new Error('bad fd'), { code: 'EBADF', syscall });
+  return e;
+};
+const secs = (t) => t[0] + t[1] / 1e9;
+
 const methods = {
   'session.info': () => ({ agentVersion: 'fake', facts: {} }),
   'fs.stat': (p) => stat(p.path, p.lstat),
   'fs.access': (p) => fs.accessSync(p.path, p.mode) ?? null,
-  'fs.readdir': (p) => fs.readdirSync(p.path, { withFileTypes: true, recursive: !!p.recursive }).map((d) => ({ name: path.relative(p.path, path.join(d.parentPath, d.name)), kind: KIND(d) })),
+  'fs.readdir': (p) => readdir(p.path, p.recursive, p.follow),
   'fs.read': (p) => {
     const fd = fs.openSync(p.path, 'r');
     try {
@@ -70,6 +83,51 @@ const methods = {
   'fs.utimes': (p) => (p.lstat ? fs.lutimesSync : fs.utimesSync)(p.path, p.atime[0] + p.atime[1] / 1e9, p.mtime[0] + p.mtime[1] / 1e9) ?? null,
   'fs.truncate': (p) => fs.truncateSync(p.path, p.length) ?? null,
   'fs.mkdtemp': (p) => fs.mkdtempSync(p.prefix),
+  'fs.chown': (p) => (p.lstat ? fs.lchownSync : fs.chownSync)(p.path, p.uid ?? -1, p.gid ?? -1) ?? null,
+  'fs.statfs': (p) => {
+    const s = fs.statfsSync(p.path);
+    return { type: s.type, bsize: s.bsize, frsize: s.frsize ?? s.bsize, blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree };
+  },
+  'fs.open': (p) => {
+    if (!fds.has(p.fd)) {
+      const fd = fs.openSync(p.path, openFlags(p.flags), p.mode ?? 0o666);
+      fds.set(p.fd, { fd, append: !!p.flags.append });
+    }
+    const st = stat(`/proc/self/fd/${fds.get(p.fd).fd}`, false);
+    return { stat: st };
+  },
+  'fs.pread': (p) => {
+    const { fd } = fdOf(p, 'read');
+    const buf = Buffer.alloc(Math.min(p.length ?? 4194304, 4194304));
+    const n = fs.readSync(fd, buf, 0, buf.length, p.offset);
+    return { data: buf.subarray(0, n).toString('base64'), size: fs.fstatSync(fd).size };
+  },
+  'fs.pwrite': (p) => {
+    const { fd } = fdOf(p, 'write');
+    const data = Buffer.from(p.data, 'base64');
+    fs.writeSync(fd, data, 0, data.length, p.offset);
+    return { written: data.length, position: p.offset + data.length };
+  },
+  'fs.fappend': (p) => {
+    const { fd } = fdOf(p, 'write');
+    const data = Buffer.from(p.data, 'base64');
+    fs.writeSync(fd, data);
+    return { written: data.length, position: fs.fstatSync(fd).size };
+  },
+  'fs.fstat': (p) => stat(`/proc/self/fd/${fdOf(p, 'fstat').fd}`, false),
+  'fs.ftruncate': (p) => fs.ftruncateSync(fdOf(p, 'ftruncate').fd, p.length) ?? null,
+  'fs.fchmod': (p) => fs.fchmodSync(fdOf(p, 'fchmod').fd, p.mode) ?? null,
+  'fs.fchown': (p) => fs.fchownSync(fdOf(p, 'fchown').fd, p.uid ?? -1, p.gid ?? -1) ?? null,
+  'fs.futimes': (p) => fs.futimesSync(fdOf(p, 'futime').fd, secs(p.atime), secs(p.mtime)) ?? null,
+  'fs.fsync': (p) => (p.data ? fs.fdatasyncSync : fs.fsyncSync)(fdOf(p, p.data ? 'fdatasync' : 'fsync').fd) ?? null,
+  'fs.close': (p) => {
+    const e = fds.get(p.fd);
+    if (e) {
+      fds.delete(p.fd);
+      fs.closeSync(e.fd);
+    }
+    return null;
+  },
   'proc.run': (p) => {
     const s = p.spawn;
     const r = cp.spawnSync(s.file, s.args, { cwd: s.cwd, env: envFor(s), input: p.input ? Buffer.from(p.input, 'base64') : undefined, timeout: p.timeoutMs, killSignal: p.killSignal, maxBuffer: p.maxBuffer });
@@ -89,6 +147,31 @@ const methods = {
     return true;
   },
 };
+
+// Node's recursive order (breadth first); through symlinked directories with `follow`.
+function readdir(root, recursive, follow) {
+  const out = [];
+  const queue = [''];
+  while (queue.length) {
+    const rel = queue.shift();
+    const entries = fs.readdirSync(path.join(root, rel), { withFileTypes: true }).sort((a, b) => (a.name < b.name ? -1 : 1));
+    for (const d of entries) {
+      const name = rel ? `${rel}/${d.name}` : d.name;
+      out.push({ name, kind: KIND(d) });
+      if (!recursive) continue;
+      let dir = d.isDirectory();
+      if (!dir && follow && d.isSymbolicLink()) {
+        try {
+          dir = fs.statSync(path.join(root, name)).isDirectory();
+        } catch {
+          dir = false;
+        }
+      }
+      if (dir) queue.push(name);
+    }
+  }
+  return out;
+}
 
 function envFor(s) {
   const env = { ...process.env, ...s.env };

@@ -45,12 +45,13 @@ async function startFake(dir) {
 }
 
 // Runs `script` under the preload against the fake endpoint for `dir`, from a scratch cwd.
-async function runFake(dir, script, args = [], env = {}) {
+// `before`: modules to --require ahead of the preload.
+async function runFake(dir, script, args = [], env = {}, before = []) {
   const fake = await startFake(dir);
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-scratch-'));
   try {
     const r = await new Promise((resolve) => {
-      const c = cp.spawn(process.execPath, ['--require', path.join(PRELOAD_DIR, 'index.cjs'), script, ...args], {
+      const c = cp.spawn(process.execPath, [...before.flatMap((m) => ['--require', m]), '--require', path.join(PRELOAD_DIR, 'index.cjs'), script, ...args], {
         cwd: scratch,
         env: { ...process.env, PII_PROBE: '1', ...env, PII_TOKEN: fake.token, PII_SESSION: JSON.stringify(fake.session) },
       });

@@ -43,11 +43,12 @@ fn wp(path: String, data: &[u8], flag: WriteFlag, mode: Option<u32>) -> WritePar
         data: Bytes(data.to_vec()),
         flag,
         mode,
+        flush: false,
     }
 }
 
 #[test]
-fn atomic_write_preserves_mode_and_flags_work() {
+fn writes_go_in_place_and_flags_work() {
     let f = fx();
     let p = f.p("a.txt");
     write(&f.s, wp(p.clone(), b"one", WriteFlag::Write, Some(0o640))).unwrap();
@@ -94,6 +95,119 @@ fn atomic_write_preserves_mode_and_flags_work() {
         .collect();
     names.sort();
     assert_eq!(names, vec!["a.txt", "new"]);
+}
+
+/// The write rule: a rewrite keeps the file's inode, hard links, mode and extended attributes
+/// (the old atomic temp+rename broke the hard link, and a new inode loses xattrs).
+#[test]
+fn a_rewrite_keeps_inode_hard_links_mode_and_xattrs() {
+    let f = fx();
+    let p = f.p("doc.txt");
+    std::fs::write(&p, "first version, longer").unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o640)).unwrap();
+    std::fs::hard_link(&p, f.root.join("alias.txt")).unwrap();
+    let c = std::ffi::CString::new(p.clone()).unwrap();
+    // SAFETY: valid C strings and a value buffer of the given length.
+    let xattr = unsafe {
+        libc::setxattr(
+            c.as_ptr(),
+            c"user.pi-bridge-test".as_ptr(),
+            b"kept".as_ptr().cast(),
+            4,
+            0,
+        )
+    } == 0; // tmpfs without user xattrs: the rest still holds
+    let ino = std::fs::metadata(&p).unwrap().ino();
+    write(
+        &f.s,
+        wp(p.clone(), b"second", WriteFlag::Write, Some(0o600)),
+    )
+    .unwrap();
+    let md = std::fs::metadata(&p).unwrap();
+    assert_eq!(md.ino(), ino);
+    assert_eq!(md.nlink(), 2);
+    assert_eq!(md.mode() & 0o7777, 0o640, "an existing file keeps its mode");
+    assert_eq!(std::fs::read(f.root.join("alias.txt")).unwrap(), b"second");
+    if xattr {
+        let mut buf = [0u8; 8];
+        // SAFETY: as above.
+        let n = unsafe {
+            libc::getxattr(
+                c.as_ptr(),
+                c"user.pi-bridge-test".as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+            )
+        };
+        assert_eq!(&buf[..n.max(0) as usize], b"kept");
+    }
+}
+
+/// A FIFO never holds the calling thread: a read of one without a writer is its end (empty), a
+/// write to one without a reader fails with ENXIO, as the kernel says with O_NONBLOCK.
+#[test]
+fn a_fifo_never_blocks() {
+    let f = fx();
+    let p = f.p("AGENTS.md");
+    let c = std::ffi::CString::new(p.clone()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let r = read(
+        &f.s,
+        ReadParams {
+            path: p.clone(),
+            offset: 0,
+            length: None,
+            raw: false,
+        },
+    )
+    .unwrap();
+    assert!(r.data.0.is_empty());
+    assert_eq!(
+        code(write(&f.s, wp(p.clone(), b"x", WriteFlag::Write, None))),
+        "ENXIO"
+    );
+    // A writer that holds the FIFO open without writing: the read says EAGAIN.
+    let writer = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    assert_eq!(
+        code(read(
+            &f.s,
+            ReadParams {
+                path: p.clone(),
+                offset: 0,
+                length: None,
+                raw: false,
+            }
+        )),
+        "EAGAIN"
+    );
+    (&writer).write_all(b"data").unwrap();
+    let r = read(
+        &f.s,
+        ReadParams {
+            path: p.clone(),
+            offset: 0,
+            length: None,
+            raw: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(r.data.0, b"data");
+    assert_eq!(
+        code(copy_file(
+            &f.s,
+            CopyFileParams {
+                from: p.clone(),
+                to: f.p("copy"),
+                exclusive: false,
+            }
+        )),
+        "EAGAIN"
+    );
 }
 
 #[test]
@@ -332,6 +446,7 @@ fn readdir_sorted_and_recursive_in_node_order() {
         ReadDirParams {
             path: f.p(""),
             recursive: false,
+            follow: false,
         },
     )
     .unwrap();
@@ -349,17 +464,36 @@ fn readdir_sorted_and_recursive_in_node_order() {
         ReadDirParams {
             path: f.p(""),
             recursive: true,
+            follow: false,
         },
     )
     .unwrap();
     let n: Vec<String> = r.into_iter().map(|e| e.name).collect();
     assert_eq!(n, vec!["a", "b", "c", "l", "a/f", "b/x"]);
+    // With `follow`, through the link too; a link to the outside and a loop end quietly.
+    symlink("/", f.root.join("out")).unwrap();
+    std::fs::create_dir(f.root.join("b/y")).unwrap();
+    symlink("..", f.root.join("b/y/up")).unwrap();
+    let r = readdir(
+        &f.s,
+        ReadDirParams {
+            path: f.p(""),
+            recursive: true,
+            follow: true,
+        },
+    )
+    .unwrap();
+    let n: Vec<String> = r.into_iter().map(|e| e.name).collect();
+    assert!(n.contains(&"l/x".to_string()) && n.contains(&"l/y/up".to_string()), "{n:?}");
+    assert!(!n.iter().any(|e| e.starts_with("out/")), "{n:?}");
+    assert!(n.len() < 2000, "a loop ended where the kernel would: {}", n.len());
     assert_eq!(
         code(readdir(
             &f.s,
             ReadDirParams {
                 path: f.p("c"),
-                recursive: false
+                recursive: false,
+                follow: false,
             }
         )),
         "ENOTDIR"
@@ -516,14 +650,6 @@ fn umask() -> u32 {
 
 #[test]
 fn temp_names_are_recognised_exactly() {
-    let f = fx();
-    for creates in [true, false] {
-        let target = write_target(&f.s, &f.p("a.txt"), WriteFlag::Write).unwrap();
-        let (_file, tmp) = create_temp(&target, None, "a.txt").unwrap();
-        let name = tmp.file_name().unwrap().to_str().unwrap().to_string();
-        assert_eq!(temp_target(&name), Some(("a.txt", creates)), "{name}");
-        std::fs::rename(&tmp, f.root.join("a.txt")).unwrap();
-    }
     assert_eq!(
         temp_target(".x.y.pi-bridge-AbC12345.tmp"),
         Some(("x.y", false))
