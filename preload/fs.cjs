@@ -97,7 +97,7 @@ function sig(v, nested) {
 }
 
 function checkKey(name, form, op, args) {
-  if (op.fd || op.fdOk) return null;
+  if (op.fd || (op.fdOk && fds.isVirtual(args[0]))) return null;
   let k = `${name}|${form}`;
   for (let i = 0; i < args.length; i++) {
     if (op.paths.includes(i)) continue;
@@ -112,7 +112,22 @@ function remember(key) {
   checked.add(key);
 }
 
+// Descriptor calls whose arguments every Node accepts as they are (a view with an offset and a
+// length inside it, a plain position) skip Node's check: it is for the unusual ones.
+const isPos = (p) => p === null || p === undefined || p === -1 || (Number.isSafeInteger(p) && p >= 0) || typeof p === 'bigint';
+const inView = (b, off, len) => ArrayBuffer.isView(b) && Number.isSafeInteger(off) && Number.isSafeInteger(len) && off >= 0 && len >= 0 && off + len <= b.byteLength;
+const PLAIN_FD_CALLS = {
+  close: (a) => a.length === 1,
+  fstat: (a) => a.length === 1,
+  fsync: (a) => a.length === 1,
+  fdatasync: (a) => a.length === 1,
+  read: (a) => a.length === 5 && inView(a[1], a[2], a[3]) && isPos(a[4]),
+  write: (a) => (a.length === 5 && inView(a[1], a[2], a[3]) && isPos(a[4])) || (a.length === 2 && (typeof a[1] === 'string' || ArrayBuffer.isView(a[1]))),
+};
+const plainFdCall = (name, args) => !!PLAIN_FD_CALLS[name] && Number.isInteger(args[0]) && PLAIN_FD_CALLS[name](args);
+
 function nodeCheckSync(name, op, orig, args, form) {
+  if (op.fd && plainFdCall(name, args)) return;
   const key = checkKey(name, form, op, args);
   if (key !== null && checked.has(key)) return;
   const check = form === 'sync' ? shapes.validateSync : shapes.validateCallback;
@@ -121,12 +136,14 @@ function nodeCheckSync(name, op, orig, args, form) {
   remember(key);
 }
 
-async function nodeCheckAsync(name, op, orig, args) {
+// null when the check is known to pass (no promise, no extra turn); else a promise of it.
+function nodeCheckAsync(name, op, orig, args) {
   const key = checkKey(name, 'promise', op, args);
-  if (key !== null && checked.has(key)) return;
-  const err = await shapes.validatePromise(orig, standIns(op, args));
-  if (err) throw err;
-  remember(key);
+  if (key !== null && checked.has(key)) return null;
+  return shapes.validatePromise(orig, standIns(op, args)).then((err) => {
+    if (err) throw err;
+    remember(key);
+  });
 }
 
 // ---- the three forms -----------------------------------------------------------------------
@@ -193,15 +210,14 @@ function promiseForm(name, op, orig) {
     const c = prepare(op, args);
     if (!c) return Reflect.apply(orig, this, arguments);
     c.form = 'promise';
-    return (async () => {
-      await nodeCheckAsync(name, op, orig, args);
+    const run = () => {
       if (c.cross) throw crossError(op, c);
-      try {
-        return await runAsync(op.run(c, ...args));
-      } catch (err) {
+      return runAsync(op.run(c, ...args)).catch((err) => {
         throw reshape(err, op, c);
-      }
-    })();
+      });
+    };
+    const check = nodeCheckAsync(name, op, orig, args);
+    return check ? check.then(run) : run();
   }, orig);
 }
 

@@ -7,7 +7,8 @@
 //! owner, hard links and extended attributes. A whole-file write that fits one frame is one call
 //! (open, write, close), which a dropped link cannot cut in half. A bigger one (`fs.upload.*`)
 //! opens its target at begin (so its errors come first, as Node's open reports them) and stages
-//! the chunks in an anonymous file (`O_TMPFILE`, mode 0600: no name another user could open);
+//! the chunks in an anonymous file in the temp directory (`O_TMPFILE`, mode 0600: no name
+//! another user could open, nothing in the project a watch would see);
 //! the commit truncates the target and copies the staged bytes in, so a link that drops before
 //! the commit leaves the target as it was. Descriptors (`fs.open` …) are real ones, held by the
 //! session (`crate::fds`).
@@ -351,8 +352,8 @@ fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
     // a loop ends where the kernel would say ELOOP).
     let mut out = Vec::new();
     // (prefix, its entries, whether it was reached through a followed symlink)
-    let mut queue: std::collections::VecDeque<(String, Vec<(String, FileKind)>, bool)> =
-        [(String::new(), first, false)].into();
+    type Listed = (String, Vec<(String, FileKind)>, bool);
+    let mut queue: std::collections::VecDeque<Listed> = [(String::new(), first, false)].into();
     while let Some((prefix, entries, via_link)) = queue.pop_front() {
         for (name, kind) in entries {
             let rel = if prefix.is_empty() {
@@ -572,21 +573,20 @@ fn write(s: &Session, p: WriteParams) -> Result<Empty, Failure> {
     Ok(Empty)
 }
 
-/// An anonymous file for staging data: `O_TMPFILE` (no name anyone could open) in `dir`, else
-/// in the temp directory; where neither file system has `O_TMPFILE`, a fresh 0600 file in the
-/// temp directory, unlinked at once.
-fn anonymous_file(dir: Option<&Path>) -> io::Result<File> {
+/// An anonymous file for staging data, in the temp directory (never in the project: even an
+/// unnamed `O_TMPFILE` there shows in inotify as `#<inode>`, which a watch would report and Node's
+/// own write never causes): `O_TMPFILE` (no name anyone could open), or, where the file system
+/// lacks it, a fresh 0600 file unlinked at once.
+fn anonymous_file() -> io::Result<File> {
     let tmp = std::env::temp_dir();
-    for d in dir.into_iter().chain([tmp.as_path()]) {
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .mode(0o600)
-            .custom_flags(libc::O_TMPFILE)
-            .open(d);
-        if let Ok(f) = f {
-            return Ok(f);
-        }
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(&tmp);
+    if let Ok(f) = f {
+        return Ok(f);
     }
     for _ in 0..100 {
         let name = tmp.join(format!(".pi-bridge-stage-{}.tmp", random_suffix(16)));
@@ -668,8 +668,8 @@ impl Uploads {
 }
 
 fn upload_begin(a: &Agent, s: &Session, p: UploadBeginParams) -> Result<UploadId, Failure> {
-    let (target, pin) = open_path(s, &p.path, &write_flags(p.flag, false), p.mode)?;
-    let staged = anonymous_file(pin.entry().parent()).map_err(|e| os(&e, "open", &p.path))?;
+    let (target, _pin) = open_path(s, &p.path, &write_flags(p.flag, false), p.mode)?;
+    let staged = anonymous_file().map_err(|e| os(&e, "open", &p.path))?;
     let id = format!("u{}", random_suffix(16));
     a.uploads.lock().insert(
         id.clone(),

@@ -86,15 +86,15 @@ impl Sandbox {
             };
         }
         let (canonical, follow_last) = self.check(path, follow, syscall)?;
-        let pinned = self
-            .open_beneath(canonical, follow_last)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => Errno::new("EACCES", syscall, Some(path)).with_detail(
-                    "a path component was replaced by a symlink during the check; refused by \
+        let pinned =
+            self.open_beneath(canonical, follow_last)
+                .map_err(|e| match e.raw_os_error() {
+                    Some(libc::ELOOP) => Errno::new("EACCES", syscall, Some(path)).with_detail(
+                        "a path component was replaced by a symlink during the check; refused by \
                      the sandbox",
-                ),
-                _ => Errno::from_io(&e, syscall, Some(path)),
-            })?;
+                    ),
+                    _ => Errno::from_io(&e, syscall, Some(path)),
+                })?;
         // `x/` (or `x/.`) names a directory: the kernel says ENOTDIR when x is anything else.
         if names_a_directory(path) && pinned.is_object() {
             match std::fs::metadata(&*pinned) {
@@ -584,18 +584,43 @@ mod tests {
         let file = format!("{}/", s(&f.root.join("sub/file")));
         for follow in [Follow::All, Follow::NotLast] {
             let e = f.sb.pin(&file, follow, "stat").unwrap_err();
-            assert_eq!((e.code.as_str(), e.path.as_deref()), ("ENOTDIR", Some(file.as_str())));
+            assert_eq!(
+                (e.code.as_str(), e.path.as_deref()),
+                ("ENOTDIR", Some(file.as_str()))
+            );
             let e = f.sb.pin(&format!("{file}."), follow, "stat").unwrap_err();
             assert_eq!(e.code, "ENOTDIR");
         }
         // A directory, through a symlink or not, for calls that follow; the entry itself, a
         // real directory, for calls on it; a missing name is still missing (mkdir 'new/').
-        assert!(f.sb.pin(&format!("{}/", s(&f.root.join("in"))), Follow::All, "stat").is_ok());
-        let e = f.sb.pin(&format!("{}/", s(&f.root.join("in"))), Follow::NotLast, "rmdir").unwrap_err();
+        assert!(f
+            .sb
+            .pin(&format!("{}/", s(&f.root.join("in"))), Follow::All, "stat")
+            .is_ok());
+        let e =
+            f.sb.pin(
+                &format!("{}/", s(&f.root.join("in"))),
+                Follow::NotLast,
+                "rmdir",
+            )
+            .unwrap_err();
         assert_eq!(e.code, "ENOTDIR");
-        let d = f.sb.pin(&format!("{}/", s(&f.root.join("sub"))), Follow::NotLast, "rmdir").unwrap();
+        let d =
+            f.sb.pin(
+                &format!("{}/", s(&f.root.join("sub"))),
+                Follow::NotLast,
+                "rmdir",
+            )
+            .unwrap();
         assert!(!d.is_object());
-        assert!(f.sb.pin(&format!("{}/", s(&f.root.join("new"))), Follow::NotLast, "mkdir").is_ok());
+        assert!(f
+            .sb
+            .pin(
+                &format!("{}/", s(&f.root.join("new"))),
+                Follow::NotLast,
+                "mkdir"
+            )
+            .is_ok());
         assert_eq!(without_trailing("/a/./"), "/a");
         assert_eq!(without_trailing("/"), "/");
     }

@@ -27,6 +27,33 @@ use crate::paths;
 /// The non-root user every fixture logs in as.
 pub const REMOTE_USER: &str = "pibridge";
 
+/// What the rc files of [`SshdBuilder::noisy_rc`] print, each before its interactive guard:
+/// `~/.profile` on stdout and stderr, `~/.bashrc` on stdout and stderr.
+pub const NOISY_RC_TEXT: [&str; 4] = [
+    "NOISY-PROFILE-OUT",
+    "NOISY-PROFILE-ERR",
+    "NOISY-BASHRC-OUT",
+    "NOISY-BASHRC-ERR",
+];
+/// With [`SshdBuilder::noisy_rc`]: a program only the login profile puts on PATH
+/// (`~/noisy-login-bin`); it prints [`LOGIN_PATH_TOOL_TEXT`].
+pub const LOGIN_PATH_TOOL: &str = "pi-bridge-login-path-probe";
+pub const LOGIN_PATH_TOOL_TEXT: &str = "LOGIN-PATH-OK";
+
+const NOISY_PROFILE: &str = r#"# pi-bridge test fixture: a profile that talks before anything else
+echo NOISY-PROFILE-OUT
+echo NOISY-PROFILE-ERR >&2
+PATH="$HOME/noisy-login-bin:$PATH"; export PATH
+if [ -n "$BASH_VERSION" ] && [ -f "$HOME/.bashrc" ]; then . "$HOME/.bashrc"; fi
+"#;
+
+const NOISY_BASHRC: &str = r#"# pi-bridge test fixture: a bashrc that prints before its interactive guard
+echo NOISY-BASHRC-OUT
+echo NOISY-BASHRC-ERR >&2
+case $- in *i*) ;; *) return;; esac
+echo NOISY-BASHRC-INTERACTIVE
+"#;
+
 /// How long sshd (and the project setup before it) may take to come up.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -131,6 +158,8 @@ pub struct SshdBuilder {
     git: bool,
     branch: String,
     extra_config: Vec<String>,
+    /// Files to create in the remote home: (path relative to it, content, mode).
+    home_files: Vec<(String, String, u32)>,
 }
 
 impl Default for SshdBuilder {
@@ -141,6 +170,7 @@ impl Default for SshdBuilder {
             git: true,
             branch: "main".to_string(),
             extra_config: Vec::new(),
+            home_files: Vec::new(),
         }
     }
 }
@@ -184,6 +214,31 @@ impl SshdBuilder {
         self
     }
 
+    /// A file in the remote home (`rel` relative to it; directories made as needed), owned by
+    /// the remote user, with `mode`.
+    pub fn home_file(mut self, rel: &str, content: &str, mode: u32) -> Self {
+        assert!(
+            !rel.starts_with('/') && !rel.split('/').any(|c| c == ".."),
+            "home_file paths are relative to the home: {rel}"
+        );
+        self.home_files
+            .push((rel.to_string(), content.to_string(), mode));
+        self
+    }
+
+    /// A remote user whose `~/.profile` and `~/.bashrc` print text before their interactive
+    /// guards ([`NOISY_RC_TEXT`], on stdout and stderr), as many real ones do; the profile also
+    /// puts `~/noisy-login-bin` (holding [`LOGIN_PATH_TOOL`]) on the login PATH.
+    pub fn noisy_rc(self) -> Self {
+        self.home_file(".profile", NOISY_PROFILE, 0o644)
+            .home_file(".bashrc", NOISY_BASHRC, 0o644)
+            .home_file(
+                &format!("noisy-login-bin/{LOGIN_PATH_TOOL}"),
+                &format!("#!/bin/sh\necho {LOGIN_PATH_TOOL_TEXT}\n"),
+                0o755,
+            )
+    }
+
     /// Start sshd; panics with sshd's log when it does not come up.
     pub fn start(self) -> Sshd {
         Sshd::start_with(self)
@@ -223,6 +278,7 @@ exec 1>&2
 mkdir -p "$PIB_HOME"
 mount -t tmpfs -o mode=0755,size=1g pi-bridge-remote-home "$PIB_HOME"
 chown "$PIB_UID:$PIB_GID" "$PIB_HOME"
+if [ -n "$PIB_HOME_FILES" ]; then cp -a "$PIB_HOME_FILES/." "$PIB_HOME/"; chown -R "$PIB_UID:$PIB_GID" "$PIB_HOME"; fi
 mkdir -p "$PIB_PROJECT"
 if [ -n "$PIB_FIXTURE" ]; then cp -a "$PIB_FIXTURE/." "$PIB_PROJECT/"; fi
 chown -R "$PIB_UID:$PIB_GID" "$PIB_PROJECT"
@@ -338,11 +394,22 @@ impl Sshd {
 
         let project = format!("{}/{}", user.home.trim_end_matches('/'), opts.project_name);
         let log = dir.path().join("sshd.log");
+        // The home files, staged where the setup script copies them from.
+        let home_files = dir.path().join("home-files");
+        if !opts.home_files.is_empty() {
+            for (rel, content, mode) in &opts.home_files {
+                let f = home_files.join(rel);
+                fs::create_dir_all(f.parent().unwrap()).unwrap();
+                fs::write(&f, content).unwrap();
+                fs::set_permissions(&f, fs::Permissions::from_mode(*mode)).unwrap();
+            }
+        }
 
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let port = free_port();
-            match spawn_sshd(&opts, &user, &project, &sshd_config, port, &log) {
+            let staged = (!opts.home_files.is_empty()).then_some(home_files.as_path());
+            match spawn_sshd(&opts, &user, &project, &sshd_config, port, &log, staged) {
                 Ok((child, lifeline)) => {
                     let sshd_pid = child_of(child.id()).unwrap_or_else(|| {
                         panic!("sshd is listening but its pid was not found under unshare")
@@ -697,6 +764,7 @@ fn spawn_sshd(
     sshd_config: &Path,
     port: u16,
     log: &Path,
+    home_files: Option<&Path>,
 ) -> Result<(Child, OwnedFd), String> {
     let (lifeline_read, lifeline_write) = lifeline_pipe();
     let read_fd = lifeline_read.as_raw_fd();
@@ -729,6 +797,10 @@ fn spawn_sshd(
     .env("PIB_GIT", if opts.git { "1" } else { "0" })
     .env("PIB_BRANCH", &opts.branch)
     .env("PIB_SSHD_CONFIG", sshd_config)
+    .env(
+        "PIB_HOME_FILES",
+        home_files.map(|p| p.as_os_str()).unwrap_or_default(),
+    )
     .env("PIB_PORT", port.to_string())
     .stdin(Stdio::null())
     .stdout(Stdio::null())

@@ -475,6 +475,24 @@ fn templates(p: &str, inside: &str) -> Vec<(&'static str, Value)> {
         ),
         ("fs.truncate", json!({"path": p, "length": 0})),
         ("fs.mkdtemp", json!({"prefix": format!("{p}/t-")})),
+        (
+            "fs.readdir",
+            json!({"path": p, "recursive": true, "follow": true}),
+        ),
+        (
+            "fs.open",
+            json!({"fd": "corpus", "path": p, "flags": {"read": true}}),
+        ),
+        (
+            "fs.open",
+            json!({"fd": "corpus-w", "path": p, "flags": {"write": true, "create": true, "truncate": true}}),
+        ),
+        (
+            "fs.open",
+            json!({"fd": "corpus-a", "path": p, "flags": {"write": true, "create": true, "append": true}}),
+        ),
+        ("fs.chown", json!({"path": p})),
+        ("fs.statfs", json!({"path": p})),
         ("watch.start", json!({"path": p})),
         (
             "proc.spawn",
@@ -1189,6 +1207,14 @@ fn random_params(rng: &mut XorShift, m: &str, p: &str, root: &str) -> Value {
         "proc.kill" | "proc.stdin" => json!({"pid": rng.below(100000), "signal": "SIGCONT"}),
         "fs.utimes" => json!({"path": p, "atime": [0, 0], "mtime": [0, 0]}),
         "fs.chmod" => json!({"path": p, "mode": 0o644}),
+        "fs.open" => {
+            json!({"fd": format!("r{}", rng.below(8)), "path": p, "flags": {"read": true, "write": rng.below(2) == 0, "create": rng.below(2) == 0}})
+        }
+        "fs.pread" => json!({"fd": format!("r{}", rng.below(8)), "offset": rng.below(10)}),
+        "fs.fstat" | "fs.close" | "fs.fsync" => json!({"fd": format!("r{}", rng.below(8))}),
+        "fs.pwrite" => {
+            json!({"fd": format!("r{}", rng.below(8)), "offset": rng.below(10), "data": "eA=="})
+        }
         "fs.batch" => json!({"calls": [{"method": "fs.stat", "params": {"path": p}}]}),
         _ => json!({"path": p}),
     };

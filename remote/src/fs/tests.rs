@@ -484,9 +484,16 @@ fn readdir_sorted_and_recursive_in_node_order() {
     )
     .unwrap();
     let n: Vec<String> = r.into_iter().map(|e| e.name).collect();
-    assert!(n.contains(&"l/x".to_string()) && n.contains(&"l/y/up".to_string()), "{n:?}");
+    assert!(
+        n.contains(&"l/x".to_string()) && n.contains(&"l/y/up".to_string()),
+        "{n:?}"
+    );
     assert!(!n.iter().any(|e| e.starts_with("out/")), "{n:?}");
-    assert!(n.len() < 2000, "a loop ended where the kernel would: {}", n.len());
+    assert!(
+        n.len() < 2000,
+        "a loop ended where the kernel would: {}",
+        n.len()
+    );
     assert_eq!(
         code(readdir(
             &f.s,
