@@ -2,6 +2,7 @@
 
 extern crate pi_bridge_protocol as protocol;
 
+mod boundary;
 mod config;
 mod doctor;
 mod endpoint;
@@ -243,6 +244,7 @@ async fn connect(
     timing: session::Timing,
     grace_ms: Option<u64>,
     (node, node_version, pi, log): (&Path, &str, &Path, Option<&Path>),
+    (gate, local): (&protocol::trust::Gate, &[protocol::endpoint::LocalPath]),
 ) -> Result<(session::Session, protocol::endpoint::SessionInfo)> {
     let (mut child, reader, root, stderr_tail, dest) = match link {
         Link::Local { agent, root } => {
@@ -253,8 +255,10 @@ async fn connect(
                     root.display()
                 );
             }
+            let nonce = endpoint::new_token(16);
             let mut child = tokio::process::Command::new(&agent)
                 .arg("--stdio")
+                .env(protocol::hello::NONCE_ENV, &nonce)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -264,7 +268,7 @@ async fn connect(
             let tail = install::capture_stderr(child.stderr.take().expect("piped"), "agent");
             let stdout = child.stdout.take().expect("piped");
             let mut reader = BufReader::new(session::Activity::new(stdout));
-            match install::read_announce(&mut reader).await? {
+            match install::read_announce(&mut reader, &nonce).await? {
                 Some(install::Announce::Agent(_)) => {}
                 Some(install::Announce::Install(u)) => {
                     bail!(install::InstallError::UnexpectedInstall(u))
@@ -316,6 +320,8 @@ async fn connect(
     };
     let facts = hello.facts.clone();
     tracing::info!("connected: {facts:?}");
+    // The roots are the agent's word: checked before anything of the session is used.
+    boundary::check_roots(&facts, cfg.sandbox_root.is_some(), local)?;
     if cli.verbose {
         eprintln!(
             "pii: agent {} on {} ({} {}), user {} (home {}), project {} (sandbox {}), login PATH {}, git {}, rg {}, fd {}; node {} ({}), pi {}",
@@ -345,7 +351,7 @@ async fn connect(
         session.set_reconnect(std::sync::Arc::new(r));
     }
     if !cli.trust_project {
-        if let Some(notice) = launch::trust_notice(&session, &facts.project_root).await {
+        if let Some(notice) = launch::trust_notice(&session, &facts.project_root, gate).await {
             tracing::info!("{notice}");
             eprintln!("{notice}");
         }
@@ -410,6 +416,44 @@ async fn run(cli: Cli) -> Result<i32> {
 
     // node starts right away, with the endpoint listening: it boots and loads its modules while
     // ssh connects; the preload's first `session.info` waits for the handshake (issue 4).
+    let scratch = launch::Scratch::create(&std::env::temp_dir())?;
+    let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
+    // What stays on this machine; everything else pi names is the remote's.
+    let getenv = |k: &str| std::env::var_os(k);
+    let temp = scratch.temp();
+    let bound = boundary::local_paths(&boundary::Inputs {
+        home: home().as_deref(),
+        cwd: &cwd,
+        env: &getenv,
+        script: &pi,
+        package: package.as_ref(),
+        node: &node.path,
+        scratch: &scratch.root,
+        temp: &temp,
+        user_paths: &cfg.local_paths,
+        pi_args: &cli.pi_args,
+    })?;
+    for l in &bound.local {
+        tracing::debug!("local: {} ({:?}, {})", l.path, l.kind, l.why);
+    }
+    let gate = protocol::trust::Gate::new(package.as_ref().map(pi::Package::config_dir_name));
+    let mut node_env: Vec<(String, OsString)> = bound
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_os_str().to_os_string()))
+        .collect();
+    // pi's temp files (bash output, images) in its private dir; no jiti cache on disk (a cache
+    // file anybody could write would be code); node's compile cache outside the allowlist
+    // (node reads and writes it natively, pi's tools never see it).
+    node_env.push(("TMPDIR".into(), temp.clone().into_os_string()));
+    node_env.push(("JITI_FS_CACHE".into(), "false".into()));
+    let pi_args = match &package {
+        Some(p) if p.is_pi() => {
+            launch::with_guard(&cli.pi_args, &preload.with_file_name(launch::GUARD_FILE))
+        }
+        _ => cli.pi_args.clone(),
+    };
+
     let token = endpoint::new_token(cfg.auth_token_length);
     let (ep, slot) = endpoint::Endpoint::bind_pending(token.clone())
         .await
@@ -419,28 +463,24 @@ async fn run(cli: Cli) -> Result<i32> {
         ep.addr,
         None,
         cfg.rpc_timeout_ms,
-        cli.trust_project,
+        launch::Boundary {
+            trust_project: cli.trust_project,
+            gate: gate.clone(),
+            local: bound.local.clone(),
+        },
         learner.as_ref().map_or(&[][..], |l| l.known()),
     );
     let server = tokio::spawn(ep.serve());
-    let scratch = launch::Scratch::create(&std::env::temp_dir())?;
-    let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
     tracing::info!(
         "starting {} --require {} {} {:?}",
         node.path.display(),
         preload.display(),
         pi.display(),
-        cli.pi_args
+        pi_args
     );
     let node_cwd = scratch.cwd();
     let node_run = launch::run_node(
-        &node.path,
-        &preload,
-        &pi,
-        &cli.pi_args,
-        &node_cwd,
-        &token,
-        &env,
+        &node.path, &preload, &pi, &pi_args, &node_cwd, &token, &env, &node_env,
     );
     let up = connect(
         link,
@@ -449,6 +489,7 @@ async fn run(cli: Cli) -> Result<i32> {
         timing,
         grace_ms,
         (&node.path, &node.text, &pi, log.as_deref()),
+        (&gate, &bound.local),
     );
     tokio::pin!(node_run, up);
     enum First {

@@ -529,6 +529,19 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    serve_with_nonce(reader, writer, None).await
+}
+
+/// [`serve`], echoing the client's connection nonce in the magic line (`protocol::hello`).
+pub async fn serve_with_nonce<R, W>(
+    reader: R,
+    writer: W,
+    nonce: Option<String>,
+) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let agent = Agent::new();
     let module = Arc::new(module(agent.clone()));
     let out = Out::start();
@@ -536,7 +549,7 @@ where
     let (incoming_tx, mut incoming_rx) = mpsc::channel::<resume::Incoming>(4);
     agent.life.set_incoming(incoming_tx);
     let (conn_tx, conn_rx) = mpsc::unbounded_channel::<Wire>();
-    let magic = protocol::Magic::current().line().into_boxed_str();
+    let magic = protocol::Magic::with_nonce(nonce).line().into_boxed_str();
     let writer_task = tokio::spawn(write_loop(writer, Some(magic), conn_rx));
     out.attach(conn_tx, None, None).await;
     // Probe the host while the client is still getting ready: `hello` then finds it done.
