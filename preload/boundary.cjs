@@ -69,6 +69,69 @@ function writeDenied(op, args) {
   return null;
 }
 
+// ---- the sandbox, decided here ----------------------------------------------------------------
+
+// A remote path lexically outside the sandbox root is refused here, with the agent's own error
+// (EACCES, "outside the sandbox root"), instead of asking: such paths were never the remote's
+// before routing by exclusion (they were the laptop's), and pi asks for many of them at every
+// start (AGENTS.md and skills in every ancestor of the project, its home's realpath). The agent
+// stays the judge of everything inside: there, it checks canonical paths.
+const PATH_KEYS = ['path', 'from', 'to', 'prefix'];
+const SYSCALLS = { 'fs.read': 'open', 'fs.open': 'open', 'fs.write': 'open', 'fs.readdir': 'scandir', 'fs.copyFile': 'copyfile', 'fs.upload.begin': 'open', 'fs.utimes': 'utime' };
+
+function isUnder(abs, dir) {
+  return abs === dir || abs.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
+}
+
+// The sandbox root a remote absolute path lies outside of, or null.
+function outsideOf(p) {
+  if (typeof p !== 'string' || !path.isAbsolute(p)) return null;
+  route.settle();
+  const roots = route.state.routes;
+  if (roots.length === 0) return null; // not known: the agent decides
+  const abs = path.resolve(p);
+  return roots.some((r) => isUnder(abs, r)) ? null : roots[0];
+}
+
+function syscallOf(method, params) {
+  if (method === 'fs.stat') return params.lstat ? 'lstat' : 'stat';
+  return SYSCALLS[method] || method.replace(/^fs\./, '');
+}
+
+// Wrap one operation's generator: remote calls naming a path outside the sandbox fail at once.
+function sandboxGuard(run) {
+  return function* inSandbox(c, ...args) {
+    const gen = run.call(this, c, ...args);
+    let step = gen.next();
+    while (!step.done) {
+      const [method, params] = step.value;
+      let refused = null;
+      if (typeof method === 'string' && method.startsWith('fs.') && params && typeof params === 'object') {
+        for (const k of PATH_KEYS) {
+          const root = outsideOf(params[k]);
+          if (root !== null) {
+            refused = fsError({ code: 'EACCES', syscall: syscallOf(method, params), path: params[k], detail: `'${path.resolve(params[k])}' is outside the sandbox root '${root}'` });
+            break;
+          }
+        }
+      }
+      if (refused) {
+        step = gen.throw(refused);
+        continue;
+      }
+      let value;
+      try {
+        value = yield step.value;
+      } catch (err) {
+        step = gen.throw(err);
+        continue;
+      }
+      step = gen.next(value);
+    }
+    return step.value;
+  };
+}
+
 // ---- pi's tools ------------------------------------------------------------------------------
 
 // pi's utils/paths.js + tools/path-utils.js: the strings a tool's path may become.
@@ -207,6 +270,9 @@ function learnRealpaths(fs, fsp) {
 
 function install(fsMod, fsp, OPS) {
   installOps(OPS);
+  for (const op of Object.values(OPS)) {
+    if (typeof op.run === 'function') op.run = sandboxGuard(op.run);
+  }
   learnRealpaths(fsMod, fsp);
   Object.defineProperty(globalThis, Symbol.for('pi-bridge.boundary'), {
     value: Object.freeze({ toolCall }),
@@ -216,4 +282,4 @@ function install(fsMod, fsp, OPS) {
   });
 }
 
-module.exports = { install, installOps, writeDenied, toolCall, candidates, learnFrom, opensForWriting, WRITES };
+module.exports = { install, installOps, writeDenied, toolCall, candidates, learnFrom, opensForWriting, outsideOf, WRITES };

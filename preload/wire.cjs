@@ -98,7 +98,10 @@ function parseMessage(line, payload) {
 }
 
 // "host:port" → {host, port}.
+// net.connect options for SessionEnv.endpoint: a Unix socket path (what pii gives), or
+// `host:port` (test endpoints).
 function parseEndpoint(endpoint) {
+  if (endpoint.startsWith('/')) return { path: endpoint };
   const i = endpoint.lastIndexOf(':');
   return { host: endpoint.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(endpoint.slice(i + 1)) };
 }

@@ -91,8 +91,7 @@ function subscribeFeed() {
   });
 }
 
-const { host, port: tcpPort } = parseEndpoint(endpoint);
-const socket = net.connect({ host, port: tcpPort });
+const socket = net.connect(parseEndpoint(endpoint));
 socket.setNoDelay(true);
 socket.write(token + '\n');
 socket.on('error', (e) => die(e.message));

@@ -84,6 +84,11 @@ impl Scratch {
         self.root.join("cwd")
     }
 
+    /// The endpoint's Unix socket.
+    pub fn endpoint(&self) -> PathBuf {
+        self.root.join("endpoint.sock")
+    }
+
     /// pi's private temp dir (node's `TMPDIR`).
     pub fn temp(&self) -> PathBuf {
         self.root.join("tmp")
@@ -276,14 +281,14 @@ pub struct Boundary {
 /// preload then asks `session.info` for them when it first needs them. `prefetch`: what this pi
 /// looked up when it started before (`crate::prefetch`).
 pub fn session_env(
-    endpoint: std::net::SocketAddr,
+    endpoint: &Path,
     facts: Option<&protocol::Facts>,
     rpc_timeout_ms: u64,
     boundary: Boundary,
     prefetch: &[String],
 ) -> SessionEnv {
     SessionEnv {
-        endpoint: endpoint.to_string(),
+        endpoint: endpoint.to_string_lossy().into_owned(),
         cwd: facts.map(|f| f.project_root.clone()),
         routes: facts.map(|f| vec![f.sandbox_root.clone()]),
         remote_path: facts.map(|f| f.login_path.clone()),
@@ -620,7 +625,7 @@ mod tests {
         let cwd = dir.path().join("cwd");
         std::fs::create_dir(&cwd).unwrap();
         let env = session_env(
-            "127.0.0.1:9".parse().unwrap(),
+            Path::new("/s/endpoint.sock"),
             Some(&crate::session::tests::facts()),
             1234,
             Boundary {

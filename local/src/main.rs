@@ -455,12 +455,11 @@ async fn run(cli: Cli) -> Result<i32> {
     };
 
     let token = endpoint::new_token(cfg.auth_token_length);
-    let (ep, slot) = endpoint::Endpoint::bind_pending(token.clone())
-        .await
-        .context("opening the loopback endpoint")?;
+    let (ep, slot) = endpoint::Endpoint::bind_pending(token.clone(), &scratch.endpoint())
+        .context("opening the endpoint (a Unix socket in the scratch dir)")?;
     let learner = learner(package.as_ref());
     let env = launch::session_env(
-        ep.addr,
+        &ep.path,
         None,
         cfg.rpc_timeout_ms,
         launch::Boundary {
@@ -513,7 +512,7 @@ async fn run(cli: Cli) -> Result<i32> {
                         l.finish().await;
                     });
                 }
-                (Some(session), node_run.await)
+                (session, node_run.await)
             }
             Err(e) => {
                 // The preload's pending `session.info` fails with this reason and node exits on
@@ -530,18 +529,20 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         },
         First::NodeDone(st) => {
-            tracing::info!("node exited before the session was up: {st:?}");
+            // A program that never asked the remote anything can end before the connection is
+            // up (paths on the allowlist need no session). The connection's outcome is still
+            // pii's to report: a remote that cannot be reached, or an agent that lies, fails.
+            tracing::info!("node exited before the session was up: {st:?}; finishing the connect");
             slot.fail("node exited");
-            (None, st)
+            match (&mut up).await {
+                Ok((session, _)) => (session, st),
+                Err(e) => {
+                    server.abort();
+                    return Err(e);
+                }
+            }
         }
     };
-    // node finished first: returning drops the unfinished connect (and kills its ssh).
-    let Some(session) = session else {
-        server.abort();
-        drop(scratch);
-        return Ok(launch::exit_code(status?));
-    };
-
     if let Some(l) = &learner {
         l.finish().await; // a start shorter than the learning window
     }
