@@ -77,7 +77,7 @@ function writeDenied(op, args) {
 // start (AGENTS.md and skills in every ancestor of the project, its home's realpath). The agent
 // stays the judge of everything inside: there, it checks canonical paths.
 const PATH_KEYS = ['path', 'from', 'to', 'prefix'];
-const SYSCALLS = { 'fs.read': 'open', 'fs.open': 'open', 'fs.write': 'open', 'fs.readdir': 'scandir', 'fs.copyFile': 'copyfile', 'fs.upload.begin': 'open', 'fs.utimes': 'utime' };
+const SYSCALLS = { '*names': 'open', 'fs.read': 'open', 'fs.open': 'open', 'fs.write': 'open', 'fs.readdir': 'scandir', 'fs.copyFile': 'copyfile', 'fs.upload.begin': 'open', 'fs.utimes': 'utime' };
 
 function isUnder(abs, dir) {
   return abs === dir || abs.startsWith(dir.endsWith('/') ? dir : `${dir}/`);
@@ -106,7 +106,7 @@ function sandboxGuard(run) {
     while (!step.done) {
       const [method, params] = step.value;
       let refused = null;
-      if (typeof method === 'string' && method.startsWith('fs.') && params && typeof params === 'object') {
+      if (typeof method === 'string' && (method.startsWith('fs.') || method === '*names') && params && typeof params === 'object') {
         for (const k of PATH_KEYS) {
           const root = outsideOf(params[k]);
           if (root !== null) {

@@ -19,7 +19,6 @@ const { fsError } = require('./errors.cjs');
 const origOpen = fsp.open; // before fs.cjs patches fs/promises
 
 const FD = Symbol('pi-bridge.fd');
-const REFS = Symbol('pi-bridge.refs');
 const CLOSING = Symbol('pi-bridge.closing');
 const HANDLE = Symbol('pi-bridge.FileHandle');
 
@@ -56,7 +55,6 @@ class FileHandle extends EventEmitter {
   constructor(fd) {
     super();
     this[FD] = fd;
-    this[REFS] = 1;
     this[CLOSING] = null;
     // An own property, as Node's class field is. As Node's: the handle is closed (fd -1,
     // 'close' emitted) at once; the promise settles with the descriptor's close.
@@ -229,14 +227,13 @@ async function writeAllData(handle, data, options) {
 // Node's prototype found: ours sits on it; its internal symbol members get our versions.
 function adopt(proto) {
   Object.setPrototypeOf(FileHandle.prototype, proto);
-  const kRef = nodeSymbol(proto, 'kRef');
-  const kUnref = nodeSymbol(proto, 'kUnref');
-  if (kRef) FileHandle.prototype[kRef] = function () {
-    this[REFS]++;
-  };
-  if (kUnref) FileHandle.prototype[kUnref] = function () {
-    this[REFS]--;
-  };
+  // Node counts the streams that use a handle (kRef/kUnref) to delay its close until they are
+  // done; a remote handle closes when asked (its descriptor's close is the agent's), so these
+  // only have to exist.
+  for (const name of ['kRef', 'kUnref']) {
+    const sym = nodeSymbol(proto, name);
+    if (sym) FileHandle.prototype[sym] = function () {};
+  }
   const kCloseSync = nodeSymbol(proto, 'kCloseSync');
   if (kCloseSync) FileHandle.prototype[kCloseSync] = function () {
     if (this[FD] === -1) return;

@@ -60,18 +60,27 @@ const READ_WINDOW = 4;
 
 const asBuffer = (u) => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
 
-// Read a remote file from `start` to its end (its size as of the latest read), in pieces.
-function* readAll(p, start = 0) {
+// Read a remote file from `start` to its end (its size as of the latest read), in pieces. An
+// AbortSignal is checked after each piece, as Node's readFile checks it between its reads.
+function* readAll(p, start = 0, signal = null) {
   const parts = [];
   let offset = start;
+  const check = () => {
+    if (signal && signal.aborted) {
+      const { AbortError } = require('./errors.cjs');
+      throw new AbortError(undefined, { cause: signal.reason });
+    }
+  };
   for (;;) {
     const r = yield ['fs.read', { path: p, offset, length: READ_CHUNK }];
+    check();
     const data = unb64(r.data);
     if (data.length === 0) break;
     parts.push(data);
     offset += data.length;
     if (offset >= r.size) break;
     const rr = yield ['*readRange', { path: p, offset, end: r.size, chunk: READ_CHUNK, window: READ_WINDOW }];
+    check();
     let last = -1;
     for (const u of rr.parts) {
       const b = asBuffer(u);
@@ -320,10 +329,10 @@ const OPS = {
     fdOk: true,
     *run(c, _p, o) {
       checkSignal(c, o);
-      const { encoding } = opts(o, {});
+      const { encoding, signal } = opts(o, {});
       if (c.fd !== undefined) return encodeOut(yield* fds.readRest(c.fd), encoding);
       try {
-        return encodeOut(yield* readAll(c.p[0]), encoding);
+        return encodeOut(yield* readAll(c.p[0], 0, c.form === 'sync' ? null : signal), encoding);
       } catch (err) {
         const w = err && err[WIRE];
         if (!w || w.code !== 'EISDIR') throw err;

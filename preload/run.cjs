@@ -6,7 +6,9 @@
 // fs function share every line of logic. Pseudo-calls: `*readRange` (below),
 // `['*post', [method, params]]`, a call sent without waiting for (or seeing) its answer, and
 // `['*await', promise]` (asynchronous forms only: a local asynchronous step, e.g. a chunk of an
-// async iterable being written).
+// async iterable being written), and `['*names', {path}]`, which sends nothing: it shows the path
+// an operation is about to use without a call (a deferred open) to whatever wraps the
+// generator (trust.cjs refuses hidden paths).
 
 const sync = require('./sync.cjs');
 const rpc = require('./rpc.cjs');
@@ -17,7 +19,8 @@ function runSync(gen) {
   while (!step.done) {
     let value;
     try {
-      if (step.value[0] === '*post') sync.post(...step.value[1]);
+      if (step.value[0] === '*names') value = undefined;
+      else if (step.value[0] === '*post') sync.post(...step.value[1]);
       else if (step.value[0] === '*await') throw new Error('pi-bridge: internal: an asynchronous step in a synchronous call');
       else value = sync.call(step.value[0], step.value[1], step.value[2]);
     } catch (err) {
@@ -61,6 +64,7 @@ function callAsync(method, params, probe) {
     return undefined;
   }
   if (method === '*await') return params;
+  if (method === '*names') return undefined;
   return method === '*readRange' ? readRange(params) : rpc.call(method, params, probe);
 }
 

@@ -22,7 +22,7 @@ const path = require('path');
 const { fsError } = require('./errors.cjs');
 
 const PATH_KEYS = ['path', 'from', 'to', 'prefix'];
-const SYSCALL = { 'fs.readdir': 'scandir', 'fs.read': 'open', 'fs.write': 'open', 'fs.copyFile': 'copyfile', 'fs.open': 'open' };
+const SYSCALL = { 'fs.readdir': 'scandir', 'fs.read': 'open', 'fs.write': 'open', 'fs.copyFile': 'copyfile', 'fs.open': 'open', '*names': 'open' };
 
 const state = {
   gate: null, // SessionEnv.gate when untrusted, else null

@@ -80,3 +80,36 @@ test('watch, watchFile, chdir and sandbox refusal through pii --local', () => {
     t.cleanup();
   }
 });
+
+test('descriptors, handles and streams never open what the trust layer hides (pii --local)', () => {
+  h.piiBin();
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-hidden-'));
+  fs.mkdirSync(path.join(dir, '.pi', 'extensions'), { recursive: true });
+  fs.writeFileSync(path.join(dir, '.pi', 'extensions', 'x.ts'), 'run me');
+  const script = path.join(dir, 'probe.cjs');
+  fs.writeFileSync(
+    script,
+    `const fs = require('fs');
+     const p = '.pi/extensions/x.ts';
+     const code = (f) => { try { f(); return 'opened'; } catch (e) { return e.code; } };
+     const out = { openSync: code(() => fs.openSync(p, 'r')), openW: code(() => fs.openSync(p, 'r+')) };
+     (async () => {
+       out.fspOpen = await fs.promises.open(p).then(() => 'opened', (e) => e.code);
+       out.stream = await new Promise((r) => fs.createReadStream(p).on('data', () => r('read')).on('error', (e) => r(e.code)));
+       out.blob = await fs.openAsBlob(p).then(() => 'read', (e) => e.code);
+       console.log(JSON.stringify(out));
+     })();`,
+  );
+  try {
+    const r = h.runPii(dir, script);
+    assert.strictEqual(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout.trim().split('\n').pop());
+    // openAsBlob fails as the running Node fails for a file it cannot open (Node < 24: an
+    // argument error), never with the bytes.
+    assert.ok(['ENOENT', 'ERR_INVALID_ARG_VALUE'].includes(out.blob), out.blob);
+    delete out.blob;
+    assert.deepStrictEqual(out, { openSync: 'ENOENT', openW: 'ENOENT', fspOpen: 'ENOENT', stream: 'ENOENT' });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

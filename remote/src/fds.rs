@@ -244,21 +244,7 @@ fn raw(
 }
 
 fn futimes(a: &Agent, p: FutimesParams) -> Result<Empty, Failure> {
-    if p.atime.1 >= 1_000_000_000 || p.mtime.1 >= 1_000_000_000 {
-        return Err(Errno::new("EINVAL", "futime", None)
-            .with_detail("nanoseconds out of range")
-            .into());
-    }
-    let ts = [
-        libc::timespec {
-            tv_sec: p.atime.0 as _,
-            tv_nsec: p.atime.1 as _,
-        },
-        libc::timespec {
-            tv_sec: p.mtime.0 as _,
-            tv_nsec: p.mtime.1 as _,
-        },
-    ];
+    let ts = crate::fs::timespecs(p.atime, p.mtime, "futime", None)?;
     // SAFETY: a descriptor we own and a two-element timespec array.
     raw(a, &p.fd, "futime", |fd| unsafe {
         libc::futimens(fd, ts.as_ptr())

@@ -879,27 +879,32 @@ fn utimes(s: &Session, p: UtimesParams) -> Result<Empty, Failure> {
         (Follow::All, "utime", 0)
     };
     let r = s.sandbox.pin(&p.path, follow, syscall)?;
-    if p.atime.1 >= 1_000_000_000 || p.mtime.1 >= 1_000_000_000 {
-        return Err(Errno::new("EINVAL", syscall, Some(&p.path))
-            .with_detail("nanoseconds out of range")
-            .into());
-    }
+    let ts = timespecs(p.atime, p.mtime, syscall, Some(&p.path))?;
     let c = cpath(&r).map_err(|e| os(&e, syscall, &p.path))?;
-    let ts = [
-        libc::timespec {
-            tv_sec: p.atime.0 as _,
-            tv_nsec: p.atime.1 as _,
-        },
-        libc::timespec {
-            tv_sec: p.mtime.0 as _,
-            tv_nsec: p.mtime.1 as _,
-        },
-    ];
     // SAFETY: valid C string and a two-element timespec array.
     if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags) } != 0 {
         return Err(os(&io::Error::last_os_error(), syscall, &p.path));
     }
     Ok(Empty)
+}
+
+/// The `[atime, mtime]` of utimensat(2)/futimens(2); nanoseconds out of range are EINVAL.
+pub fn timespecs(
+    atime: Time,
+    mtime: Time,
+    syscall: &str,
+    path: Option<&str>,
+) -> Result<[libc::timespec; 2], Failure> {
+    if atime.1 >= 1_000_000_000 || mtime.1 >= 1_000_000_000 {
+        return Err(Errno::new("EINVAL", syscall, path)
+            .with_detail("nanoseconds out of range")
+            .into());
+    }
+    let ts = |t: Time| libc::timespec {
+        tv_sec: t.0 as _,
+        tv_nsec: t.1 as _,
+    };
+    Ok([ts(atime), ts(mtime)])
 }
 
 fn mkdtemp(s: &Session, p: MkdtempParams) -> Result<String, Failure> {

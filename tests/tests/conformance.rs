@@ -1,12 +1,15 @@
-//! The Node conformance suite over ssh: `fixtures/conformance/cases.cjs` (one case table, 500+
-//! fs and child_process cases) runs once as plain node on a local copy of the project and once
-//! through `pii --ssh` on the real sshd fixture, whose copy the test process cannot see. The two
-//! reports are compared field by field by `fixtures/conformance/compare.cjs`, which prints
+//! The Node conformance suite over ssh: `fixtures/conformance/cases.cjs` (one case table, ~670
+//! fs and child_process cases, from stat to descriptors, permissions, FileHandle, streams and
+//! glob) runs once as plain node on a local copy of the project and once through `pii --ssh` on
+//! the real sshd fixture, whose copy the test process cannot see. The two reports are compared
+//! field by field by `fixtures/conformance/compare.cjs`, which prints
 //! `conformance: N passed, M failed`; any failure fails the test.
 //!
 //! The plain run happens under the same conditions as the remote one: as the remote user
-//! (uid/gid, permission checks), on a fresh tmpfs (directory sizes, block counts), from a copy made
-//! the same way (`cp -a`, `chown -R`). The `pii --local` mode runs in preload/test/pii.test.cjs.
+//! (uid/gid, permission checks: the 0444 and 0000 cases mean something only here, as root can
+//! write anything), on a fresh tmpfs (directory sizes, block counts), from a copy made the same
+//! way (`cp -a`, `chown -R`), with the cell's node binary, the one pii runs (a case compares
+//! `process.version` and the binary). The `pii --local` mode runs in preload/test/pii.test.cjs.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -8,7 +8,7 @@
 //!   measured latency is logged, debounce included.
 //! - `watch_events_match_plain_node`: `fixtures/watch/probe.cjs` (fs.watch live on return, on a
 //!   directory, on a directory whose files the script writes with fs (the bridge writes
-//!   atomically, Node in place), on a file with Buffer filenames, recursive;
+//!   in place, as Node does), on a file with Buffer filenames, recursive;
 //!   fs.watchFile/unwatchFile; fs.promises.watch ended by an AbortSignal; close(); a missing path)
 //!   runs once as plain node on a local directory and once through `pii --ssh`; the outputs must
 //!   be equal case by case. The probe collapses consecutive duplicate (eventType, filename) pairs

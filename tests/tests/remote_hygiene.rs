@@ -5,7 +5,7 @@
 //!   pi (fake LLM) runs a bash command through its tool. The tool result holds the command's
 //!   output only: bash must not believe sshd started it (no `SSH_CLIENT`/`SSH_CONNECTION`/
 //!   `SSH_TTY` in its environment, so it does not source `~/.bashrc`), while the login PATH set
-//!   in `~/.profile` still applies.
+//!   in `~/.profile` still applies; nor does any of that text reach pii's stderr.
 //! - `a_fifo_named_agents_md_neither_hangs_nor_pins_an_agent_thread`: the project's AGENTS.md is
 //!   a FIFO nobody writes. pi reads it at start (Node itself would block there forever); through
 //!   the bridge the read ends (an empty file) and, checked from the remote while the session
@@ -42,6 +42,12 @@ fn run_pi(sshd: &Sshd, script: serde_json::Value, limit: Duration) -> (String, V
     cmd.envs(env);
     let out = output_within(cmd, limit, &log);
     assert_success("pii running pi", &out, &log);
+    // Nothing the remote's rc files print reaches the terminal either (pii logs it).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("NOISY"),
+        "rc noise on pii's stderr: {stderr}"
+    );
     let requests = llm.requests();
     let results = requests.last().map(llm::tool_results).unwrap_or_default();
     (String::from_utf8_lossy(&out.stdout).into_owned(), results)
@@ -113,15 +119,21 @@ fn commands_see_no_sshd_session_and_no_rc_noise() {
     assert!(!result.contains("NOISY"), "{result}");
 }
 
+/// A command run as `user` inside the fixture's namespaces (the remote host as the test sees it).
+fn as_user(sshd: &Sshd, user: &str) -> Command {
+    let mut cmd = Command::new("nsenter");
+    cmd.arg("-t")
+        .arg(sshd.sshd_pid().to_string())
+        .args(["-m", "-p", "--", "runuser", "-u", user, "--"]);
+    cmd
+}
+
 /// `true` when a writer's non-blocking open of the remote FIFO finds a reader (someone holds it
 /// open for reading), `false` when it fails with ENXIO. Runs as the remote user in the fixture's
 /// namespaces, with the cell's node.
 fn fifo_has_reader(sshd: &Sshd, rel: &str) -> bool {
     let path = sshd.remote_path(rel);
-    let out = Command::new("nsenter")
-        .arg("-t")
-        .arg(sshd.sshd_pid().to_string())
-        .args(["-m", "-p", "--", "runuser", "-u", sshd.user(), "--"])
+    let out = as_user(sshd, sshd.user())
         .arg(paths::node())
         .arg("-e")
         .arg(
@@ -329,10 +341,7 @@ fn rewriting_a_private_file_exposes_nothing_to_another_user() {
     let watcher = dir.path().join("watcher.cjs");
     std::fs::write(&watcher, WATCHER).unwrap();
     let stop = dir.path().join("stop");
-    let mut watch = Command::new("nsenter")
-        .arg("-t")
-        .arg(sshd.sshd_pid().to_string())
-        .args(["-m", "-p", "--", "runuser", "-u", OTHER_USER, "--"])
+    let mut watch = as_user(&sshd, OTHER_USER)
         .arg(paths::node())
         .arg(&watcher)
         .arg(sshd.project())
@@ -344,12 +353,8 @@ fn rewriting_a_private_file_exposes_nothing_to_another_user() {
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "WATCHING");
     // The other user can read the project directory, and cannot read the file itself.
-    let probe = Command::new("nsenter")
-        .arg("-t")
-        .arg(sshd.sshd_pid().to_string())
-        .args([
-            "-m", "-p", "--", "runuser", "-u", OTHER_USER, "--", "sh", "-c",
-        ])
+    let probe = as_user(&sshd, OTHER_USER)
+        .args(["sh", "-c"])
         .arg("ls \"$1\" >/dev/null && ! cat \"$1/secret.txt\" 2>/dev/null && echo OK")
         .arg("sh")
         .arg(sshd.project())

@@ -1,9 +1,10 @@
 //! Descriptor tests over the whole server (`server::tests::Client`): what the kernel does with a
 //! real fd is what the client sees.
 
-use crate::server::tests::{b64, base64_decode, raw_call, Client};
+use crate::server::tests::{b64, base64_decode, raw_call, resumable, Client};
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use tokio::io::AsyncWriteExt;
 
 async fn open(c: &mut Client, fd: &str, rel: &str, flags: Value) -> Value {
     let path = c.p(rel);
@@ -271,4 +272,67 @@ async fn a_fifo_opens_without_blocking() {
         )
         .await;
     assert_eq!(os_code(&e), "ENXIO");
+}
+
+/// Descriptors of this process open on `path` (the agent runs in the test process).
+fn open_descriptors_on(path: &std::path::Path) -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter(|e| std::fs::read_link(e.path()).is_ok_and(|t| t == path))
+        .count()
+}
+
+#[tokio::test]
+async fn a_descriptor_lives_through_a_resume_and_closes_with_the_session() {
+    let (mut a, ticket) = resumable(20_000).await;
+    let file = std::fs::canonicalize(a.dir.path())
+        .unwrap()
+        .join("held.txt");
+    let excl = json!({"read": true, "write": true, "create": true, "exclusive": true});
+    let first = open(&mut a, "h", "held.txt", excl.clone()).await;
+    a.ok(
+        "fs.pwrite",
+        json!({"fd": "h", "offset": 0, "data": b64(b"before")}),
+    )
+    .await;
+    a.wr.shutdown().await.unwrap(); // a dropped link, no session.end
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut b = Client::start().await;
+    let root = a.root.clone();
+    let r = b
+        .ok(
+            "hello",
+            json!({"protocol": 1, "clientVersion": "test", "root": root,
+                   "resume": {"session": ticket["id"], "secret": ticket["secret"], "lastSeq": 0}}),
+        )
+        .await;
+    assert_eq!(r["resumed"], json!(true), "{r}");
+    // pii resends what was in flight: the open (O_EXCL) is answered as before, not EEXIST.
+    let path = a.p("held.txt");
+    let again = b
+        .ok("fs.open", json!({"fd": "h", "path": path, "flags": excl}))
+        .await;
+    assert_eq!(again["stat"]["ino"], first["stat"]["ino"]);
+    let w = json!({"fd": "h", "offset": 6, "data": b64(b", after")});
+    b.ok("fs.pwrite", w.clone()).await;
+    b.ok("fs.pwrite", w).await; // resent: the same bytes at the same place
+    let r = b.ok("fs.pread", json!({"fd": "h", "offset": 0})).await;
+    assert_eq!(base64_decode(&r["data"]), b"before, after");
+    assert_eq!(open_descriptors_on(&file), 1);
+    // The session ends: its descriptors close.
+    b.ok("session.end", json!(null)).await;
+    b.wr.shutdown().await.unwrap();
+    for server in [&mut b.server, &mut a.server] {
+        tokio::time::timeout(std::time::Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(
+        open_descriptors_on(&file),
+        0,
+        "a descriptor outlived its session"
+    );
 }

@@ -152,17 +152,18 @@ fn a_fifo_never_blocks() {
     let c = std::ffi::CString::new(p.clone()).unwrap();
     // SAFETY: a valid C string.
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
-    let r = read(
-        &f.s,
-        ReadParams {
-            path: p.clone(),
-            offset: 0,
-            length: None,
-            raw: false,
-        },
-    )
-    .unwrap();
-    assert!(r.data.0.is_empty());
+    let read_it = || {
+        read(
+            &f.s,
+            ReadParams {
+                path: p.clone(),
+                offset: 0,
+                length: None,
+                raw: false,
+            },
+        )
+    };
+    assert!(read_it().unwrap().data.0.is_empty());
     assert_eq!(
         code(write(&f.s, wp(p.clone(), b"x", WriteFlag::Write, None))),
         "ENXIO"
@@ -173,29 +174,9 @@ fn a_fifo_never_blocks() {
         .write(true)
         .open(&p)
         .unwrap();
-    assert_eq!(
-        code(read(
-            &f.s,
-            ReadParams {
-                path: p.clone(),
-                offset: 0,
-                length: None,
-                raw: false,
-            }
-        )),
-        "EAGAIN"
-    );
+    assert_eq!(code(read_it()), "EAGAIN");
     (&writer).write_all(b"data").unwrap();
-    let r = read(
-        &f.s,
-        ReadParams {
-            path: p.clone(),
-            offset: 0,
-            length: None,
-            raw: false,
-        },
-    )
-    .unwrap();
+    let r = read_it().unwrap();
     assert_eq!(r.data.0, b"data");
     assert_eq!(
         code(copy_file(

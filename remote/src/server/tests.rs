@@ -606,7 +606,7 @@ async fn eof_kills_running_processes() {
 }
 
 /// A hello'd client with a short grace period; returns it and its session ticket.
-async fn resumable(grace_ms: u64) -> (Client, Value) {
+pub(crate) async fn resumable(grace_ms: u64) -> (Client, Value) {
     let mut c = Client::start().await;
     let r = c
         .ok(
