@@ -404,16 +404,27 @@ pub async fn trust_notice(
 /// Run `node --require <preload> <pi> <args>` in `cwd`, with the token and session in its
 /// environment only. Returns node's exit status. SIGINT is ignored meanwhile (the terminal sends
 /// it to node itself); SIGTERM and SIGHUP are forwarded to node.
+/// What node's environment gets from pii: the token, the session, and more variables (pi's
+/// agent dir made absolute, its private `TMPDIR`, …).
+pub struct NodeEnv<'a> {
+    pub token: &'a str,
+    pub session: &'a SessionEnv,
+    pub extra: &'a [(String, OsString)],
+}
+
 pub async fn run_node(
     node: &Path,
     preload: &Path,
     pi: &Path,
     pi_args: &[OsString],
     cwd: &Path,
-    token: &str,
-    session: &SessionEnv,
-    env: &[(String, std::ffi::OsString)],
+    env: NodeEnv<'_>,
 ) -> Result<ExitStatus, LaunchError> {
+    let NodeEnv {
+        token,
+        session,
+        extra,
+    } = env;
     use tokio::signal::unix::{signal, SignalKind};
     let session_json = serde_json::to_string(session).expect("SessionEnv serializes");
     let mut cmd = tokio::process::Command::new(node);
@@ -422,7 +433,7 @@ pub async fn run_node(
         .arg(pi)
         .args(pi_args)
         .current_dir(cwd)
-        .envs(env.iter().map(|(k, v)| (k, v)))
+        .envs(extra.iter().map(|(k, v)| (k, v)))
         .env(TOKEN_ENV, token)
         .env(SESSION_ENV, session_json)
         .kill_on_drop(true);
@@ -645,9 +656,11 @@ mod tests {
             &pi,
             &["a b".into(), "-p".into()],
             &cwd,
-            "deadbeef",
-            &env,
-            &[("PI_BRIDGE_TEST_ENV".to_string(), "set".into())],
+            NodeEnv {
+                token: "deadbeef",
+                session: &env,
+                extra: &[("PI_BRIDGE_TEST_ENV".to_string(), "set".into())],
+            },
         )
         .await
         .unwrap();

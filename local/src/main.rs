@@ -479,7 +479,16 @@ async fn run(cli: Cli) -> Result<i32> {
     );
     let node_cwd = scratch.cwd();
     let node_run = launch::run_node(
-        &node.path, &preload, &pi, &pi_args, &node_cwd, &token, &env, &node_env,
+        &node.path,
+        &preload,
+        &pi,
+        &pi_args,
+        &node_cwd,
+        launch::NodeEnv {
+            token: &token,
+            session: &env,
+            extra: &node_env,
+        },
     );
     let up = connect(
         link,

@@ -140,23 +140,34 @@ fn attack(endpoint: &str, first: &[u8], marker: &str) -> bool {
     rest.is_empty()
 }
 
-/// One authenticated `fs.stat` on a fresh connection.
+/// One authenticated `fs.stat` on a fresh connection (pii's Unix socket; a `host:port` endpoint
+/// too, so that this test can run against a pii from before the socket).
 fn legit_stat(endpoint: &str, token: &str, path: &str) -> Result<Value, String> {
-    let mut s = UnixStream::connect(endpoint).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let req = json!({"jsonrpc":"2.0","id":5,"method":"fs.stat","params":{"path":path}});
-    s.write_all(format!("{token}\n{req}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
+    let line = if endpoint.starts_with('/') {
+        let s = UnixStream::connect(endpoint).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        exchange(s, &format!("{token}\n{req}\n"))?
+    } else {
+        let s = std::net::TcpStream::connect(endpoint).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        exchange(s, &format!("{token}\n{req}\n"))?
+    };
     let v: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"))?;
     if v.get("result").is_some() {
         Ok(v)
     } else {
         Err(v.to_string())
     }
+}
+
+fn exchange<S: Read + Write>(mut s: S, send: &str) -> Result<String, String> {
+    s.write_all(send.as_bytes()).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(line)
 }
 
 fn grep_files(token: &str, dirs: &[&Path]) -> Vec<String> {
