@@ -47,7 +47,7 @@ pub enum Origin {
 pub struct Config {
     /// Widen the remote sandbox beyond the project root.
     pub sandbox_root: Option<String>,
-    /// Random bytes in the loopback token (>= 32).
+    /// Random bytes in the endpoint token (>= 32).
     pub auth_token_length: usize,
     /// Milliseconds a call may take.
     pub rpc_timeout_ms: u64,

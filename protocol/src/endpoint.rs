@@ -1,6 +1,8 @@
-//! The loopback endpoint between the preload and `pii`.
+//! The endpoint between the preload and `pii`.
 //!
-//! `pii` listens on `127.0.0.1:<ephemeral>`. A client's first line must be the session token
+//! `pii` listens on a Unix socket in its private scratch directory (0700; the socket 0600), so
+//! other local users cannot connect at all, and closes a connection from another uid at accept.
+//! A client's first line must be the session token
 //! (lowercase hex, [`TOKEN_BYTES`] random bytes); `pii` compares it in constant time and on any
 //! mismatch closes the connection without reading further. After it, the connection carries the
 //! same JSON-RPC frames as the agent link: `pii` answers `session.info` itself and forwards every
@@ -28,7 +30,8 @@ pub const TOKEN_BYTES: usize = 32;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SessionEnv {
-    /// `127.0.0.1:<port>`.
+    /// The endpoint: the Unix socket's absolute path (what pii gives); `host:port` is also
+    /// understood by the preload (test endpoints).
     pub endpoint: String,
     /// Canonical remote project root: the initial `process.cwd()`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
