@@ -447,6 +447,15 @@ async fn run(cli: Cli) -> Result<i32> {
     // (node reads and writes it natively, pi's tools never see it).
     node_env.push(("TMPDIR".into(), temp.clone().into_os_string()));
     node_env.push(("JITI_FS_CACHE".into(), "false".into()));
+    if std::env::var_os("NODE_COMPILE_CACHE").is_none() {
+        // Kept across sessions (pi starts ~0.17 s faster with it warm), private to the user.
+        if let Some(dir) = cache_dir().map(|c| c.join("node-compile-cache")) {
+            match prefetch::private_dir(&dir) {
+                Ok(()) => node_env.push(("NODE_COMPILE_CACHE".into(), dir.into_os_string())),
+                Err(e) => tracing::warn!("node's compile cache: {e}"),
+            }
+        }
+    }
     let pi_args = match &package {
         Some(p) if p.is_pi() => {
             launch::with_guard(&cli.pi_args, &preload.with_file_name(launch::GUARD_FILE))
