@@ -98,38 +98,41 @@ function syscallOf(method, params) {
   return SYSCALLS[method] || method.replace(/^fs\./, '');
 }
 
-// Wrap one operation's generator: remote calls naming a path outside the sandbox fail at once.
-function sandboxGuard(run) {
-  return function* inSandbox(c, ...args) {
+// Wrap one operation's generator (run.cjs): `refuse(method, params)` may return an error to
+// throw into it instead of making that call; `after(method, params, value)` may change an
+// answer. Shared with trust.cjs.
+function wrapCalls(run, refuse, after = (_m, _p, v) => v) {
+  return function* wrapped(c, ...args) {
     const gen = run.call(this, c, ...args);
     let step = gen.next();
     while (!step.done) {
       const [method, params] = step.value;
-      let refused = null;
-      if (typeof method === 'string' && (method.startsWith('fs.') || method === '*names') && params && typeof params === 'object') {
-        for (const k of PATH_KEYS) {
-          const root = outsideOf(params[k]);
-          if (root !== null) {
-            refused = fsError({ code: 'EACCES', syscall: syscallOf(method, params), path: params[k], detail: `'${path.resolve(params[k])}' is outside the sandbox root '${root}'` });
-            break;
-          }
-        }
-      }
-      if (refused) {
-        step = gen.throw(refused);
+      const err = refuse(method, params);
+      if (err) {
+        step = gen.throw(err);
         continue;
       }
       let value;
       try {
         value = yield step.value;
-      } catch (err) {
-        step = gen.throw(err);
+      } catch (e) {
+        step = gen.throw(e);
         continue;
       }
-      step = gen.next(value);
+      step = gen.next(after(method, params, value));
     }
     return step.value;
   };
+}
+
+// Remote calls naming a path outside the sandbox fail at once.
+function outsideRefusal(method, params) {
+  if (typeof method !== 'string' || !(method.startsWith('fs.') || method === '*names') || !params || typeof params !== 'object') return null;
+  for (const k of PATH_KEYS) {
+    const root = outsideOf(params[k]);
+    if (root !== null) return fsError({ code: 'EACCES', syscall: syscallOf(method, params), path: params[k], detail: `'${path.resolve(params[k])}' is outside the sandbox root '${root}'` });
+  }
+  return null;
 }
 
 // ---- pi's tools ------------------------------------------------------------------------------
@@ -271,7 +274,7 @@ function learnRealpaths(fs, fsp) {
 function install(fsMod, fsp, OPS) {
   installOps(OPS);
   for (const op of Object.values(OPS)) {
-    if (typeof op.run === 'function') op.run = sandboxGuard(op.run);
+    if (typeof op.run === 'function') op.run = wrapCalls(op.run, outsideRefusal);
   }
   learnRealpaths(fsMod, fsp);
   Object.defineProperty(globalThis, Symbol.for('pi-bridge.boundary'), {
@@ -282,4 +285,4 @@ function install(fsMod, fsp, OPS) {
   });
 }
 
-module.exports = { install, installOps, writeDenied, toolCall, candidates, learnFrom, opensForWriting, outsideOf, WRITES };
+module.exports = { install, installOps, wrapCalls, writeDenied, toolCall, candidates, learnFrom, opensForWriting, outsideOf, WRITES };

@@ -66,28 +66,15 @@ function filterEntries(dir, entries) {
 
 // Wrap one operation's generator: refuse hidden paths, filter listings.
 function guard(run) {
-  return function* guarded(c, ...args) {
-    const gen = run.call(this, c, ...args);
-    let step = gen.next();
-    while (!step.done) {
-      const [method, params] = step.value;
+  const { wrapCalls } = require('./boundary.cjs');
+  return wrapCalls(
+    run,
+    (method, params) => {
       const hit = hiddenIn(params);
-      if (hit !== null) {
-        step = gen.throw(fsError({ code: 'ENOENT', syscall: SYSCALL[method] || String(method).replace(/^fs\./, ''), path: hit }));
-        continue;
-      }
-      let value;
-      try {
-        value = yield step.value;
-      } catch (err) {
-        step = gen.throw(err);
-        continue;
-      }
-      if (method === 'fs.readdir') value = filterEntries(params.path, value);
-      step = gen.next(value);
-    }
-    return step.value;
-  };
+      return hit === null ? null : fsError({ code: 'ENOENT', syscall: SYSCALL[method] || String(method).replace(/^fs\./, ''), path: hit });
+    },
+    (method, params, value) => (method === 'fs.readdir' ? filterEntries(params.path, value) : value),
+  );
 }
 
 // ---- settings ------------------------------------------------------------------------------

@@ -48,12 +48,16 @@ Environment:
   PII_RESUME_GRACE_MS  how long the remote keeps pi's processes after the ssh link drops,
              waiting for pii to reconnect (default: 60000)
 
-Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json, keys sandboxRoot,
-authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms), sshOptions (array of -o values).
-Flags win over the file.
+Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json (yours, writable by no one
+else), keys sandboxRoot, authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms),
+sshOptions (array of -o values; in ./pi-bridge.config.json connection tuning only), localPaths
+(~/.config only). Flags win over the file.
 
-Trust: the remote project's .pi/extensions and the packages/extensions of its .pi/settings.json
-would run code on THIS machine; pii hides them unless --trust-project is given."
+Boundary: every path pi names is the remote's except pi's own (its agent dir, its installation,
+pii's private scratch and temp dirs, the terminal, and localPaths of ~/.config/pi-bridge/config.json);
+no process starts on this machine. Trust: the remote project's .pi/extensions, .pi/mcp.json and
+settings such as packages, npmCommand or sessionDir (in any subdirectory) would run code or write
+files on THIS machine; pii hides them unless --trust-project is given."
 )]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["ssh", "local"])))]
 #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
@@ -84,8 +88,9 @@ struct Cli {
     #[arg(long)]
     verbose: bool,
 
-    /// Let pi load the remote project's .pi/extensions and .pi/settings.json packages. They run
-    /// on THIS machine with your keys: only for projects whose every committer you trust.
+    /// Let pi see the remote project's .pi/extensions, .pi/mcp.json and all of its
+    /// .pi/settings.json. Extensions and packages run on THIS machine with your keys: only for
+    /// projects whose every committer you trust.
     #[arg(long)]
     trust_project: bool,
 

@@ -99,6 +99,22 @@ fn a_lying_agent_is_refused_before_pi_sees_anything() {
     std::fs::create_dir_all(&agent_dir).unwrap();
     let project_s = project.to_string_lossy().into_owned();
     let home_s = work.path().join("home/me").to_string_lossy().into_owned();
+    // pii through the wrapper, telling `lie` (`{}`: none).
+    let run = |lie: &Value, log: &Path| {
+        Command::new(paths::bin("pii"))
+            .args(["--local", &project_s, "--agent"])
+            .arg(&wrapper)
+            .arg("--pi")
+            .arg(&script)
+            .arg("--log-file")
+            .arg(log)
+            .env("PIB_LIE", lie.to_string())
+            .env("PI_CODING_AGENT_DIR", &agent_dir)
+            .env("XDG_CACHE_HOME", work.path().join("xdg"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
     for (lie, says) in [
         (json!({"sandboxRoot": "/"}), "sandbox root \"/\""),
         (json!({"root": "/"}), "project root \"/\""),
@@ -108,20 +124,7 @@ fn a_lying_agent_is_refused_before_pi_sees_anything() {
         ),
         (json!({"root": home_s}), "holds"),
     ] {
-        let log = work.path().join("pii.log");
-        let out = Command::new(paths::bin("pii"))
-            .args(["--local", &project_s, "--agent"])
-            .arg(&wrapper)
-            .arg("--pi")
-            .arg(&script)
-            .arg("--log-file")
-            .arg(&log)
-            .env("PIB_LIE", lie.to_string())
-            .env("PI_CODING_AGENT_DIR", &agent_dir)
-            .env("XDG_CACHE_HOME", work.path().join("xdg"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = run(&lie, &work.path().join("pii.log"));
         let stderr = String::from_utf8_lossy(&out.stderr);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(1), "{lie}: {stderr}{stdout}");
@@ -135,18 +138,7 @@ fn a_lying_agent_is_refused_before_pi_sees_anything() {
     }
     // The same wrapper telling no lie: the session works (so the refusals above are the lies').
     let log = work.path().join("pii-honest.log");
-    let out = Command::new(paths::bin("pii"))
-        .args(["--local", &project_s, "--agent"])
-        .arg(&wrapper)
-        .arg("--pi")
-        .arg(&script)
-        .arg("--log-file")
-        .arg(&log)
-        .env("PI_CODING_AGENT_DIR", &agent_dir)
-        .env("XDG_CACHE_HOME", work.path().join("xdg"))
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = run(&json!({}), &log);
     assert_success("pii through an honest wrapper", &out, &log);
     assert!(String::from_utf8_lossy(&out.stdout).contains("PROBE-RAN"));
 }

@@ -66,6 +66,18 @@ struct Run {
     agent_dir: tempfile::TempDir,
 }
 
+/// `extra`, then `-p hello`, `--approve` (pi 1.x) and [`PI_ARGS`] (without `--no-session` when
+/// `session`).
+fn pi_args<'a>(extra: &[&'a str], session: bool) -> Vec<&'a str> {
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["-p", "hello"]);
+    if paths::pi().major() >= 1 {
+        args.push("--approve");
+    }
+    args.extend(PI_ARGS.iter().filter(|a| !session || **a != "--no-session"));
+    args
+}
+
 /// `pi -p hello --approve` (1.x: pi's own trust says yes, so only pii's gate is tested) through
 /// pii with `flags`, the fake LLM answering `script`; `session`: keep pi's sessions (no
 /// `--no-session`); `extra`: more pi arguments; `prepare`: fills the agent dir first.
@@ -82,12 +94,7 @@ fn run_pi(
     prepare(agent_dir.path());
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("pii.log");
-    let mut args: Vec<&str> = extra.to_vec();
-    args.extend(["-p", "hello"]);
-    if paths::pi().major() >= 1 {
-        args.push("--approve");
-    }
-    args.extend(PI_ARGS.iter().filter(|a| !session || **a != "--no-session"));
+    let args = pi_args(extra, session);
     let mut cmd = pii_ssh(sshd, &log, &paths::pi_cli(), flags, &args);
     cmd.envs(env);
     let out = cmd.output().expect("run pii");
@@ -201,11 +208,7 @@ fn the_gate_holds_at_every_cwd_pi_adopts() {
     let logdir = tempfile::tempdir().unwrap();
     let log = logdir.path().join("pii.log");
     let f = planted.to_string_lossy().into_owned();
-    let mut args = vec!["--session", f.as_str(), "-p", "hello"];
-    if paths::pi().major() >= 1 {
-        args.push("--approve");
-    }
-    args.extend(PI_ARGS.iter().filter(|a| **a != "--no-session"));
+    let args = pi_args(&["--session", f.as_str()], true);
     let mut cmd = pii_ssh(&sshd, &log, &paths::pi_cli(), &[], &args);
     cmd.envs(env);
     let out = cmd.output().expect("run pii");
@@ -363,11 +366,7 @@ fn mcp_servers_of_a_project_never_start_a_process_here() {
         mcp_json(agent_dir.path()),
     )
     .unwrap();
-    let mut args = vec!["-p", "hello"];
-    if paths::pi().major() >= 1 {
-        args.push("--approve");
-    }
-    args.extend(PI_ARGS);
+    let args = pi_args(&[], false);
     let out = std::process::Command::new(paths::node())
         .arg(paths::pi_cli())
         .args(&args)
