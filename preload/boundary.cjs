@@ -205,7 +205,8 @@ function toolCall(toolName, input, cwd) {
 
 // ---- realpath ----------------------------------------------------------------------------
 
-const realpathSyncOrig = fs.realpathSync; // before fs.cjs patches it
+const realpathSyncOrig = fs.realpathSync; // before fs.cjs patches them
+const statSyncOrig = fs.statSync;
 
 function learnFrom(input, result) {
   const from = route.absoluteOf(input);
@@ -227,7 +228,25 @@ function learnFrom(input, result) {
     kind = route.localEntry(a);
     if (a === '/' || path.dirname(a) === a) break;
   }
-  if (learned && kind) route.learn(learned, kind.kind, kind.why);
+  if (!learned || !kind) return;
+  route.learn(learned, kind.kind, kind.why);
+  // Code found through a link (a linked global install, a package whose dependencies are linked
+  // in) loads its own dependencies from where Node looks next to its real path: those
+  // node_modules directories are the same code.
+  if (kind.kind !== 'code') return;
+  for (let d = learned; ; d = path.dirname(d)) {
+    if (path.basename(d) === 'node_modules') route.learn(d, 'code', kind.why);
+    else if (isDirOrig(path.join(d, 'node_modules'))) route.learn(path.join(d, 'node_modules'), 'code', kind.why);
+    if (path.dirname(d) === d) break;
+  }
+}
+
+function isDirOrig(p) {
+  try {
+    return statSyncOrig(p).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function learnRealpaths(fs, fsp) {

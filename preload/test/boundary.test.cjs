@@ -109,3 +109,24 @@ test('a realpath out of the allowlist makes the target local with the same kind'
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('code reached through a link brings the node_modules Node resolves its dependencies from', () => {
+  const fs = require('fs');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-learn-code-'));
+  try {
+    const real = path.join(dir, 'store', 'node_modules', 'dep');
+    fs.mkdirSync(real, { recursive: true });
+    fs.writeFileSync(path.join(real, 'index.js'), 'x');
+    const pkg = path.join(dir, 'pkg');
+    fs.mkdirSync(path.join(pkg, 'node_modules'), { recursive: true });
+    fs.symlinkSync(real, path.join(pkg, 'node_modules', 'dep'));
+    route.configure({ local: [{ path: pkg, kind: 'code', why: "pi's install dir" }], routes: ['/r/p'], cwd: '/r/p' });
+    const input = path.join(pkg, 'node_modules', 'dep', 'index.js');
+    boundary.learnFrom(input, fs.realpathSync(input));
+    // A sibling dependency of the linked one, hoisted next to it.
+    assert.strictEqual(route.localEntry(path.join(dir, 'store', 'node_modules', 'other', 'index.js')).kind, 'code');
+    assert.strictEqual(route.routed(path.join(dir, 'store', 'README')), path.join(dir, 'store', 'README'));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -78,11 +78,14 @@ async function runFake(dir, script, args = [], env = {}, before = []) {
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-scratch-'));
   const own = ownScript(dir, script);
   script = own.script;
+  // node's temp dir is a local one, as under pii (shapes.cjs probes Node in it).
+  const tmp = path.join(scratch, 'tmp');
+  fs.mkdirSync(tmp);
   try {
     const r = await new Promise((resolve) => {
       const c = cp.spawn(process.execPath, [...before.flatMap((m) => ['--require', m]), '--require', path.join(PRELOAD_DIR, 'index.cjs'), script, ...args], {
         cwd: scratch,
-        env: { ...process.env, PII_PROBE: '1', ...env, PII_TOKEN: fake.token, PII_SESSION: JSON.stringify({ ...fake.session, local: localFor(scratch, path.dirname(script)) }) },
+        env: { ...process.env, TMPDIR: tmp, PII_PROBE: '1', ...env, PII_TOKEN: fake.token, PII_SESSION: JSON.stringify({ ...fake.session, local: [{ path: fs.realpathSync(tmp), kind: 'temp', why: 'temp' }, ...localFor(scratch, path.dirname(script))] }) },
       });
       const out = [];
       const err = [];
