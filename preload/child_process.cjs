@@ -1,8 +1,10 @@
 'use strict';
-// child_process on the remote. A spawn whose effective cwd (options.cwd, else process.cwd()) is
-// routed runs on the agent; everything else is Node's own untouched call. exec/execFile and the
-// *Sync variants are ported from Node's lib/child_process.js so their results and errors have
-// Node's exact shape.
+// child_process on the remote: under pii every process pi starts runs on the agent, in the
+// remote cwd (options.cwd, else process.cwd()). A cwd that stays local (route.cjs: pi's agent
+// dir, its install dir, …) is refused with EACCES instead: no process ever starts on this
+// machine, whatever config or session data chose the cwd. exec/execFile and the *Sync variants
+// are ported from Node's lib/child_process.js so their results and errors have Node's exact
+// shape.
 
 const cp = require('child_process');
 const os = require('os');
@@ -70,18 +72,41 @@ function resolveShell(file, args, options) {
   return { file, args, options };
 }
 
-// A local absolute program that is not routed (/bin/bash, ~/.pi/agent/bin/rg, process.execPath)
-// becomes its basename, looked up in the remote login PATH.
+// A program named by a path that stays local (~/.pi/agent/bin/rg, process.execPath) becomes its
+// basename, looked up in the remote login PATH; any other path is the remote's already.
 function remoteProgram(file) {
   if (path.isAbsolute(file) && !route.isRoutedAbsolute(path.resolve(file))) return path.basename(file);
   return file;
 }
 
-// The remote cwd for these options, or null when the call is local.
+// Where a call runs: {cwd} (the remote cwd), {refused, shown} (a cwd that stays local), or
+// {node: true} (a cwd that is no path at all: Node's own call rejects it before starting
+// anything).
 function remoteCwd(options) {
-  const cwd = options && options.cwd;
-  if (cwd !== undefined && cwd !== null) return route.routed(cwd);
-  return route.routed(route.cwd());
+  const c = options && options.cwd;
+  if (c === undefined || c === null || c === '') {
+    const here = route.routed(route.cwd());
+    return here ? { cwd: here } : { refused: { why: 'the current directory' }, shown: route.cwd() };
+  }
+  const abs = route.absoluteOf(c);
+  if (abs === null) return { node: true };
+  const l = route.localEntry(abs);
+  return l ? { refused: l, shown: route.toPathString(c) } : { cwd: abs };
+}
+
+// The error a refused local cwd gets (what Node reports for a cwd it may not enter).
+function refusal(where, file, args) {
+  const err = errnoError('EACCES', `spawn ${file}`, { path: file, spawnargs: args || [] });
+  err.message += ` (pi-bridge: the cwd ${where.shown} is on this machine, ${where.refused.why}; processes run on the remote only)`;
+  return err;
+}
+
+// A child that fails as Node's does when its spawn fails (asynchronously: 'error', 'close').
+function refusedChild(file, args, where) {
+  const child = new RemoteChild(file, Array.isArray(args) ? args : []);
+  child._modes = ['pipe', 'pipe', 'pipe'];
+  process.nextTick(() => child._fail(refusal(where, file, Array.isArray(args) ? args : [])));
+  return child;
 }
 
 // 'pipe' | 'ignore' | 'inherit' for fds 0..2, as Node's getValidStdio reads `stdio`.
@@ -518,33 +543,41 @@ function install() {
 
   cp.spawn = function spawn(file, args, options) {
     const o = Array.isArray(args) ? options : args;
-    const cwd = remoteCwd(o);
-    if (!cwd) return Reflect.apply(orig.spawn, this, arguments);
-    return remoteSpawn(file, args, o, cwd);
+    const where = remoteCwd(o);
+    if (where.node) return Reflect.apply(orig.spawn, this, arguments);
+    if (where.refused) return refusedChild(file, args, where);
+    return remoteSpawn(file, args, o, where.cwd);
   };
 
   cp.execFile = function execFile(file, args, options, callback) {
     const n = normalizeExecFileArgs(file, args, options, callback);
-    const cwd = remoteCwd(n.options);
-    if (!cwd) return Reflect.apply(orig.execFile, this, arguments);
-    return remoteExecFile(n.file, n.args, n.options, n.callback, cwd);
+    const where = remoteCwd(n.options);
+    if (where.node) return Reflect.apply(orig.execFile, this, arguments);
+    if (where.refused) {
+      const child = refusedChild(n.file, n.args, where);
+      child.on('error', (e) => n.callback && n.callback(e, '', ''));
+      return child;
+    }
+    return remoteExecFile(n.file, n.args, n.options, n.callback, where.cwd);
   };
   // exec goes through module.exports.execFile (patched above); its promisified form through exec.
   Object.defineProperty(cp.execFile, util.promisify.custom, { value: promisified(cp.execFile), configurable: true });
 
   cp.spawnSync = function spawnSync(file, args, options) {
     const o = Array.isArray(args) ? options : args;
-    const cwd = remoteCwd(o);
-    if (!cwd) return Reflect.apply(orig.spawnSync, this, arguments);
-    return remoteSpawnSync(file, args, o, cwd);
+    const where = remoteCwd(o);
+    if (where.node) return Reflect.apply(orig.spawnSync, this, arguments);
+    if (where.refused) return failedSpawnSync(refusal(where, file, Array.isArray(args) ? args : []));
+    return remoteSpawnSync(file, args, o, where.cwd);
   };
 
   cp.execFileSync = function execFileSync(file, args, options) {
     const n = normalizeExecFileArgs(file, args, options);
-    const cwd = remoteCwd(n.options);
-    if (!cwd) return Reflect.apply(orig.execFileSync, this, arguments);
+    const where = remoteCwd(n.options);
+    if (where.node) return Reflect.apply(orig.execFileSync, this, arguments);
+    if (where.refused) throw refusal(where, n.file, n.args);
     const inheritStderr = !n.options.stdio;
-    const ret = remoteSpawnSync(n.file, n.args, n.options, cwd);
+    const ret = remoteSpawnSync(n.file, n.args, n.options, where.cwd);
     if (inheritStderr && ret.stderr) process.stderr.write(ret.stderr);
     const err = checkExecSyncError(ret, [n.options.argv0 || n.file, ...n.args]);
     if (err) throw err;
@@ -553,19 +586,20 @@ function install() {
 
   cp.execSync = function execSync(command, options) {
     const o = { ...options };
-    const cwd = remoteCwd(o);
-    if (!cwd) return Reflect.apply(orig.execSync, this, arguments);
+    const where = remoteCwd(o);
+    if (where.node) return Reflect.apply(orig.execSync, this, arguments);
+    if (where.refused) throw refusal(where, String(command), []);
     o.shell = typeof o.shell === 'string' ? o.shell : true;
     const inheritStderr = !o.stdio;
-    const ret = remoteSpawnSync(command, [], o, cwd);
+    const ret = remoteSpawnSync(command, [], o, where.cwd);
     if (inheritStderr && ret.stderr) process.stderr.write(ret.stderr);
     const err = checkExecSyncError(ret, undefined, command);
     if (err) throw err;
     return ret.stdout;
   };
 
-  // fork of a routed script (or from a routed cwd): `node` on the remote runs it. There is no IPC
-  // channel across the bridge: send() fails with a clear error, 'message' never fires.
+  // fork: `node` on the remote runs the script. There is no IPC channel across the bridge:
+  // send() fails with a clear error, 'message' never fires.
   cp.fork = function fork(modulePath, args, options) {
     let a = args;
     let o = options;
@@ -574,14 +608,15 @@ function install() {
       a = [];
     }
     o = { ...o };
-    const cwd = remoteCwd(o) || (route.routed(modulePath) && route.routed(route.cwd()));
-    if (!cwd) return Reflect.apply(orig.fork, this, arguments);
+    const where = remoteCwd(o);
+    if (where.node || route.toPathString(modulePath) === null) return Reflect.apply(orig.fork, this, arguments);
+    const file = o.execPath || process.execPath;
+    if (where.refused) return refusedChild(file, [route.toPathString(modulePath), ...a], where);
     const execArgv = Array.isArray(o.execArgv) ? o.execArgv : []; // never our local --require
     let stdio = o.stdio;
     if (Array.isArray(stdio)) stdio = stdio.filter((s) => s !== 'ipc');
     else stdio = o.silent ? ['pipe', 'pipe', 'pipe'] : 'inherit';
-    const file = o.execPath || process.execPath;
-    const child = remoteSpawn(file, [...execArgv, route.toPathString(modulePath), ...a], { ...o, stdio, shell: false }, cwd);
+    const child = remoteSpawn(file, [...execArgv, route.toPathString(modulePath), ...a], { ...o, stdio, shell: false }, where.cwd);
     child.send = function send() {
       const cb = [...arguments].reverse().find((x) => typeof x === 'function');
       const err = nodeError(Error, 'ERR_IPC_CHANNEL_CLOSED', 'Channel closed (pi-bridge: a remote forked process has no IPC channel)');

@@ -161,6 +161,15 @@ function* open(path, flags, mode) {
   return F.fd;
 }
 
+// A descriptor over bytes held here (trust.cjs: an untrusted project's settings file as pi may
+// see it): reads come from `bytes`, fstat is the file's stat `st` with their size; calls that
+// need the file itself (fchmod, fsync…) open it then.
+function openMemory(path, bytes, st) {
+  const F = { fd: nextFd++, name: null, path, wire: { read: true }, mode: undefined, read: true, write: false, append: false, pos: 0, ident: st, mem: bytes };
+  table.set(F.fd, F);
+  return F.fd;
+}
+
 // The agent's descriptor for F, opened now if the open was deferred.
 function* materialize(F) {
   if (F.name) return F.name;
@@ -194,7 +203,7 @@ function* readBytes(fd, length, offset) {
   const F = get(fd, 'read');
   if (!F.read) throw fsError({ code: 'EBADF', syscall: 'read' });
   const at = offset === null || offset === undefined ? F.pos : offset;
-  let data = length > 0 ? fromCache(F, at, length) : Buffer.alloc(0);
+  let data = F.mem ? F.mem.subarray(Math.min(at, F.mem.length), Math.min(at + Math.max(length, 0), F.mem.length)) : length > 0 ? fromCache(F, at, length) : Buffer.alloc(0);
   if (!data) {
     const name = yield* materialize(F);
     const r = yield ['fs.pread', { fd: name, offset: at, length: Math.min(length, MAX_CHUNK), raw: true }];
@@ -280,6 +289,7 @@ function* write(fd, data, position) {
 // fstat: the cached stat of the path while it is F's file; else the agent's.
 function* stat(fd, bigint) {
   const F = get(fd, 'fstat');
+  if (F.mem) return makeStats({ ...F.ident, size: F.mem.length }, bigint);
   const st = cachedStat(F.path);
   if (sameFile(st, F.ident)) return makeStats(st, bigint);
   const name = yield* materialize(F);
@@ -326,4 +336,4 @@ function* close(fd) {
 // The path and mode F was opened with (for Node calls that need them, e.g. readFile(fd) shapes).
 const info = (fd) => table.get(fd);
 
-module.exports = { FIRST_FD, isVirtual, get, info, parseFlags, open, read, readv, readBytes, readAllFrom, readRest, write, stat, truncate, sync, chmod, chown, utimes, close };
+module.exports = { FIRST_FD, isVirtual, get, info, parseFlags, open, openMemory, read, readv, readBytes, readAllFrom, readRest, write, stat, truncate, sync, chmod, chown, utimes, close };

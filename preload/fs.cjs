@@ -18,6 +18,7 @@ const { fsError, nodeError } = require('./errors.cjs');
 const shapes = require('./shapes.cjs');
 const watch = require('./watch.cjs');
 const api = require('./api.cjs');
+const boundary = require('./boundary.cjs');
 
 // The path as the agent must see it: absolute, and keeping a trailing `/` (or `/.`), which
 // makes the kernel require a directory (`existsSync('file.txt/')` is false).
@@ -38,7 +39,10 @@ function prepare(op, args) {
     disp.push(route.toPathString(args[i]));
   }
   const routedCount = p.filter(Boolean).length;
-  if (routedCount === 0) return null;
+  if (routedCount === 0) {
+    const denied = boundary.writeDenied(op, args); // a local path nothing may write: EROFS
+    return denied ? { denied } : null;
+  }
   if (routedCount < p.length) return { cross: true, p, disp, args };
   return { p, disp, args };
 }
@@ -152,6 +156,7 @@ function syncForm(name, op, orig) {
   return keepShape(function (...args) {
     const c = prepare(op, args);
     if (!c) return Reflect.apply(orig, this, arguments);
+    if (c.denied) throw c.denied;
     nodeCheckSync(name, op, orig, args, 'sync');
     if (c.cross) throw crossError(op, c);
     c.form = 'sync';
@@ -172,6 +177,7 @@ function callbackForm(name, op, orig) {
     if (!cb) {
       throw nodeError(TypeError, 'ERR_INVALID_ARG_TYPE', 'The "cb" argument must be of type function. Received undefined');
     }
+    if (c.denied) return process.nextTick(cb, c.denied);
     nodeCheckSync(name, op, orig, args, 'callback');
     if (c.cross) return process.nextTick(cb, crossError(op, c));
     c.form = 'callback';
@@ -209,6 +215,7 @@ function promiseForm(name, op, orig) {
   return keepShape(function (...args) {
     const c = prepare(op, args);
     if (!c) return Reflect.apply(orig, this, arguments);
+    if (c.denied) return Promise.reject(c.denied);
     c.form = 'promise';
     const run = () => {
       if (c.cross) throw crossError(op, c);

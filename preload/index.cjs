@@ -12,12 +12,21 @@ function readSession() {
   delete process.env.PII_TOKEN;
   delete process.env.PII_SESSION;
   if (!token || !raw) return null;
+  let s;
   try {
-    return { token, ...JSON.parse(raw) };
+    s = { token, ...JSON.parse(raw) };
   } catch (e) {
-    process.stderr.write(`pi-bridge: ignoring malformed PII_SESSION (${e.message})\n`);
-    return null;
+    s = { error: e.message };
   }
+  // Without the allowlist or the gate the bridge cannot tell what stays here: never run half
+  // bridged (that would be the laptop's disk for everything).
+  const gate = (g) => g && Array.isArray(g.configDirs) && Array.isArray(g.hidden) && Array.isArray(g.settingsKeys) && typeof g.settingsFile === 'string';
+  const ok = Array.isArray(s.local) && s.local.every((l) => l && typeof l.path === 'string' && l.path.startsWith('/') && typeof l.kind === 'string') && (s.trustProject === true || gate(s.gate));
+  if (!ok) {
+    process.stderr.write(`pi-bridge: PII_SESSION is malformed or from another pii (${s.error || 'no local allowlist or trust gate'}); refusing to start\n`);
+    process.exit(70);
+  }
+  return s;
 }
 
 function installCwd(route, sync) {
@@ -25,12 +34,14 @@ function installCwd(route, sync) {
   process.cwd = function cwd() {
     return route.cwd();
   };
+  // The cwd is always the remote's: a directory that stays local is refused (a local cwd would
+  // make relative paths and every process local).
   process.chdir = function chdir(directory) {
-    const abs = route.routed(directory);
-    if (!abs) {
-      Reflect.apply(realChdir, this, arguments);
-      route.setCwd(null); // back to the real cwd
-      return;
+    const abs = route.absoluteOf(directory);
+    if (abs === null) return Reflect.apply(realChdir, this, arguments); // Node rejects it
+    if (route.localEntry(abs)) {
+      const { fsError } = require('./errors.cjs');
+      throw fsError({ code: 'EACCES', syscall: 'chdir', path: process.cwd(), dest: String(route.toPathString(directory)), detail: 'pi-bridge: a local directory cannot be the cwd' });
     }
     let st;
     try {
@@ -62,7 +73,7 @@ function installCwd(route, sync) {
 // The remote facts, from pii's `session.info`: it answers once the ssh connection and the
 // handshake are done (node starts while they happen). A failed connect answers with the reason;
 // pii prints it and exits non-zero, so this process just ends.
-function fetchInfo(sync, trust, trustProject) {
+function fetchInfo(sync) {
   for (;;) {
     let info;
     try {
@@ -75,7 +86,6 @@ function fetchInfo(sync, trust, trustProject) {
       process.exit(1);
     }
     const root = info.facts.projectRoot;
-    if (!trustProject) trust.setRoot(root);
     require('./cache.cjs').setRoot(root);
     return { routes: [info.facts.sandboxRoot], cwd: root };
   }
@@ -95,23 +105,25 @@ function main() {
   rpc.configure(session);
   const known = Array.isArray(session.routes) && typeof session.cwd === 'string';
   if (known) {
-    route.configure({ routes: session.routes, cwd: session.cwd, realCwd: process.cwd });
+    route.configure({ local: session.local, routes: session.routes, cwd: session.cwd, realCwd: process.cwd });
     require('./cache.cjs').setRoot(session.cwd);
   } else {
     route.configure({
+      local: session.local,
       realCwd: process.cwd,
-      pending: () => fetchInfo(sync, trust, session.trustProject),
+      pending: () => fetchInfo(sync),
     });
     // Warm up: the helper thread starts and its connection is made (the reply waits in pii
     // until the session is up) while node goes on loading; the first real call finds it ready.
     sync.post('session.info', {});
   }
   installCwd(route, sync);
-  // Before the fs patches. Until the project root is known, the hidden paths are set by
-  // fetchInfo (no remote call can happen before it: every one needs the routes).
-  trust.install(known ? session : { ...session, cwd: '/' }, require('./fsops.cjs').OPS);
-  if (!known && !session.trustProject) trust.state.hidden = trust.state.settings = null;
+  const { OPS } = require('./fsops.cjs');
+  // Before the fs patches: the gate wraps the operations they are made of.
+  trust.install(session, OPS);
   require('./fs.cjs').install();
+  require('./boundary.cjs').install(require('fs'), require('fs/promises'), OPS);
+  trust.installWatch(require('fs'), require('fs/promises'));
   childProcess.install();
   require('module').syncBuiltinESMExports();
 }

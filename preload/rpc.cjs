@@ -113,8 +113,7 @@ function settle(msg) {
 }
 
 function connect() {
-  const { host, port } = parseEndpoint(session.endpoint);
-  const s = net.connect({ host, port });
+  const s = net.connect(parseEndpoint(session.endpoint));
   s.setNoDelay(true);
   s.write(session.token + '\n');
   const splitter = new LineSplitter(onLine, (why) => s.destroy(new Error(why)));

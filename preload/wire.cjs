@@ -1,5 +1,5 @@
 'use strict';
-// JSON-RPC 2.0 frames, one per line, as spoken on the loopback endpoint (see protocol/frame.rs).
+// JSON-RPC 2.0 frames, one per line, as spoken on pii's endpoint (see protocol/frame.rs).
 // Shared by the helper worker (sync calls) and the main thread's async connection.
 
 const MAX_CHUNK = 4 * 1024 * 1024; // protocol::fs::MAX_CHUNK: most bytes per fs.read/fs.write
@@ -98,7 +98,10 @@ function parseMessage(line, payload) {
 }
 
 // "host:port" → {host, port}.
+// net.connect options for SessionEnv.endpoint: a Unix socket path (what pii gives), or
+// `host:port` (test endpoints).
 function parseEndpoint(endpoint) {
+  if (endpoint.startsWith('/')) return { path: endpoint };
   const i = endpoint.lastIndexOf(':');
   return { host: endpoint.slice(0, i).replace(/^\[|\]$/g, ''), port: Number(endpoint.slice(i + 1)) };
 }

@@ -1,5 +1,5 @@
 'use strict';
-// The helper thread behind every blocking call. It owns one connection to pii's loopback
+// The helper thread behind every blocking call. It owns one connection to pii's
 // endpoint. The main thread posts {id, method, params} on `port` and sleeps in Atomics.wait on
 // ctl[0]; each reply is posted back and ctl[0] bumped. When the connection is gone, ctl[1] (the
 // sticky "dead" flag) is set so the main thread fails at once instead of waiting for a timeout.
@@ -91,8 +91,7 @@ function subscribeFeed() {
   });
 }
 
-const { host, port: tcpPort } = parseEndpoint(endpoint);
-const socket = net.connect({ host, port: tcpPort });
+const socket = net.connect(parseEndpoint(endpoint));
 socket.setNoDelay(true);
 socket.write(token + '\n');
 socket.on('error', (e) => die(e.message));

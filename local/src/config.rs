@@ -2,18 +2,52 @@
 //!
 //! Keys (all optional): `sandboxRoot` (string), `authTokenLength` (integer >= 32),
 //! `rpcTimeout` (ms, > 0), `watchFallbackPollInterval` (ms, > 0), `sshOptions` (array of
-//! strings, each passed as `-o <option>` before the command line's `-o`). Command-line flags win
-//! over the file. An unknown key or a bad value is an error naming the file and the key.
+//! strings, each passed as `-o <option>` before the command line's `-o`), `localPaths` (array of
+//! paths pi may use on this machine). Command-line flags win over the file. An unknown key or a
+//! bad value is an error naming the file and the key.
+//!
+//! Trust, as ssh treats `~/.ssh/config`: a file is read only when it is owned by the user and
+//! not writable by group or others (checked on the opened file), else pii stops. The current
+//! directory's file may come from a cloned repository or a shared directory, so it may set only
+//! [`CWD_SSH_KEYS`] among `sshOptions` and no `localPaths`: options that run commands or load
+//! code (ProxyCommand, LocalCommand, KnownHostsCommand, Match exec, PKCS11Provider …), forward
+//! the agent or ports, or change where ssh connects, and paths kept local, are honoured only
+//! from the user's own `~/.config/pi-bridge/config.json`.
 
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "pi-bridge.config.json";
 
+/// The `sshOptions` keys (lowercase) a config in the current directory may set: they tune the
+/// connection and nothing else.
+pub const CWD_SSH_KEYS: [&str; 11] = [
+    "compression",
+    "serveraliveinterval",
+    "serveralivecountmax",
+    "connecttimeout",
+    "connectionattempts",
+    "tcpkeepalive",
+    "ipqos",
+    "addressfamily",
+    "loglevel",
+    "batchmode",
+    "rekeylimit",
+];
+
+/// Where a config file was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `pi-bridge.config.json` in the current directory.
+    Cwd,
+    /// `~/.config/pi-bridge/config.json`.
+    User,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// Widen the remote sandbox beyond the project root.
     pub sandbox_root: Option<String>,
-    /// Random bytes in the loopback token (>= 32).
+    /// Random bytes in the endpoint token (>= 32).
     pub auth_token_length: usize,
     /// Milliseconds a call may take.
     pub rpc_timeout_ms: u64,
@@ -21,6 +55,8 @@ pub struct Config {
     pub watch_fallback_poll_interval_ms: u64,
     /// Extra `-o` options for ssh.
     pub ssh_options: Vec<String>,
+    /// Paths that stay on this machine for pi and its tools (`localPaths`, user config only).
+    pub local_paths: Vec<PathBuf>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -33,6 +69,7 @@ impl Default for Config {
             rpc_timeout_ms: 30_000,
             watch_fallback_poll_interval_ms: 1_000,
             ssh_options: Vec::new(),
+            local_paths: Vec::new(),
             source: None,
         }
     }
@@ -49,7 +86,7 @@ pub enum ConfigError {
     Syntax { file: PathBuf, msg: String },
     #[error("{}: the top level must be a JSON object", file.display())]
     NotObject { file: PathBuf },
-    #[error("{}: unknown key `{key}` (known keys: sandboxRoot, authTokenLength, rpcTimeout, watchFallbackPollInterval, sshOptions)", file.display())]
+    #[error("{}: unknown key `{key}` (known keys: sandboxRoot, authTokenLength, rpcTimeout, watchFallbackPollInterval, sshOptions, localPaths)", file.display())]
     UnknownKey { file: PathBuf, key: String },
     #[error("{}: bad value for `{key}`: {msg}", file.display())]
     BadValue {
@@ -57,31 +94,90 @@ pub enum ConfigError {
         key: String,
         msg: String,
     },
+    #[error("{}: refusing a config file {why} (pii reads config only from files no one else can change, as ssh does): {fix}", file.display())]
+    Untrusted {
+        file: PathBuf,
+        why: String,
+        fix: String,
+    },
+    #[error("{}: {what} is honoured only from your own ~/.config/pi-bridge/config.json, not from a {FILE_NAME} in the current directory (which may come from a cloned repository or a shared directory){hint}", file.display())]
+    NotHere {
+        file: PathBuf,
+        what: String,
+        hint: String,
+    },
 }
 
 /// Where the config is looked for, in order.
-pub fn candidates(cwd: &Path, home: Option<&Path>) -> Vec<PathBuf> {
-    let mut v = vec![cwd.join(FILE_NAME)];
+pub fn candidates(cwd: &Path, home: Option<&Path>) -> Vec<(PathBuf, Origin)> {
+    let mut v = vec![(cwd.join(FILE_NAME), Origin::Cwd)];
     if let Some(h) = home {
-        v.push(h.join(".config/pi-bridge/config.json"));
+        v.push((h.join(".config/pi-bridge/config.json"), Origin::User));
     }
     v
 }
 
 /// Load the first config file that exists; defaults if none does.
 pub fn load(cwd: &Path, home: Option<&Path>) -> Result<Config, ConfigError> {
-    for file in candidates(cwd, home) {
-        match std::fs::read_to_string(&file) {
-            Ok(text) => return parse(&text, &file),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(source) => return Err(ConfigError::Read { file, source }),
+    for (file, origin) in candidates(cwd, home) {
+        if let Some(text) = read_trusted(&file)? {
+            return parse(&text, &file, origin);
         }
     }
     Ok(Config::default())
 }
 
-/// Parse a config file's text (`file` is only for messages).
-pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+/// The text of `file` if it exists, is owned by this user and is not writable by group or
+/// others (checked on the opened file, so a file swapped in after the check is not read).
+fn read_trusted(file: &Path) -> Result<Option<String>, ConfigError> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let read_err = |source| ConfigError::Read {
+        file: file.to_path_buf(),
+        source,
+    };
+    let mut f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_err(e)),
+    };
+    let md = f.metadata().map_err(read_err)?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let untrusted = |why: String, fix: String| ConfigError::Untrusted {
+        file: file.to_path_buf(),
+        why,
+        fix,
+    };
+    if md.uid() != me {
+        return Err(untrusted(
+            format!("owned by uid {} (you are uid {me})", md.uid()),
+            format!(
+                "remove it, or run pii from another directory, or take it over (cp it, then chown {me})"
+            ),
+        ));
+    }
+    if md.mode() & 0o022 != 0 {
+        return Err(untrusted(
+            format!(
+                "writable by {} (mode {:o})",
+                if md.mode() & 0o002 != 0 {
+                    "everyone"
+                } else {
+                    "its group"
+                },
+                md.mode() & 0o7777
+            ),
+            format!("chmod go-w {}", file.display()),
+        ));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(read_err)?;
+    Ok(Some(text))
+}
+
+/// Parse a config file's text (`file` is only for messages; `origin` says what it may set).
+pub fn parse(text: &str, file: &Path, origin: Origin) -> Result<Config, ConfigError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.to_path_buf(),
         msg: e.to_string(),
@@ -146,7 +242,51 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
                         _ => return Err(bad(key, &format!("every item must be a non-empty string like \"Compression=yes\", got {item}"))),
                     }
                 }
+                if origin == Origin::Cwd {
+                    if let Some(o) = opts
+                        .iter()
+                        .find(|o| !CWD_SSH_KEYS.contains(&crate::ssh::option_key(o).as_str()))
+                    {
+                        return Err(ConfigError::NotHere {
+                            file: file.to_path_buf(),
+                            what: format!("the ssh option {o:?}"),
+                            hint: format!(" (here only: {})", CWD_SSH_KEYS.join(", ")),
+                        });
+                    }
+                }
                 cfg.ssh_options = opts;
+            }
+            "localPaths" => {
+                if origin == Origin::Cwd {
+                    return Err(ConfigError::NotHere {
+                        file: file.to_path_buf(),
+                        what: "`localPaths`".into(),
+                        hint: String::new(),
+                    });
+                }
+                let arr = v
+                    .as_array()
+                    .ok_or_else(|| bad(key, &format!("expected an array of paths, got {v}")))?;
+                let mut paths = Vec::new();
+                for item in arr {
+                    match item.as_str() {
+                        Some(s) if s.starts_with('/') || s == "~" || s.starts_with("~/") => {
+                            if crate::boundary::normalize(Path::new(s)).as_deref() == Some("/")
+                                || s == "~"
+                            {
+                                return Err(bad(key, &format!("{s:?} would keep too much on this machine; name the directories pi needs")));
+                            }
+                            paths.push(PathBuf::from(s))
+                        }
+                        _ => {
+                            return Err(bad(
+                                key,
+                                &format!("every item must be an absolute path or ~/…, got {item}"),
+                            ))
+                        }
+                    }
+                }
+                cfg.local_paths = paths;
             }
             _ => {
                 return Err(ConfigError::UnknownKey {
@@ -164,7 +304,11 @@ mod tests {
     use super::*;
 
     fn p(text: &str) -> Result<Config, ConfigError> {
-        parse(text, Path::new("/x/pi-bridge.config.json"))
+        parse(
+            text,
+            Path::new("/x/.config/pi-bridge/config.json"),
+            Origin::User,
+        )
     }
 
     #[test]
@@ -194,12 +338,12 @@ mod tests {
     fn errors_name_file_and_key() {
         let e = p(r#"{"rpcTimeOut":1}"#).unwrap_err().to_string();
         assert!(
-            e.contains("/x/pi-bridge.config.json") && e.contains("`rpcTimeOut`"),
+            e.contains("/x/.config/pi-bridge/config.json") && e.contains("`rpcTimeOut`"),
             "{e}"
         );
         let e = p(r#"{"authTokenLength":16}"#).unwrap_err().to_string();
         assert!(
-            e.contains("/x/pi-bridge.config.json") && e.contains("`authTokenLength`"),
+            e.contains("/x/.config/pi-bridge/config.json") && e.contains("`authTokenLength`"),
             "{e}"
         );
         for bad in [
@@ -247,5 +391,101 @@ mod tests {
         std::fs::write(cwd.path().join(FILE_NAME), r#"{"nope":9}"#).unwrap();
         let e = load(cwd.path(), Some(home.path())).unwrap_err().to_string();
         assert!(e.contains(FILE_NAME) && e.contains("nope"), "{e}");
+    }
+
+    /// A config file someone else owns or may write stops pii (even one that only sets a
+    /// timeout: nothing of it is used); the user's own file through a symlink is read.
+    #[test]
+    fn only_files_only_the_user_can_change_are_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let cwd = tempfile::tempdir().unwrap();
+        let file = cwd.path().join(FILE_NAME);
+        std::fs::write(&file, r#"{"rpcTimeout":9}"#).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o664)).unwrap();
+        let e = load(cwd.path(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("writable by its group") && e.contains("chmod go-w"),
+            "{e}"
+        );
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o646)).unwrap();
+        let e = load(cwd.path(), None).unwrap_err().to_string();
+        assert!(e.contains("writable by everyone"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(load(cwd.path(), None).unwrap().rpc_timeout_ms, 9);
+        // Another user's file (tests run as root; 65534 is nobody).
+        std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+        let e = load(cwd.path(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("owned by uid 65534") && e.contains("refusing"),
+            "{e}"
+        );
+        // A symlink to the user's own file is the user's file.
+        let own = tempfile::tempdir().unwrap();
+        let target = own.path().join("real.json");
+        std::fs::write(&target, r#"{"rpcTimeout":11}"#).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        std::os::unix::fs::symlink(&target, &file).unwrap();
+        assert_eq!(load(cwd.path(), None).unwrap().rpc_timeout_ms, 11);
+        // …and one to another user's file is not.
+        std::os::unix::fs::chown(&target, Some(65534), None).unwrap();
+        assert!(load(cwd.path(), None).is_err());
+    }
+
+    /// From the current directory's file, only connection tuning among `sshOptions` (whatever
+    /// the spelling of the key) and no `localPaths`; from the user's own file, anything.
+    #[test]
+    fn a_config_in_the_current_directory_cannot_run_commands_or_keep_paths_local() {
+        let cwd = |text: &str| parse(text, Path::new("/x/pi-bridge.config.json"), Origin::Cwd);
+        for bad in [
+            "ProxyCommand=touch /tmp/pwned",
+            "proxycommand touch /tmp/pwned",
+            "  PROXYCOMMAND = sh -c x",
+            "ProxyCommand\t=x",
+            "\"ProxyCommand\" x",
+            "LocalCommand=x",
+            "PermitLocalCommand=yes",
+            "KnownHostsCommand=x",
+            "Match exec \"x\"",
+            "PKCS11Provider=/tmp/x.so",
+            "SecurityKeyProvider=/tmp/x.so",
+            "ForwardAgent=yes",
+            "SendEnv=*",
+            "HostName=attacker",
+            "StrictHostKeyChecking=no",
+            "ControlPath=/tmp/x",
+            "Include=/tmp/x",
+        ] {
+            let text = serde_json::json!({"sshOptions": ["Compression=yes", bad]}).to_string();
+            let e = cwd(&text).unwrap_err();
+            assert!(matches!(e, ConfigError::NotHere { .. }), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("~/.config/pi-bridge/config.json"),
+                "{e}"
+            );
+            p(&text).unwrap_or_else(|e| panic!("{bad} from the user's own config: {e}"));
+        }
+        let ok =
+            cwd(r#"{"sshOptions":["Compression=yes","serveraliveinterval 5","ConnectTimeout=3"]}"#)
+                .unwrap();
+        assert_eq!(ok.ssh_options.len(), 3);
+        let e = cwd(r#"{"localPaths":["/home/me/notes"]}"#).unwrap_err();
+        assert!(matches!(e, ConfigError::NotHere { .. }), "{e}");
+        let c = p(r#"{"localPaths":["/home/me/notes","~/x"]}"#).unwrap();
+        assert_eq!(
+            c.local_paths,
+            [PathBuf::from("/home/me/notes"), PathBuf::from("~/x")]
+        );
+        for bad in [
+            r#"["/"]"#,
+            r#"["/a/.."]"#,
+            r#"["~"]"#,
+            r#"["rel"]"#,
+            r#"[""]"#,
+            r#""/x""#,
+            r#"[1]"#,
+        ] {
+            let e = p(&format!(r#"{{"localPaths":{bad}}}"#)).unwrap_err();
+            assert!(matches!(e, ConfigError::BadValue { .. }), "{bad}: {e}");
+        }
     }
 }

@@ -202,7 +202,7 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
         Err(e) => {
             r.fail(
                 format!("config: {e}"),
-                "correct or remove that key (README: Configuration)",
+                "do what the message says (README: Configuration)",
             );
             config::Config::default()
         }

@@ -1,11 +1,17 @@
-//! The loopback endpoint the preload talks to (see `protocol::endpoint`).
+//! The endpoint the preload talks to (see `protocol::endpoint`).
 //!
-//! `127.0.0.1:<ephemeral>`. A connection's first line must arrive within [`TOKEN_DEADLINE`] and
-//! equal the token (compared in constant time, independent of length); otherwise the connection
-//! is closed at once and nothing it sent is parsed or executed. After it: JSON-RPC frames.
-//! `session.info` is answered here; every other request goes to the agent (fresh id there, the
-//! client's own id on the answer), the lookups among them seen by the [`Learner`] on the way.
-//! Subscription notifications reach the connection that subscribed, verbatim.
+//! A Unix socket, `endpoint.sock` in pii's private scratch dir (0700, the socket 0600): other
+//! local users cannot even connect (the kernel refuses them at the directory), on Linux and macOS
+//! alike. A connection from a uid other than pii's (root's, which passes any directory) is closed
+//! at accept, before anything is read. So only this user's own processes (which could read
+//! node's memory anyway) can make pii hold a connection. A connection's first line must arrive
+//! within [`TOKEN_DEADLINE`] and equal the token (compared in constant time, independent of
+//! length); otherwise the connection is closed at once and nothing it sent is parsed or executed.
+//! Refusals are logged as counts, at most one line per [`REFUSAL_LOG_EVERY`]. After the token:
+//! JSON-RPC frames. `session.info` is answered here;
+//! every other request goes to the agent (fresh id there, the client's own id on the answer), the
+//! lookups among them seen by the [`Learner`] on the way. Subscription notifications reach the
+//! connection that subscribed, verbatim.
 
 use crate::prefetch::Learner;
 use crate::session::{Reply, Session};
@@ -15,14 +21,46 @@ use rand::RngCore;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
 pub const TOKEN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// At most one log line about refused connections per this long.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a connection was refused (for the counts in the log).
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    OtherUser,
+    BadToken,
+}
+
+/// Refusal counts, logged in bulk.
+#[derive(Default)]
+struct Refusals {
+    counts: [u64; 2],
+    logged: Option<std::time::Instant>,
+}
+
+impl Refusals {
+    fn note(m: &std::sync::Mutex<Refusals>, why: Refusal) {
+        let mut r = m.lock().unwrap_or_else(|p| p.into_inner());
+        r.counts[why as usize] += 1;
+        if r.logged.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_EVERY) {
+            r.logged = Some(std::time::Instant::now());
+            tracing::warn!(
+                "endpoint: refused connections so far: {} from other users, {} without the token",
+                r.counts[Refusal::OtherUser as usize],
+                r.counts[Refusal::BadToken as usize]
+            );
+        }
+    }
+}
 
 /// A fresh token: `len` random bytes from the OS, lowercase hex.
 pub fn new_token(len: usize) -> String {
@@ -69,8 +107,9 @@ impl Slot {
 }
 
 pub struct Endpoint {
-    pub addr: SocketAddr,
-    listener: TcpListener,
+    /// The socket's path (what the preload is told in `SessionEnv.endpoint`).
+    pub path: PathBuf,
+    listener: UnixListener,
     token: Arc<String>,
     ready: tokio::sync::watch::Receiver<Ready>,
 }
@@ -82,20 +121,23 @@ impl Endpoint {
         session: Session,
         info: SessionInfo,
         token: String,
+        path: &Path,
     ) -> std::io::Result<Endpoint> {
-        let (ep, slot) = Endpoint::bind_pending(token).await?;
+        let (ep, slot) = Endpoint::bind_pending(token, path)?;
         slot.up(session, info, None);
         Ok(ep)
     }
 
-    /// An endpoint that accepts connections at once; its calls wait until `Slot` is set.
-    pub async fn bind_pending(token: String) -> std::io::Result<(Endpoint, Slot)> {
-        let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
-        let addr = listener.local_addr()?;
+    /// An endpoint at `path` (in a private directory) that accepts connections at once; its
+    /// calls wait until `Slot` is set.
+    pub fn bind_pending(token: String, path: &Path) -> std::io::Result<(Endpoint, Slot)> {
+        let listener = UnixListener::bind(path)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
         let (tx, ready) = tokio::sync::watch::channel(Ready::Pending);
         Ok((
             Endpoint {
-                addr,
+                path: path.to_path_buf(),
                 listener,
                 token: Arc::new(token),
                 ready,
@@ -106,18 +148,25 @@ impl Endpoint {
 
     /// Serve connections until the task is dropped.
     pub async fn serve(self) {
+        // SAFETY: geteuid has no preconditions.
+        let me = unsafe { libc::geteuid() };
+        let refusals = Arc::new(std::sync::Mutex::new(Refusals::default()));
         loop {
             match self.listener.accept().await {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
+                Ok((stream, _)) => {
+                    if stream.peer_cred().map_or(true, |c| c.uid() != me) {
+                        Refusals::note(&refusals, Refusal::OtherUser);
+                        continue; // dropped: closed before anything is read
+                    }
                     let token = self.token.clone();
                     let ready = self.ready.clone();
+                    let refusals = refusals.clone();
                     tokio::spawn(async move {
-                        serve_connection(stream, peer, token, ready).await;
+                        serve_connection(stream, token, ready, &refusals).await;
                     });
                 }
                 Err(e) => {
-                    tracing::warn!("accept on the loopback endpoint failed: {e}");
+                    tracing::warn!("accept on the endpoint failed: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -135,10 +184,10 @@ struct ClientRequest<'a> {
 }
 
 async fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
+    stream: UnixStream,
     token: Arc<String>,
     ready: tokio::sync::watch::Receiver<Ready>,
+    refusals: &std::sync::Mutex<Refusals>,
 ) {
     let (r, mut w) = stream.into_split();
     let mut reader = BufReader::new(r);
@@ -161,10 +210,10 @@ async fn serve_connection(
         _ => false,
     };
     if !ok {
-        tracing::warn!("loopback connection from {peer} refused: missing or wrong token");
+        Refusals::note(refusals, Refusal::BadToken);
         return; // dropping both halves closes the connection
     }
-    tracing::debug!("loopback connection from {peer} authenticated");
+    tracing::debug!("endpoint connection authenticated");
 
     let (tx, mut rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let writer = tokio::spawn(async move {
@@ -196,7 +245,7 @@ async fn serve_connection(
                 let _ = tx.send(parse_error(&e.to_string(), ErrorCode::FrameTooLarge));
             }
             Err(e) => {
-                tracing::debug!("loopback connection from {peer}: {e}");
+                tracing::debug!("endpoint connection: {e}");
                 break;
             }
         }
@@ -356,20 +405,26 @@ mod tests {
     use crate::session::tests::{connect, facts, fast};
     use tokio::io::AsyncBufReadExt;
 
-    async fn start() -> (SocketAddr, String, crate::session::tests::Received) {
+    type Addr = PathBuf;
+
+    /// An endpoint in a private temp dir (kept for the whole test process).
+    async fn start() -> (Addr, String, crate::session::tests::Received) {
         let (session, received) = connect(fast());
         let info = SessionInfo {
             agent_version: "0.1.0".into(),
             facts: facts(),
         };
         let token = new_token(32);
-        let ep = Endpoint::bind(session, info, token.clone()).await.unwrap();
-        let addr = ep.addr;
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let ep = Endpoint::bind(session, info, token.clone(), &dir.path().join("e.sock"))
+            .await
+            .unwrap();
+        let addr = ep.path.clone();
         tokio::spawn(ep.serve());
         (addr, token, received)
     }
 
-    async fn closed_without_reply(stream: &mut TcpStream) -> bool {
+    async fn closed_without_reply(stream: &mut UnixStream) -> bool {
         let mut buf = [0u8; 64];
         matches!(
             tokio::time::timeout(Duration::from_secs(7), stream.read(&mut buf)).await,
@@ -407,7 +462,7 @@ mod tests {
         let (addr, token, received) = start().await;
         let mut wrong = token.clone().into_bytes();
         wrong[10] = if wrong[10] == b'a' { b'b' } else { b'a' };
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut s = UnixStream::connect(&addr).await.unwrap();
         s.write_all(&wrong).await.unwrap();
         s.write_all(b"\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{}}\n")
             .await
@@ -419,7 +474,7 @@ mod tests {
             format!("x{token}\n"),
             "\n".to_string(),
         ] {
-            let mut s = TcpStream::connect(addr).await.unwrap();
+            let mut s = UnixStream::connect(&addr).await.unwrap();
             s.write_all(bad.as_bytes()).await.unwrap();
             s.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{}}\n")
                 .await
@@ -438,16 +493,16 @@ mod tests {
     async fn short_or_missing_token_closes() {
         let (addr, token, received) = start().await;
         // Short token, no newline: closed after the deadline.
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut s = UnixStream::connect(&addr).await.unwrap();
         s.write_all(&token.as_bytes()[..10]).await.unwrap();
         let t = std::time::Instant::now();
         assert!(closed_without_reply(&mut s).await);
         assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
         // Nothing at all.
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut s = UnixStream::connect(&addr).await.unwrap();
         assert!(closed_without_reply(&mut s).await);
         // A correct token cut short by close.
-        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut s = UnixStream::connect(&addr).await.unwrap();
         s.write_all(token.as_bytes()).await.unwrap();
         s.shutdown().await.unwrap();
         assert!(closed_without_reply(&mut s).await);
@@ -455,20 +510,20 @@ mod tests {
     }
 
     async fn client(
-        addr: SocketAddr,
+        addr: &Path,
         token: &str,
     ) -> (
-        tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
-        tokio::net::tcp::OwnedWriteHalf,
+        tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+        tokio::net::unix::OwnedWriteHalf,
     ) {
-        let s = TcpStream::connect(addr).await.unwrap();
+        let s = UnixStream::connect(&addr).await.unwrap();
         let (r, mut w) = s.into_split();
         w.write_all(format!("{token}\n").as_bytes()).await.unwrap();
         (BufReader::new(r).lines(), w)
     }
 
     async fn next_json(
-        lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+        lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
     ) -> serde_json::Value {
         let l = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
             .await
@@ -481,7 +536,7 @@ mod tests {
     #[tokio::test]
     async fn right_token_calls_work_ids_preserved_errors_for_bad_frames() {
         let (addr, token, received) = start().await;
-        let (mut lines, mut w) = client(addr, &token).await;
+        let (mut lines, mut w) = client(&addr, &token).await;
         w.write_all(
             b"{\"jsonrpc\":\"2.0\",\"id\":\"abc\",\"method\":\"echo\",\"params\":{\"x\":[1,2]}}\n",
         )
@@ -561,14 +616,74 @@ mod tests {
         assert_eq!(got[2]["params"]["result"]["type"], "exit", "{got:?}");
     }
 
+    /// The socket is the owner's alone (0600, in a directory of the caller's choosing), and
+    /// another user's connection is closed before anything is read: `nobody` connecting through
+    /// a world-readable directory (as root may) gets no answer.
+    #[tokio::test]
+    async fn another_users_connection_is_closed_at_accept() {
+        use std::os::unix::fs::PermissionsExt;
+        let (session, received) = connect(fast());
+        let info = SessionInfo {
+            agent_version: "0.1.0".into(),
+            facts: facts(),
+        };
+        let token = new_token(32);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.path().join("e.sock");
+        let ep = Endpoint::bind(session, info, token.clone(), &path)
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        tokio::spawn(ep.serve());
+        // Tests run as root: open the socket to everyone so that nobody can connect at all.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let probe = dir.path().join("probe.py");
+        std::fs::write(
+            &probe,
+            r#"import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+try:
+    s.sendall(sys.argv[2].encode() + b'\n{"jsonrpc":"2.0","id":1,"method":"echo","params":[1]}\n')
+    s.settimeout(5)
+    print(repr(s.recv(100)))
+except (BrokenPipeError, ConnectionResetError):
+    print(repr(b''))
+"#,
+        )
+        .unwrap();
+        std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let out = tokio::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3"])
+            .arg(&probe)
+            .arg(&path)
+            .arg(&token)
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert_eq!(
+            text.trim(),
+            "b''",
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(agent_frames(&received).is_empty());
+    }
+
     #[tokio::test]
     async fn many_concurrent_connections() {
         let (addr, token, _) = start().await;
         let mut tasks = vec![];
         for c in 0..20 {
             let token = token.clone();
+            let addr = addr.clone();
             tasks.push(tokio::spawn(async move {
-                let (mut lines, mut w) = client(addr, &token).await;
+                let (mut lines, mut w) = client(&addr, &token).await;
                 for i in 0..20 {
                     w.write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"echo\",\"params\":[{c},{i}]}}\n").as_bytes())
                         .await

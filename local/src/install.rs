@@ -58,10 +58,13 @@ pub enum Announce {
     Install(String),
 }
 
-/// Read lines until the magic line or an install request; noise before it is skipped (and
-/// logged). A protocol mismatch is an error naming both versions. `Ok(None)` at end of stream.
+/// Read lines until the magic line echoing this connection's `nonce` or an install request;
+/// noise before it is skipped (and logged), including magic lines without the nonce (an rc
+/// file's echo, another program's output). A protocol mismatch is an error naming both
+/// versions. `Ok(None)` at end of stream.
 pub async fn read_announce<R: AsyncBufRead + Unpin>(
     reader: &mut R,
+    nonce: &str,
 ) -> Result<Option<Announce>, InstallError> {
     let mut buf = Vec::new();
     loop {
@@ -76,6 +79,12 @@ pub async fn read_announce<R: AsyncBufRead + Unpin>(
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\n', '\r']);
         if let Some(m) = Magic::parse(line) {
+            if m.nonce.as_deref() != Some(nonce) {
+                tracing::warn!(
+                    "skipping an agent announcement without this connection's nonce: {line:.200}"
+                );
+                continue;
+            }
             m.check_compatible()
                 .map_err(InstallError::VersionMismatch)?;
             return Ok(Some(Announce::Agent(m)));
@@ -86,7 +95,7 @@ pub async fn read_announce<R: AsyncBufRead + Unpin>(
         if let Some(rest) = line.strip_prefix(ERROR_PREFIX) {
             return Err(InstallError::Remote(rest.trim().to_string()));
         }
-        if line.starts_with(protocol::hello::MAGIC_PREFIX) {
+        if line.starts_with(protocol::hello::MAGIC_PREFIX) && line.contains(nonce) {
             return Err(InstallError::VersionMismatch(format!(
                 "the agent announced itself as {line:?}, which pii {} (protocol {}) cannot parse",
                 protocol::VERSION,
@@ -576,7 +585,14 @@ pub async fn connect_ssh(
     if let Some((_, d, size)) = table.iter().find(|(u, _, _)| u == "Linux aarch64").cloned() {
         table.push(("Linux arm64".into(), d, size));
     }
-    let script = bootstrap_script(&table);
+    // A fresh nonce per connection: the agent echoes it in its magic line (protocol::hello).
+    let nonce = crate::endpoint::new_token(16);
+    let script = format!(
+        "{}={nonce}; export {}; {}",
+        protocol::hello::NONCE_ENV,
+        protocol::hello::NONCE_ENV,
+        bootstrap_script(&table)
+    );
     let preset = crate::ssh::preset_keys(opts, dest).await;
     let args = crate::ssh::argv(opts, dest, &script, &preset);
     let shown = crate::ssh::display("ssh", &args[..args.len() - 1]) + " 'sh -c <bootstrap>'";
@@ -592,7 +608,7 @@ pub async fn connect_ssh(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| SshError::Spawn(format!("ssh: {e} (is OpenSSH installed and on PATH?)")))?;
-    bootstrap(child, &known, agent, dest, verbose).await
+    bootstrap(child, &known, agent, dest, verbose, &nonce).await
 }
 
 /// Drive a started bootstrap (ssh, or `sh -c` in tests) until the agent announces itself.
@@ -602,12 +618,13 @@ pub async fn bootstrap(
     agent: Option<&Path>,
     dest: &str,
     verbose: bool,
+    nonce: &str,
 ) -> Result<Link, InstallError> {
     let tail = capture_stderr(child.stderr.take().expect("piped"), "ssh");
     let mut reader = BufReader::new(Activity::new(child.stdout.take().expect("piped")));
     let mut uploaded = false;
     loop {
-        match read_announce(&mut reader).await? {
+        match read_announce(&mut reader, nonce).await? {
             Some(Announce::Agent(m)) => {
                 tracing::info!("agent {} (protocol {}) is up", m.version, m.protocol);
                 return Ok((child, reader, tail));
@@ -687,18 +704,36 @@ pub async fn bootstrap(
 mod tests {
     use super::*;
 
+    const NONCE: &str = "0123456789abcdef0123456789abcdef";
+
     async fn announce(input: &[u8]) -> Result<Option<Announce>, InstallError> {
         let mut r = tokio::io::BufReader::new(input);
-        read_announce(&mut r).await
+        read_announce(&mut r, NONCE).await
     }
 
     #[tokio::test]
     async fn skips_noise_until_magic() {
         let mut input = b"Welcome!\n\xff\xfe motd\r\n".to_vec();
-        input.extend_from_slice(protocol::hello::MAGIC_LINE.as_bytes());
+        input.extend_from_slice(protocol::hello::announcement(Some(NONCE)).as_bytes());
         input.extend_from_slice(b"{\"x\":1}\n");
         let got = announce(&input).await.unwrap();
-        assert_eq!(got, Some(Announce::Agent(Magic::current())));
+        assert_eq!(
+            got,
+            Some(Announce::Agent(Magic::with_nonce(Some(NONCE.into()))))
+        );
+        // Announcements without this connection's nonce are noise, whatever they claim.
+        let got = announce(
+            b"PI-BRIDGE-AGENT protocol=1 version=0.1.0\nPI-BRIDGE-AGENT protocol=0 version=0.0.1 nonce=ffffffffffffffff\nPI-BRIDGE-AGENT protocol=two\nPI-BRIDGE-AGENT protocol=1 version=0.1.0 nonce=0123456789abcdef0123456789abcdef\n",
+        )
+        .await
+        .unwrap();
+        assert!(matches!(got, Some(Announce::Agent(m)) if m.nonce.as_deref() == Some(NONCE)));
+        assert_eq!(
+            announce(b"PI-BRIDGE-AGENT protocol=1 version=0.1.0\n")
+                .await
+                .unwrap(),
+            None
+        );
         let got = announce(b"noise\nPI-BRIDGE-INSTALL Linux x86_64\n")
             .await
             .unwrap();
@@ -708,10 +743,11 @@ mod tests {
         assert_eq!(announce(&long).await.unwrap(), None);
     }
 
-    /// A fake agent: noise, this release's announcement, then it swallows its input.
+    /// A fake agent: noise, this release's announcement with the connection's nonce, then it
+    /// swallows its input.
     fn fake() -> String {
         format!(
-            "#!/bin/sh\necho noise-from-agent-rc\necho '{}'\necho \"args: $*\" >&2\ncat >/dev/null\n",
+            "#!/bin/sh\necho noise-from-agent-rc\necho \"{} nonce=$PI_BRIDGE_NONCE\"\necho \"args: $*\" >&2\ncat >/dev/null\n",
             magic()
         )
     }
@@ -800,7 +836,7 @@ mod tests {
         r.send(format!("{} {} {dir}\n", bin.len(), sha(bin)).as_bytes());
         r.send(bin);
         assert_eq!(r.line(), "noise-from-agent-rc");
-        assert_eq!(r.line(), magic());
+        assert_eq!(r.line(), format!("{} nonce=", magic()));
         assert_eq!(r.finish(), 0);
         let installed = base.join(&dir).join(AGENT_NAME);
         assert_eq!(std::fs::read(&installed).unwrap(), bin);
@@ -817,7 +853,7 @@ mod tests {
         // Second run: straight to the agent.
         let mut r = Run::start(home.path(), &script);
         assert_eq!(r.line(), "noise-from-agent-rc");
-        assert_eq!(r.line(), magic());
+        assert_eq!(r.line(), format!("{} nonce=", magic()));
         assert_eq!(r.finish(), 0);
 
         // A new build whose bytes arrive corrupted: refused, nothing installed, old kept.
@@ -958,6 +994,7 @@ mod tests {
             .arg("-c")
             .arg(script)
             .env("HOME", home)
+            .env(protocol::hello::NONCE_ENV, NONCE)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -981,10 +1018,16 @@ mod tests {
             size,
         }];
         let script = bootstrap_script(&[(u, dir_name(&sha), size)]);
-        let (mut child, _reader, _tail) =
-            bootstrap(sh_child(home.path(), &script), &known, None, "test", false)
-                .await
-                .unwrap();
+        let (mut child, _reader, _tail) = bootstrap(
+            sh_child(home.path(), &script),
+            &known,
+            None,
+            "test",
+            false,
+            NONCE,
+        )
+        .await
+        .unwrap();
         let installed = home
             .path()
             .join(".cache/pi-bridge/agent")
@@ -1000,6 +1043,7 @@ mod tests {
             None,
             "test",
             false,
+            NONCE,
         )
         .await
         .unwrap();
@@ -1017,6 +1061,7 @@ mod tests {
             Some(Path::new("/nonexistent/agent")),
             "test",
             false,
+            NONCE,
         )
         .await
         {
@@ -1032,17 +1077,19 @@ mod tests {
 
     #[tokio::test]
     async fn mismatch_names_both_versions() {
-        let e = announce(b"PI-BRIDGE-AGENT protocol=9 version=9.9.9\n")
-            .await
-            .unwrap_err()
-            .to_string();
+        let e = announce(
+            b"PI-BRIDGE-AGENT protocol=9 version=9.9.9 nonce=0123456789abcdef0123456789abcdef\n",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("9.9.9")
                 && e.contains("protocol 9")
                 && e.contains(&format!("protocol {}", protocol::PROTOCOL_VERSION)),
             "{e}"
         );
-        let e = announce(b"PI-BRIDGE-AGENT protocol=two\n")
+        let e = announce(b"PI-BRIDGE-AGENT protocol=two nonce=0123456789abcdef0123456789abcdef\n")
             .await
             .unwrap_err()
             .to_string();
@@ -1053,7 +1100,9 @@ mod tests {
             .to_string();
         assert!(e.contains("sha256 mismatch"), "{e}");
         // The same protocol but another release: refused as well.
-        let e = announce(b"PI-BRIDGE-AGENT protocol=1 version=0.0.1-old\n")
+        let e = announce(
+            b"PI-BRIDGE-AGENT protocol=1 version=0.0.1-old nonce=0123456789abcdef0123456789abcdef\n",
+        )
             .await
             .unwrap_err()
             .to_string();
@@ -1085,8 +1134,15 @@ mod tests {
                 size,
             }];
             let script = bootstrap_script(&[(u.clone(), dir_name(&sha), size)]);
-            let e = match bootstrap(sh_child(home.path(), &script), &known, None, "test", false)
-                .await
+            let e = match bootstrap(
+                sh_child(home.path(), &script),
+                &known,
+                None,
+                "test",
+                false,
+                NONCE,
+            )
+            .await
             {
                 Err(e) => e.to_string(),
                 Ok(_) => panic!("{name} was uploaded and answered"),

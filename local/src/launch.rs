@@ -71,7 +71,7 @@ impl Scratch {
             }
         };
         let scratch = Scratch { root };
-        for sub in ["cwd", "preload"] {
+        for sub in ["cwd", "preload", "tmp"] {
             std::fs::DirBuilder::new()
                 .mode(0o700)
                 .create(scratch.root.join(sub))
@@ -82,6 +82,16 @@ impl Scratch {
 
     pub fn cwd(&self) -> PathBuf {
         self.root.join("cwd")
+    }
+
+    /// The endpoint's Unix socket.
+    pub fn endpoint(&self) -> PathBuf {
+        self.root.join("endpoint.sock")
+    }
+
+    /// pi's private temp dir (node's `TMPDIR`).
+    pub fn temp(&self) -> PathBuf {
+        self.root.join("tmp")
     }
 
     /// Write the embedded preload files; returns the entry file's path.
@@ -259,26 +269,66 @@ fn find_pi_in(
     Ok(real)
 }
 
+/// What the preload is told about trust and the local side (`SessionEnv`'s `trustProject`,
+/// `gate` and `local`).
+pub struct Boundary {
+    pub trust_project: bool,
+    pub gate: protocol::trust::Gate,
+    pub local: Vec<protocol::endpoint::LocalPath>,
+}
+
 /// The `PII_SESSION` value. `facts` is `None` when node starts before the session is up: the
 /// preload then asks `session.info` for them when it first needs them. `prefetch`: what this pi
 /// looked up when it started before (`crate::prefetch`).
 pub fn session_env(
-    endpoint: std::net::SocketAddr,
+    endpoint: &Path,
     facts: Option<&protocol::Facts>,
     rpc_timeout_ms: u64,
-    trust_project: bool,
+    boundary: Boundary,
     prefetch: &[String],
 ) -> SessionEnv {
     SessionEnv {
-        endpoint: endpoint.to_string(),
+        endpoint: endpoint.to_string_lossy().into_owned(),
         cwd: facts.map(|f| f.project_root.clone()),
         routes: facts.map(|f| vec![f.sandbox_root.clone()]),
         remote_path: facts.map(|f| f.login_path.clone()),
         remote_home: facts.map(|f| f.home.clone()),
         rpc_timeout_ms,
-        trust_project,
+        trust_project: boundary.trust_project,
+        gate: boundary.gate,
+        local: boundary.local,
         prefetch: prefetch.to_vec(),
     }
+}
+
+/// The file name of the guard pii loads into pi (`preload/pi-bridge-guard.cjs`).
+pub const GUARD_FILE: &str = "pi-bridge-guard.cjs";
+
+/// pi's subcommands (its first argument): they run no model, and their own argument parsers
+/// take no `-e`.
+const PI_SUBCOMMANDS: [&str; 8] = [
+    "auth",
+    "mcp",
+    "install",
+    "remove",
+    "uninstall",
+    "update",
+    "list",
+    "config",
+];
+
+/// pi's arguments with the guard extension loaded first (`-e <guard>`), unless they start with
+/// one of pi's subcommands.
+pub fn with_guard(pi_args: &[OsString], guard: &Path) -> Vec<OsString> {
+    let sub = pi_args
+        .first()
+        .is_some_and(|a| PI_SUBCOMMANDS.iter().any(|s| a == *s));
+    if sub {
+        return pi_args.to_vec();
+    }
+    let mut v: Vec<OsString> = vec!["-e".into(), guard.as_os_str().to_os_string()];
+    v.extend(pi_args.iter().cloned());
+    v
 }
 
 /// One call to the agent through `session`, its result deserialized; errors as text.
@@ -297,43 +347,55 @@ pub async fn call<T: serde::de::DeserializeOwned>(
     }
 }
 
-/// The one line pii prints (before node starts) when the remote project holds code pi would run
-/// on this machine and `--trust-project` was not given; `None` when there is nothing to hide.
-pub async fn trust_notice(session: &crate::session::Session, root: &str) -> Option<String> {
-    let pi_dir = format!("{}/.pi", root.trim_end_matches('/'));
+/// The one line pii prints (before pi gets its first answer) when the remote project's config
+/// dirs hold what the trust gate hides and `--trust-project` was not given; `None` when there is
+/// nothing to hide at the project root. The gate applies at any depth; the notice names what it
+/// finds at the root.
+pub async fn trust_notice(
+    session: &crate::session::Session,
+    root: &str,
+    gate: &protocol::trust::Gate,
+) -> Option<String> {
     let mut hidden = vec![];
-    // Both at once: one round trip on the way to answering the preload's `session.info`.
-    let (ext, settings): (
-        Result<serde_json::Value, String>,
-        Result<protocol::fs::ReadResult, String>,
-    ) = tokio::join!(
-        call(
-            session,
-            "fs.stat",
-            serde_json::json!({"path": format!("{pi_dir}/extensions"), "lstat": true}),
-        ),
-        call(
+    for dir in &gate.config_dirs {
+        let base = format!("{}/{dir}", root.trim_end_matches('/'));
+        // All at once: one round trip on the way to answering the preload's `session.info`.
+        let stats = futures::future::join_all(gate.hidden.iter().map(|h| {
+            call::<serde_json::Value>(
+                session,
+                "fs.stat",
+                serde_json::json!({"path": format!("{base}/{h}"), "lstat": true}),
+            )
+        }));
+        let settings = call::<protocol::fs::ReadResult>(
             session,
             "fs.read",
-            serde_json::json!({"path": format!("{pi_dir}/settings.json")}),
-        )
-    );
-    if ext.is_ok() {
-        hidden.push(".pi/extensions".to_string());
-    }
-    if let Ok(r) = settings {
-        let v: serde_json::Value = serde_json::from_slice(&r.data.0).unwrap_or_default();
-        let keys: Vec<&str> = ["packages", "extensions", "npmCommand"]
-            .into_iter()
-            .filter(|k| v.get(k).is_some())
-            .collect();
-        if !keys.is_empty() {
-            hidden.push(format!("{} of .pi/settings.json", keys.join("/")));
+            serde_json::json!({"path": format!("{base}/{}", gate.settings_file)}),
+        );
+        let (stats, settings) = tokio::join!(stats, settings);
+        for (h, st) in gate.hidden.iter().zip(stats) {
+            if st.is_ok() {
+                hidden.push(format!("{dir}/{h}"));
+            }
+        }
+        if let Ok(r) = settings {
+            match gate.hidden_keys(&r.data.0) {
+                Some(keys) if keys.is_empty() => {}
+                Some(keys) => hidden.push(format!(
+                    "{} of {dir}/{}",
+                    keys.join("/"),
+                    gate.settings_file
+                )),
+                None => hidden.push(format!(
+                    "{dir}/{} (not a plain JSON object: pi sees it empty)",
+                    gate.settings_file
+                )),
+            }
         }
     }
     (!hidden.is_empty()).then(|| {
         format!(
-            "pii: hiding the remote project's {} (code from the remote would run on this machine); --trust-project to allow",
+            "pii: hiding the remote project's {} (and the same in any subdirectory: from the remote, they would run code or write files on this machine); --trust-project to allow",
             hidden.join(" and ")
         )
     })
@@ -342,15 +404,27 @@ pub async fn trust_notice(session: &crate::session::Session, root: &str) -> Opti
 /// Run `node --require <preload> <pi> <args>` in `cwd`, with the token and session in its
 /// environment only. Returns node's exit status. SIGINT is ignored meanwhile (the terminal sends
 /// it to node itself); SIGTERM and SIGHUP are forwarded to node.
+/// What node's environment gets from pii: the token, the session, and more variables (pi's
+/// agent dir made absolute, its private `TMPDIR`, …).
+pub struct NodeEnv<'a> {
+    pub token: &'a str,
+    pub session: &'a SessionEnv,
+    pub extra: &'a [(String, OsString)],
+}
+
 pub async fn run_node(
     node: &Path,
     preload: &Path,
     pi: &Path,
     pi_args: &[OsString],
     cwd: &Path,
-    token: &str,
-    session: &SessionEnv,
+    env: NodeEnv<'_>,
 ) -> Result<ExitStatus, LaunchError> {
+    let NodeEnv {
+        token,
+        session,
+        extra,
+    } = env;
     use tokio::signal::unix::{signal, SignalKind};
     let session_json = serde_json::to_string(session).expect("SessionEnv serializes");
     let mut cmd = tokio::process::Command::new(node);
@@ -359,6 +433,7 @@ pub async fn run_node(
         .arg(pi)
         .args(pi_args)
         .current_dir(cwd)
+        .envs(extra.iter().map(|(k, v)| (k, v)))
         .env(TOKEN_ENV, token)
         .env(SESSION_ENV, session_json)
         .kill_on_drop(true);
@@ -469,6 +544,8 @@ mod tests {
             version: "1.6.0".into(),
             engines_node: Some(">=22.19.0".into()),
             manifest: PathBuf::from("/x/package.json"),
+            app_name: None,
+            config_dir: None,
         };
         let node = |text: &str| Node {
             path: PathBuf::from("/usr/bin/node"),
@@ -510,6 +587,27 @@ mod tests {
     }
 
     #[test]
+    fn the_guard_loads_first_except_before_a_subcommand() {
+        let g = Path::new("/s/preload/pi-bridge-guard.cjs");
+        let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            with_guard(&args(&["-p", "hi"]), g),
+            args(&["-e", "/s/preload/pi-bridge-guard.cjs", "-p", "hi"])
+        );
+        assert_eq!(
+            with_guard(&args(&["fix the bug"]), g),
+            args(&["-e", "/s/preload/pi-bridge-guard.cjs", "fix the bug"])
+        );
+        assert_eq!(
+            with_guard(&[], g),
+            args(&["-e", "/s/preload/pi-bridge-guard.cjs"])
+        );
+        for sub in ["install", "update", "mcp", "config", "list", "auth"] {
+            assert_eq!(with_guard(&args(&[sub, "x"]), g), args(&[sub, "x"]));
+        }
+    }
+
+    #[test]
     fn exit_codes() {
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(exit_code(ExitStatus::from_raw(3 << 8)), 3);
@@ -528,7 +626,7 @@ mod tests {
         std::fs::write(
             &pi,
             format!(
-                "require('fs').writeFileSync({:?}, JSON.stringify({{argv: process.argv.slice(2), cwd: process.cwd(), token: process.env.PII_TOKEN, session: JSON.parse(process.env.PII_SESSION), pre: globalThis.preloaded}})); process.exit(7)",
+                "require('fs').writeFileSync({:?}, JSON.stringify({{argv: process.argv.slice(2), cwd: process.cwd(), token: process.env.PII_TOKEN, session: JSON.parse(process.env.PII_SESSION), extra: process.env.PI_BRIDGE_TEST_ENV, pre: globalThis.preloaded}})); process.exit(7)",
                 out.display().to_string()
             ),
         )
@@ -538,10 +636,18 @@ mod tests {
         let cwd = dir.path().join("cwd");
         std::fs::create_dir(&cwd).unwrap();
         let env = session_env(
-            "127.0.0.1:9".parse().unwrap(),
+            Path::new("/s/endpoint.sock"),
             Some(&crate::session::tests::facts()),
             1234,
-            false,
+            Boundary {
+                trust_project: false,
+                gate: protocol::trust::Gate::new(None),
+                local: vec![protocol::endpoint::LocalPath {
+                    path: "/l".into(),
+                    kind: protocol::endpoint::LocalKind::Code,
+                    why: "w".into(),
+                }],
+            },
             &[".".to_string(), "AGENTS.md".to_string()],
         );
         let st = run_node(
@@ -550,8 +656,11 @@ mod tests {
             &pi,
             &["a b".into(), "-p".into()],
             &cwd,
-            "deadbeef",
-            &env,
+            NodeEnv {
+                token: "deadbeef",
+                session: &env,
+                extra: &[("PI_BRIDGE_TEST_ENV".to_string(), "set".into())],
+            },
         )
         .await
         .unwrap();
@@ -565,6 +674,15 @@ mod tests {
         assert_eq!(v["session"]["routes"], serde_json::json!(["/home/dev/app"]));
         assert_eq!(v["session"]["rpcTimeoutMs"], 1234);
         assert_eq!(v["session"]["trustProject"], false);
+        assert_eq!(
+            v["session"]["gate"]["configDirs"],
+            serde_json::json!([".pi"])
+        );
+        assert_eq!(
+            v["session"]["local"],
+            serde_json::json!([{"path": "/l", "kind": "code", "why": "w"}])
+        );
+        assert_eq!(v["extra"], "set");
         assert_eq!(
             v["session"]["prefetch"],
             serde_json::json!([".", "AGENTS.md"])

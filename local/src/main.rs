@@ -2,6 +2,7 @@
 
 extern crate pi_bridge_protocol as protocol;
 
+mod boundary;
 mod config;
 mod doctor;
 mod endpoint;
@@ -47,12 +48,16 @@ Environment:
   PII_RESUME_GRACE_MS  how long the remote keeps pi's processes after the ssh link drops,
              waiting for pii to reconnect (default: 60000)
 
-Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json, keys sandboxRoot,
-authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms), sshOptions (array of -o values).
-Flags win over the file.
+Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json (yours, writable by no one
+else), keys sandboxRoot, authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms),
+sshOptions (array of -o values; in ./pi-bridge.config.json connection tuning only), localPaths
+(~/.config only). Flags win over the file.
 
-Trust: the remote project's .pi/extensions and the packages/extensions of its .pi/settings.json
-would run code on THIS machine; pii hides them unless --trust-project is given."
+Boundary: every path pi names is the remote's except pi's own (its agent dir, its installation,
+pii's private scratch and temp dirs, the terminal, and localPaths of ~/.config/pi-bridge/config.json);
+no process starts on this machine. Trust: the remote project's .pi/extensions, .pi/mcp.json and
+settings such as packages, npmCommand or sessionDir (in any subdirectory) would run code or write
+files on THIS machine; pii hides them unless --trust-project is given."
 )]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["ssh", "local", "version"])))]
 #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
@@ -88,8 +93,9 @@ struct Cli {
     #[arg(long)]
     verbose: bool,
 
-    /// Let pi load the remote project's .pi/extensions and .pi/settings.json packages. They run
-    /// on THIS machine with your keys: only for projects whose every committer you trust.
+    /// Let pi see the remote project's .pi/extensions, .pi/mcp.json and all of its
+    /// .pi/settings.json. Extensions and packages run on THIS machine with your keys: only for
+    /// projects whose every committer you trust.
     #[arg(long)]
     trust_project: bool,
 
@@ -267,6 +273,7 @@ async fn connect(
     timing: session::Timing,
     grace_ms: Option<u64>,
     (node, node_version, pi, log): (&Path, &str, &Path, Option<&Path>),
+    (gate, local): (&protocol::trust::Gate, &[protocol::endpoint::LocalPath]),
 ) -> Result<(session::Session, protocol::endpoint::SessionInfo)> {
     let (mut child, reader, root, stderr_tail, dest) = match link {
         Link::Local { agent, root } => {
@@ -277,8 +284,10 @@ async fn connect(
                     root.display()
                 );
             }
+            let nonce = endpoint::new_token(16);
             let mut child = tokio::process::Command::new(&agent)
                 .arg("--stdio")
+                .env(protocol::hello::NONCE_ENV, &nonce)
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -288,7 +297,7 @@ async fn connect(
             let tail = install::capture_stderr(child.stderr.take().expect("piped"), "agent");
             let stdout = child.stdout.take().expect("piped");
             let mut reader = BufReader::new(session::Activity::new(stdout));
-            match install::read_announce(&mut reader).await? {
+            match install::read_announce(&mut reader, &nonce).await? {
                 Some(install::Announce::Agent(_)) => {}
                 Some(install::Announce::Install(u)) => {
                     bail!(install::InstallError::UnexpectedInstall(u))
@@ -340,6 +349,8 @@ async fn connect(
     };
     let facts = hello.facts.clone();
     tracing::info!("connected: {facts:?}");
+    // The roots are the agent's word: checked before anything of the session is used.
+    boundary::check_roots(&facts, cfg.sandbox_root.is_some(), local)?;
     if cli.verbose {
         eprintln!(
             "pii: agent {} on {} ({} {}), user {} (home {}), project {} (sandbox {}), login PATH {}, git {}, rg {}, fd {}; node {} ({}), pi {}",
@@ -369,7 +380,7 @@ async fn connect(
         session.set_reconnect(std::sync::Arc::new(r));
     }
     if !cli.trust_project {
-        if let Some(notice) = launch::trust_notice(&session, &facts.project_root).await {
+        if let Some(notice) = launch::trust_notice(&session, &facts.project_root, gate).await {
             tracing::info!("{notice}");
             eprintln!("{notice}");
         }
@@ -434,37 +445,88 @@ async fn run(cli: Cli) -> Result<i32> {
 
     // node starts right away, with the endpoint listening: it boots and loads its modules while
     // ssh connects; the preload's first `session.info` waits for the handshake (issue 4).
+    let scratch = launch::Scratch::create(&std::env::temp_dir())?;
+    let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
+    // What stays on this machine; everything else pi names is the remote's.
+    let getenv = |k: &str| std::env::var_os(k);
+    let temp = scratch.temp();
+    let bound = boundary::local_paths(&boundary::Inputs {
+        home: home().as_deref(),
+        cwd: &cwd,
+        env: &getenv,
+        script: &pi,
+        package: package.as_ref(),
+        node: &node.path,
+        scratch: &scratch.root,
+        temp: &temp,
+        user_paths: &cfg.local_paths,
+        pi_args: &cli.pi_args,
+    })?;
+    for l in &bound.local {
+        tracing::debug!("local: {} ({:?}, {})", l.path, l.kind, l.why);
+    }
+    let gate = protocol::trust::Gate::new(package.as_ref().map(pi::Package::config_dir_name));
+    let mut node_env: Vec<(String, OsString)> = bound
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_os_str().to_os_string()))
+        .collect();
+    // pi's temp files (bash output, images) in its private dir; no jiti cache on disk (a cache
+    // file anybody could write would be code); node's compile cache outside the allowlist
+    // (node reads and writes it natively, pi's tools never see it).
+    node_env.push(("TMPDIR".into(), temp.clone().into_os_string()));
+    node_env.push(("JITI_FS_CACHE".into(), "false".into()));
+    if std::env::var_os("NODE_COMPILE_CACHE").is_none() {
+        // Kept across sessions (pi starts ~0.17 s faster with it warm), private to the user.
+        if let Some(dir) = cache_dir().map(|c| c.join("node-compile-cache")) {
+            match prefetch::private_dir(&dir) {
+                Ok(()) => node_env.push(("NODE_COMPILE_CACHE".into(), dir.into_os_string())),
+                Err(e) => tracing::warn!("node's compile cache: {e}"),
+            }
+        }
+    }
+    let pi_args = match &package {
+        Some(p) if p.is_pi() => {
+            launch::with_guard(&cli.pi_args, &preload.with_file_name(launch::GUARD_FILE))
+        }
+        _ => cli.pi_args.clone(),
+    };
+
     let token = endpoint::new_token(cfg.auth_token_length);
-    let (ep, slot) = endpoint::Endpoint::bind_pending(token.clone())
-        .await
-        .context("opening the loopback endpoint")?;
+    let (ep, slot) = endpoint::Endpoint::bind_pending(token.clone(), &scratch.endpoint())
+        .context("opening the endpoint (a Unix socket in the scratch dir)")?;
     let learner = learner(package.as_ref());
     let env = launch::session_env(
-        ep.addr,
+        &ep.path,
         None,
         cfg.rpc_timeout_ms,
-        cli.trust_project,
+        launch::Boundary {
+            trust_project: cli.trust_project,
+            gate: gate.clone(),
+            local: bound.local.clone(),
+        },
         learner.as_ref().map_or(&[][..], |l| l.known()),
     );
     let server = tokio::spawn(ep.serve());
-    let scratch = launch::Scratch::create(&std::env::temp_dir())?;
-    let preload = scratch.write_preload(launch::PRELOAD_FILES)?;
     tracing::info!(
         "starting {} --require {} {} {:?}",
         node.path.display(),
         preload.display(),
         pi.display(),
-        cli.pi_args
+        pi_args
     );
     let node_cwd = scratch.cwd();
     let node_run = launch::run_node(
         &node.path,
         &preload,
         &pi,
-        &cli.pi_args,
+        &pi_args,
         &node_cwd,
-        &token,
-        &env,
+        launch::NodeEnv {
+            token: &token,
+            session: &env,
+            extra: &node_env,
+        },
     );
     let up = connect(
         link,
@@ -473,6 +535,7 @@ async fn run(cli: Cli) -> Result<i32> {
         timing,
         grace_ms,
         (&node.path, &node.text, &pi, log.as_deref()),
+        (&gate, &bound.local),
     );
     tokio::pin!(node_run, up);
     enum First {
@@ -496,7 +559,7 @@ async fn run(cli: Cli) -> Result<i32> {
                         l.finish().await;
                     });
                 }
-                (Some(session), node_run.await)
+                (session, node_run.await)
             }
             Err(e) => {
                 // The preload's pending `session.info` fails with this reason and node exits on
@@ -513,18 +576,20 @@ async fn run(cli: Cli) -> Result<i32> {
             }
         },
         First::NodeDone(st) => {
-            tracing::info!("node exited before the session was up: {st:?}");
+            // A program that never asked the remote anything can end before the connection is
+            // up (paths on the allowlist need no session). The connection's outcome is still
+            // pii's to report: a remote that cannot be reached, or an agent that lies, fails.
+            tracing::info!("node exited before the session was up: {st:?}; finishing the connect");
             slot.fail("node exited");
-            (None, st)
+            match (&mut up).await {
+                Ok((session, _)) => (session, st),
+                Err(e) => {
+                    server.abort();
+                    return Err(e);
+                }
+            }
         }
     };
-    // node finished first: returning drops the unfinished connect (and kills its ssh).
-    let Some(session) = session else {
-        server.abort();
-        drop(scratch);
-        return Ok(launch::exit_code(status?));
-    };
-
     if let Some(l) = &learner {
         l.finish().await; // a start shorter than the learning window
     }

@@ -41,6 +41,11 @@ pub fn parse_version(s: &str) -> Option<Version> {
     ))
 }
 
+/// One path component (no `/`, not empty, not `.` or `..`).
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('\0')
+}
+
 /// The package a script belongs to: the nearest `package.json` with a `name` above it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
@@ -49,6 +54,10 @@ pub struct Package {
     /// `engines.node`, as written.
     pub engines_node: Option<String>,
     pub manifest: PathBuf,
+    /// `piConfig.name` (a fork's app name: its agent dir variable is `<NAME>_CODING_AGENT_DIR`).
+    pub app_name: Option<String>,
+    /// `piConfig.configDir` (a fork's `.pi`).
+    pub config_dir: Option<String>,
 }
 
 impl Package {
@@ -66,6 +75,8 @@ impl Package {
                         version: v["version"].as_str().unwrap_or("?").to_string(),
                         engines_node: v["engines"]["node"].as_str().map(str::to_string),
                         manifest: f,
+                        app_name: v["piConfig"]["name"].as_str().map(str::to_string),
+                        config_dir: v["piConfig"]["configDir"].as_str().map(str::to_string),
                     });
                 }
             }
@@ -77,6 +88,31 @@ impl Package {
     /// `name@version`: what the learned prefetch is kept under (`crate::prefetch`).
     pub fn key(&self) -> String {
         format!("{}@{}", self.name, self.version)
+    }
+
+    /// The package's directory.
+    pub fn dir(&self) -> &Path {
+        self.manifest.parent().unwrap_or(Path::new("/"))
+    }
+
+    /// pi's project (and home) config directory name: `piConfig.configDir`, else `.pi`.
+    pub fn config_dir_name(&self) -> &str {
+        self.config_dir
+            .as_deref()
+            .filter(|d| is_name(d))
+            .unwrap_or(".pi")
+    }
+
+    /// The environment variable naming pi's agent dir: `<APP>_CODING_AGENT_DIR`, APP from
+    /// `piConfig.name` (`pi` by default), as pi's config.js derives it; `suffix` `DIR` or
+    /// `SESSION_DIR`.
+    pub fn agent_dir_env(&self, suffix: &str) -> String {
+        let app = self
+            .app_name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("pi");
+        format!("{}_CODING_AGENT_{suffix}", app.to_uppercase())
     }
 
     pub fn is_pi(&self) -> bool {
@@ -469,6 +505,8 @@ mod tests {
             version: version.into(),
             engines_node: engines.map(Into::into),
             manifest: PathBuf::from("/x/package.json"),
+            app_name: None,
+            config_dir: None,
         };
         let cell = TESTED[0];
         let tested = pi(cell.package, cell.version, Some(">=1"));

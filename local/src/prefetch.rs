@@ -52,7 +52,7 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: {why}; not learning startup lookups there", path.display())]
+    #[error("{}: {why}; not used", path.display())]
     Unsafe { path: PathBuf, why: String },
 }
 
@@ -112,6 +112,33 @@ struct Saved {
     paths: Vec<String>,
 }
 
+/// `dir`, created 0700 if missing: an existing one must be a directory owned by this user and
+/// not a symlink; group/other permissions are taken away. (The learned lists, node's compile
+/// cache.)
+pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))?;
+    let m = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    let unsafe_dir = |why: &str| StoreError::Unsafe {
+        path: dir.to_path_buf(),
+        why: why.into(),
+    };
+    if !m.file_type().is_dir() {
+        return Err(unsafe_dir("not a directory (a symlink?)"));
+    }
+    // SAFETY: geteuid has no preconditions.
+    if m.uid() != unsafe { libc::geteuid() } {
+        return Err(unsafe_dir("owned by another user"));
+    }
+    if m.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io(dir))?;
+    }
+    Ok(())
+}
+
 /// The directory of learned lists.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -123,27 +150,7 @@ impl Store {
     /// this user and not a symlink; group/other permissions are taken away.
     pub fn open(cache: &Path) -> Result<Store, StoreError> {
         let dir = cache.join("prefetch");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(io(&dir))?;
-        let m = std::fs::symlink_metadata(&dir).map_err(io(&dir))?;
-        let unsafe_dir = |why: &str| StoreError::Unsafe {
-            path: dir.clone(),
-            why: why.into(),
-        };
-        if !m.file_type().is_dir() {
-            return Err(unsafe_dir("not a directory (a symlink?)"));
-        }
-        // SAFETY: geteuid has no preconditions.
-        if m.uid() != unsafe { libc::geteuid() } {
-            return Err(unsafe_dir("owned by another user"));
-        }
-        if m.mode() & 0o077 != 0 {
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(io(&dir))?;
-        }
+        private_dir(&dir)?;
         Ok(Store { dir })
     }
 

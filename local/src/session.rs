@@ -211,6 +211,8 @@ struct State {
     child: Option<tokio::process::Child>,
     /// What `hello` sent, to say it again on a new link.
     hello: Option<Hello>,
+    /// The roots the first `hello` answered (project, sandbox): a new agent must say the same.
+    roots: Option<(String, String)>,
     grace_ms: Option<u64>,
     ticket: Option<SessionTicket>,
     /// The highest notification seq received, the one acknowledged, bytes since.
@@ -453,6 +455,7 @@ impl Session {
         let mut st = self.inner.lock();
         st.hello = Some(params);
         st.ticket = h.session.clone();
+        st.roots = Some((h.facts.project_root.clone(), h.facts.sandbox_root.clone()));
         Ok(h)
     }
 
@@ -1012,7 +1015,7 @@ async fn handshake(
         };
         match hello_on(&mut link, inner, &params, deadline).await? {
             Ok(h) if h.resumed => return Ok((link, None)),
-            Ok(h) => return Ok((link, Some(h))),
+            Ok(h) => return Ok((link, Some(same_roots(inner, h)?))),
             Err(e) if e.code == ErrorCode::SessionGone.code() as i64 => {
                 tracing::warn!("the agent's session is gone: {}", e.message);
             }
@@ -1026,12 +1029,30 @@ async fn handshake(
         }
     }
     match hello_on(&mut link, inner, &hello, deadline).await? {
-        Ok(h) => Ok((link, Some(h))),
+        Ok(h) => Ok((link, Some(same_roots(inner, h)?))),
         Err(e) => Err(SessionError::Rpc {
             method: "hello".into(),
             code: e.code,
             message: e.message,
         }),
+    }
+}
+
+/// A new agent after a reconnect must report the roots the first one did (they were checked
+/// then, and node goes on using them).
+fn same_roots(inner: &Inner, h: HelloResult) -> Result<HelloResult, SessionError> {
+    let first = inner.lock().roots.clone();
+    match first {
+        Some((p, s)) if p != h.facts.project_root || s != h.facts.sandbox_root => {
+            Err(SessionError::BadResult {
+                method: "hello".into(),
+                msg: format!(
+                    "the new agent reports project {:?} and sandbox {:?}, the first one {p:?} and {s:?}",
+                    h.facts.project_root, h.facts.sandbox_root
+                ),
+            })
+        }
+        _ => Ok(h),
     }
 }
 

@@ -118,7 +118,7 @@ fn unbracket(h: &str) -> &str {
 }
 
 /// The key of an `-o` option (`Key=Value` or `Key Value`), lowercase.
-fn option_key(o: &str) -> String {
+pub fn option_key(o: &str) -> String {
     o.trim_start()
         .split(|c: char| c == '=' || c.is_whitespace())
         .next()

@@ -1,7 +1,9 @@
 //! The `pii` binary end to end in `--local` mode, with a fake agent written in node (so the
 //! test needs nothing but node, which pii needs anyway): exit code and argv pass through, the
 //! token and session reach node through its environment only, the agent's stdin is closed when
-//! node exits, the scratch dir is removed, SIGTERM is forwarded, SIGINT is survived.
+//! node exits, the scratch dir is removed, SIGTERM is forwarded, SIGINT is survived. The fake pi
+//! reports through files in a directory the user keeps local on purpose (`localPaths` of the
+//! user's own config): under pii, nothing else on this machine is writable by node's fs.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -10,7 +12,7 @@ use std::time::{Duration, Instant};
 const FAKE_AGENT: &str = r#"#!/usr/bin/env node
 const fs = require('fs');
 const out = process.env.FAKE_AGENT_OUT;
-process.stdout.write('motd noise\nPI-BRIDGE-AGENT protocol=1 version=@VERSION@\n');
+process.stdout.write('motd noise\nPI-BRIDGE-AGENT protocol=1 version=@VERSION@\nPI-BRIDGE-AGENT protocol=1 version=@VERSION@ nonce=' + process.env.PI_BRIDGE_NONCE + '\n');
 let buf = '';
 process.stdin.on('data', (d) => {
   buf += d;
@@ -59,21 +61,32 @@ impl Env {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let agent = dir.path().join("agent.js");
+        for sub in ["bin", "project", "tmp", "out", "home/.config/pi-bridge"] {
+            std::fs::create_dir_all(dir.path().join(sub)).unwrap();
+        }
+        let agent = dir.path().join("bin/agent.js");
         // pii runs only the agent of its own release: the fake announces this one.
         let fake = FAKE_AGENT.replace("@VERSION@", env!("CARGO_PKG_VERSION"));
         std::fs::write(&agent, fake).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&agent, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(dir.path().join("pi.js"), FAKE_PI).unwrap();
-        std::fs::create_dir(dir.path().join("project")).unwrap();
+        std::fs::write(dir.path().join("bin/pi.js"), FAKE_PI).unwrap();
+        std::fs::write(
+            dir.path().join("home/.config/pi-bridge/config.json"),
+            serde_json::json!({"localPaths": [dir.path().join("out")]}).to_string(),
+        )
+        .unwrap();
         let tmp = dir.path().join("tmp");
-        std::fs::create_dir(&tmp).unwrap();
         Some(Env { dir, tmp })
     }
 
     fn p(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// Where the fake pi and agent report.
+    fn o(&self, name: &str) -> PathBuf {
+        self.dir.path().join("out").join(name)
     }
 
     fn pii(&self, pi_args: &[&str]) -> Command {
@@ -85,9 +98,9 @@ impl Env {
         c.arg("--local")
             .arg(self.p("project"))
             .arg("--agent")
-            .arg(self.p("agent.js"))
+            .arg(self.p("bin/agent.js"))
             .arg("--pi")
-            .arg(self.p("pi.js"))
+            .arg(self.p("bin/pi.js"))
             .arg("--log-file")
             .arg(self.p("pii.log"))
             .args(flags)
@@ -95,14 +108,15 @@ impl Env {
             .args(pi_args)
             .current_dir(self.dir.path())
             .env("TMPDIR", &self.tmp)
-            .env("FAKE_AGENT_OUT", self.p("out"))
+            .env("HOME", self.p("home"))
+            .env("FAKE_AGENT_OUT", self.o("out"))
             .env_remove("PII_TOKEN")
             .env_remove("PII_SESSION");
         c
     }
 
     fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.p(name)).unwrap_or_default()
+        std::fs::read_to_string(self.o(name)).unwrap_or_default()
     }
 
     fn scratch_left(&self) -> Vec<PathBuf> {
@@ -138,7 +152,7 @@ fn runs_node_and_passes_exit_code_and_args() {
         Some(7),
         "stderr: {}\nlog: {}",
         String::from_utf8_lossy(&out.stderr),
-        env.read("pii.log")
+        std::fs::read_to_string(env.p("pii.log")).unwrap_or_default()
     );
     let pi: serde_json::Value = serde_json::from_str(&env.read("out.pi")).unwrap();
     assert_eq!(pi["argv"], serde_json::json!(["a b", "-p", "--x"]));
@@ -169,7 +183,7 @@ fn runs_node_and_passes_exit_code_and_args() {
 fn sigint_is_survived_and_sigterm_forwarded() {
     let Some(env) = Env::new() else { return };
     let mut child = env.pii(&["wait"]).stdin(Stdio::null()).spawn().unwrap();
-    wait_for(&env.p("out.ready"));
+    wait_for(&env.o("out.ready"));
     let pid = child.id() as libc::pid_t;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(pid, libc::SIGINT) };

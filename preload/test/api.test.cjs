@@ -74,7 +74,7 @@ test('at run time, an fs member the bridge does not know refuses a remote path a
   const { unknownRemote, unknownLocal } = await replacedByTheBridge();
   assert.strictEqual(unknownRemote.code, 'ERR_PI_BRIDGE_UNSUPPORTED', JSON.stringify(unknownRemote));
   assert.match(unknownRemote.message, /piBridgeProbeNewSync .* not supported on remote paths/);
-  assert.strictEqual(unknownLocal, 'local: /tmp/pi-bridge-local-path');
+  assert.strictEqual(unknownLocal, `local: ${path.join(__dirname, 'scripts', 'pi-bridge-local-path')}`);
 });
 
 // Node's own implementations the bridge relies on (kind 'node') must reach files only through

@@ -499,9 +499,11 @@ test('e2e: what a package looked up at start is prefetched in its next run (pii 
     const dir = path.join(root, 'project');
     fs.mkdirSync(dir);
     files({ 'AGENTS.md': 'be nice', '.pi/settings.json': '{}', '.git/HEAD': 'ref: refs/heads/main\n' })(dir);
-    // pii keys what it learns by the package.json above the script.
-    fs.writeFileSync(path.join(root, 'package.json'), JSON.stringify({ name: 'learn-probe', version: '1.0.0' }));
-    const script = path.join(root, 'probe.cjs');
+    // pii keys what it learns by the package.json above the script (a package of its own: pii
+    // keeps the package's directory local, so it must not hold the project).
+    fs.mkdirSync(path.join(root, 'pkg'));
+    fs.writeFileSync(path.join(root, 'pkg', 'package.json'), JSON.stringify({ name: 'learn-probe', version: '1.0.0' }));
+    const script = path.join(root, 'pkg', 'probe.cjs');
     fs.writeFileSync(
       script,
       `const fs = require('fs'); const path = require('path');
@@ -534,7 +536,7 @@ test('e2e: what a package looked up at start is prefetched in its next run (pii 
     assert.deepStrictEqual(second.startup, { hits: 11, misses: 0 }, JSON.stringify(second));
     assert.ok(second.prefetched >= 12, JSON.stringify(second));
     // Another version of the package starts from nothing.
-    fs.writeFileSync(path.join(root, 'package.json'), JSON.stringify({ name: 'learn-probe', version: '2.0.0' }));
+    fs.writeFileSync(path.join(root, 'pkg', 'package.json'), JSON.stringify({ name: 'learn-probe', version: '2.0.0' }));
     const third = run(3);
     assert.deepStrictEqual(third.startup, first.startup, JSON.stringify(third));
   } finally {
@@ -597,7 +599,8 @@ test('e2e: a change made outside the bridge becomes visible', async () => {
   const dir = path.join(root, 'project');
   fs.mkdirSync(dir);
   fs.writeFileSync(path.join(dir, 'f'), 'old');
-  const script = path.join(root, 'script.cjs');
+  fs.mkdirSync(path.join(root, 'bin')); // the script's directory stays local: not the project's parent
+  const script = path.join(root, 'bin', 'script.cjs');
   fs.writeFileSync(
     script,
     `const fs = require('fs');

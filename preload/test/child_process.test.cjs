@@ -1,6 +1,7 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
+const path = require('path');
 const route = require('../route.cjs');
 const { envDelta, resolveShell, remoteProgram, stdioModes } = require('../child_process.cjs');
 
@@ -23,11 +24,15 @@ test('shell resolution follows Node', () => {
   assert.deepStrictEqual(resolveShell('ls', ['a'], {}).args, ['a']);
 });
 
-test('local absolute programs become their basename; routed ones stay', () => {
-  route.configure({ routes: ['/p'], cwd: '/p' });
-  assert.strictEqual(remoteProgram('/bin/bash'), 'bash');
+test('programs named by a path that stays local become their basename; remote ones stay', () => {
+  const local = [
+    { path: '/home/me/.pi/agent', kind: 'config', why: "pi's agent dir" },
+    { path: path.dirname(process.execPath), kind: 'code', why: 'node' },
+  ];
+  route.configure({ local, routes: ['/p'], cwd: '/p' });
   assert.strictEqual(remoteProgram('/home/me/.pi/agent/bin/rg'), 'rg');
   assert.strictEqual(remoteProgram(process.execPath), 'node');
+  assert.strictEqual(remoteProgram('/bin/bash'), '/bin/bash'); // the remote's /bin/bash
   assert.strictEqual(remoteProgram('/p/scripts/run.sh'), '/p/scripts/run.sh');
   assert.strictEqual(remoteProgram('git'), 'git');
   assert.strictEqual(remoteProgram('./x.sh'), './x.sh');

@@ -31,7 +31,7 @@ function runWithSession(session, code) {
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'mech-')), 's.cjs');
   fs.writeFileSync(file, code);
   return cp.spawnSync(process.execPath, ['--require', path.join(h.PRELOAD_DIR, 'index.cjs'), file], {
-    env: { ...process.env, PII_TOKEN: 'ab', PII_SESSION: JSON.stringify(session) },
+    env: { ...process.env, PII_TOKEN: 'ab', PII_SESSION: JSON.stringify({ trustProject: true, local: h.localFor(path.dirname(file)), ...session }) },
     encoding: 'utf8',
     timeout: 20000,
   });

@@ -2,7 +2,12 @@
 //!
 //! 1. The agent's FIRST output on stdout is the magic line ([`Magic::line`]). The client skips
 //!    any line before it (MOTD, rc-file echo), so login-shell noise never breaks a session. The
-//!    agent writes nothing to stdout but the magic line and JSON-RPC frames.
+//!    agent writes nothing to stdout but the magic line and JSON-RPC frames. The client names a
+//!    fresh random nonce per connection ([`NONCE_ENV`] in the agent's environment); the agent
+//!    echoes it in the magic line, and a magic line without it is noise to the client (an rc
+//!    file's echo, another program's output). The nonce is no secret from the remote account
+//!    (its rc files see the command line): it keeps stray output from being taken for the agent,
+//!    while what the agent then says is checked by the client anyway (its roots).
 //! 2. The client checks the magic line: the same protocol AND the same release as its own
 //!    (`pii` only ever runs the agent of its own release; a mismatch is an error naming both
 //!    versions, never a parse failure), then calls `hello` ([`Hello`] → [`HelloResult`]).
@@ -25,11 +30,26 @@ pub const MAGIC_LINE: &str = concat!(
     "\n"
 );
 
-/// The agent's announcement: `PI-BRIDGE-AGENT protocol=1 version=0.1.0`.
+/// The environment variable through which the client gives the agent its connection's nonce.
+pub const NONCE_ENV: &str = "PI_BRIDGE_NONCE";
+
+/// The line the agent writes: [`MAGIC_LINE`] (read through `black_box`, so that the binary holds
+/// the constant verbatim) with the connection's nonce, when it is a valid one, before its newline.
+pub fn announcement(nonce: Option<&str>) -> String {
+    let base = std::hint::black_box(MAGIC_LINE).trim_end_matches('\n');
+    match nonce.filter(|n| Magic::valid_nonce(n)) {
+        Some(n) => format!("{base} nonce={n}\n"),
+        None => format!("{base}\n"),
+    }
+}
+
+/// The agent's announcement: `PI-BRIDGE-AGENT protocol=1 version=0.1.0 nonce=<hex>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Magic {
     pub protocol: u32,
     pub version: String,
+    /// The client's nonce for this connection, echoed.
+    pub nonce: Option<String>,
 }
 
 impl Magic {
@@ -37,14 +57,35 @@ impl Magic {
         Magic {
             protocol: crate::PROTOCOL_VERSION,
             version: crate::VERSION.to_string(),
+            nonce: None,
         }
     }
 
+    /// The current agent echoing `nonce` (a valid one, see [`Magic::valid_nonce`]).
+    pub fn with_nonce(nonce: Option<String>) -> Self {
+        Magic {
+            nonce: nonce.filter(|n| Magic::valid_nonce(n)),
+            ..Magic::current()
+        }
+    }
+
+    /// A nonce is 16 to 128 lowercase hex digits.
+    pub fn valid_nonce(n: &str) -> bool {
+        (16..=128).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
     pub fn line(&self) -> String {
-        format!(
+        let mut l = format!(
             "{MAGIC_PREFIX} protocol={} version={}",
             self.protocol, self.version
-        )
+        );
+        if let Some(n) = &self.nonce {
+            l.push_str(" nonce=");
+            l.push_str(n);
+        }
+        l
     }
 
     /// Parse a line; `None` if it is not a magic line (so it is noise to skip).
@@ -55,16 +96,20 @@ impl Magic {
             .strip_prefix(' ')?;
         let mut protocol = None;
         let mut version = None;
+        let mut nonce = None;
         for word in rest.split(' ') {
             if let Some(v) = word.strip_prefix("protocol=") {
                 protocol = v.parse().ok();
             } else if let Some(v) = word.strip_prefix("version=") {
                 version = Some(v.to_string());
+            } else if let Some(v) = word.strip_prefix("nonce=") {
+                nonce = Some(v.to_string());
             }
         }
         Some(Magic {
             protocol: protocol?,
             version: version?,
+            nonce,
         })
     }
 
@@ -221,8 +266,31 @@ mod tests {
         let m = Magic {
             protocol: 1,
             version: "0.1.0".into(),
+            nonce: None,
         };
         assert_eq!(m.line(), "PI-BRIDGE-AGENT protocol=1 version=0.1.0");
+        let n = Magic::with_nonce(Some("0123456789abcdef".into()));
+        assert!(
+            n.line().ends_with(" nonce=0123456789abcdef"),
+            "{}",
+            n.line()
+        );
+        assert_eq!(Magic::parse(&n.line()), Some(n));
+        // A nonce that is not one is not echoed (the client then skips the line).
+        for bad in [
+            "",
+            "short",
+            "0123456789ABCDEF",
+            "0123456789abcdef\n",
+            "0123456789abcdeg",
+        ] {
+            assert_eq!(Magic::with_nonce(Some(bad.into())).nonce, None, "{bad}");
+            assert_eq!(announcement(Some(bad)), MAGIC_LINE, "{bad}");
+        }
+        assert_eq!(
+            announcement(Some("0123456789abcdef")),
+            format!("{} nonce=0123456789abcdef\n", MAGIC_LINE.trim_end())
+        );
         assert_eq!(Magic::parse(&m.line()), Some(m.clone()));
         assert_eq!(
             Magic::parse("PI-BRIDGE-AGENT protocol=1 version=0.1.0\r"),
@@ -238,6 +306,7 @@ mod tests {
         let err = Magic {
             protocol: 99,
             version: "9.9.9".into(),
+            nonce: None,
         }
         .check_compatible()
         .unwrap_err();
@@ -248,6 +317,7 @@ mod tests {
         let err = Magic {
             protocol: crate::PROTOCOL_VERSION,
             version: "0.0.1-other".into(),
+            nonce: None,
         }
         .check_compatible()
         .unwrap_err();
@@ -279,7 +349,8 @@ mod tests {
             Magic::find_in(script),
             Some(Magic {
                 protocol: 1,
-                version: "2.0.0-rc.1".into()
+                version: "2.0.0-rc.1".into(),
+                nonce: None,
             })
         );
         assert_eq!(Magic::find_in(b"no agent here"), None);

@@ -5,6 +5,7 @@
 //! stderr, and only when `PI_BRIDGE_AGENT_LOG` is set (to a `tracing` filter such as `debug`).
 
 use pi_bridge_agent::server;
+use pi_bridge_protocol as protocol;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -49,6 +50,10 @@ fn main() {
 }
 
 fn run() -> anyhow::Result<()> {
+    // The client's nonce for this connection, echoed in the magic line; the processes the
+    // agent starts never see it.
+    let nonce = std::env::var(protocol::hello::NONCE_ENV).ok();
+    std::env::remove_var(protocol::hello::NONCE_ENV);
     // Take private close-on-exec copies of stdin/stdout, then point fds 0 and 1 at /dev/null: a
     // child can never inherit the session pipes (the client would miss EOF), and a stray print
     // can never corrupt the frame stream.
@@ -76,7 +81,7 @@ fn run() -> anyhow::Result<()> {
     rt.block_on(async move {
         let reader = async_reader(input)?;
         let writer = async_writer(output)?;
-        server::serve(reader, writer).await
+        server::serve_with_nonce(reader, writer, nonce).await
     })
 }
 

@@ -529,6 +529,19 @@ where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    serve_with_nonce(reader, writer, None).await
+}
+
+/// [`serve`], echoing the client's connection nonce in the magic line (`protocol::hello`).
+pub async fn serve_with_nonce<R, W>(
+    reader: R,
+    writer: W,
+    nonce: Option<String>,
+) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let agent = Agent::new();
     let module = Arc::new(module(agent.clone()));
     let out = Out::start();
@@ -536,10 +549,10 @@ where
     let (incoming_tx, mut incoming_rx) = mpsc::channel::<resume::Incoming>(4);
     agent.life.set_incoming(incoming_tx);
     let (conn_tx, conn_rx) = mpsc::unbounded_channel::<Wire>();
-    // The announcement is the constant itself, newline included, behind `black_box` so the
-    // optimizer cannot turn the copy into immediate stores: the binary then holds the line
-    // verbatim, which is how pii and `scripts/dist.sh --check` read its release without running it.
-    let magic: &'static str = std::hint::black_box(protocol::hello::MAGIC_LINE);
+    // The announcement is MAGIC_LINE itself behind `black_box` (the binary then holds the line
+    // verbatim, which is how pii and `scripts/dist.sh --check` read its release without running
+    // it), with this connection's nonce before the newline.
+    let magic = protocol::hello::announcement(nonce.as_deref());
     let writer_task = tokio::spawn(write_loop(writer, Some(magic), conn_rx));
     out.attach(conn_tx, None, None).await;
     // Probe the host while the client is still getting ready: `hello` then finds it done.
@@ -865,7 +878,7 @@ async fn raw_read(agent: &Arc<Agent>, id: &RawValue, p: RawRead) -> Result<Vec<u
 /// whenever the queue runs dry.
 async fn write_loop<W: AsyncWrite + Unpin>(
     writer: W,
-    magic: Option<&'static str>,
+    magic: Option<String>,
     mut rx: mpsc::UnboundedReceiver<Wire>,
 ) {
     async fn put<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, f: Wire) -> std::io::Result<()> {

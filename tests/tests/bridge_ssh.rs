@@ -2,7 +2,7 @@
 //! byte-exact transfers, sandbox refusals, and the loopback endpoint's token.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -233,7 +233,7 @@ fn a_wrong_token_executes_nothing_and_the_right_one_does() {
         format!("{token}x").into_bytes(),
     ];
     for bad in attempts {
-        let mut s = TcpStream::connect(&endpoint).unwrap();
+        let mut s = UnixStream::connect(&endpoint).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut frame = bad.clone();
         frame.push(b'\n');
@@ -255,7 +255,7 @@ fn a_wrong_token_executes_nothing_and_the_right_one_does() {
 
     // The same request with the right token is executed: the check above could fail. (node
     // starts while ssh connects and the agent uploads: the answer waits for the session.)
-    let mut s = TcpStream::connect(&endpoint).unwrap();
+    let mut s = UnixStream::connect(&endpoint).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(90))).unwrap();
     s.write_all(format!("{token}\n{}", write_request(&target)).as_bytes())
         .unwrap();

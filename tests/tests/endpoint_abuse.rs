@@ -8,9 +8,14 @@
 //! the remote. The legit client must see zero errors throughout. Then the token is looked for in
 //! every process's argv and in files, local and remote, and the remote is checked (`ss`, in the
 //! fixture's network namespace) for listening sockets of the remote user.
+//!
+//! `another_local_user_holding_500_idle_connections_costs_pii_nothing`: a real second local
+//! user (`nobody`, through `runuser`) tries to open 500 connections to a live session's endpoint
+//! and hold them. The endpoint is a Unix socket in pii's private scratch dir: none opens, pii
+//! holds no fd for them, logs nothing per connection, and its legit client never notices.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -123,7 +128,7 @@ fn write_req(id: u64, path: &str) -> String {
 
 /// Sends `first` then an `fs.write` of `marker`; true if the server closed without a byte.
 fn attack(endpoint: &str, first: &[u8], marker: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect(endpoint) else {
+    let Ok(mut s) = UnixStream::connect(endpoint) else {
         return true; // refused outright is fine too
     };
     s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
@@ -135,23 +140,34 @@ fn attack(endpoint: &str, first: &[u8], marker: &str) -> bool {
     rest.is_empty()
 }
 
-/// One authenticated `fs.stat` on a fresh connection.
+/// One authenticated `fs.stat` on a fresh connection (pii's Unix socket; a `host:port` endpoint
+/// too, so that this test can run against a pii from before the socket).
 fn legit_stat(endpoint: &str, token: &str, path: &str) -> Result<Value, String> {
-    let mut s = TcpStream::connect(endpoint).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let req = json!({"jsonrpc":"2.0","id":5,"method":"fs.stat","params":{"path":path}});
-    s.write_all(format!("{token}\n{req}\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let mut line = String::new();
-    BufReader::new(&s)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
+    let line = if endpoint.starts_with('/') {
+        let s = UnixStream::connect(endpoint).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        exchange(s, &format!("{token}\n{req}\n"))?
+    } else {
+        let s = std::net::TcpStream::connect(endpoint).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        exchange(s, &format!("{token}\n{req}\n"))?
+    };
     let v: Value = serde_json::from_str(&line).map_err(|e| format!("{e}: {line:?}"))?;
     if v.get("result").is_some() {
         Ok(v)
     } else {
         Err(v.to_string())
     }
+}
+
+fn exchange<S: Read + Write>(mut s: S, send: &str) -> Result<String, String> {
+    s.write_all(send.as_bytes()).map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
+    Ok(line)
 }
 
 fn grep_files(token: &str, dirs: &[&Path]) -> Vec<String> {
@@ -224,7 +240,7 @@ fn endpoint_abuse_executes_nothing_and_the_token_never_leaks() {
     }
     // No newline at all, then close; and the old session's endpoint is gone.
     cases += 1;
-    if let Ok(mut c) = TcpStream::connect(&ep) {
+    if let Ok(mut c) = UnixStream::connect(&ep) {
         let _ = c.write_all(token.as_bytes());
         let _ = c.shutdown(std::net::Shutdown::Write);
         let mut rest = vec![];
@@ -233,7 +249,7 @@ fn endpoint_abuse_executes_nothing_and_the_token_never_leaks() {
             refused += 1;
         }
     }
-    let old_gone = TcpStream::connect(&old_endpoint).is_err()
+    let old_gone = UnixStream::connect(&old_endpoint).is_err()
         || attack(
             &old_endpoint,
             format!("{old_token}\n").as_bytes(),
@@ -250,29 +266,41 @@ fn endpoint_abuse_executes_nothing_and_the_token_never_leaks() {
             let token = token.clone();
             let m = marker(200 + i);
             std::thread::spawn(move || {
-                let Ok(mut c) = TcpStream::connect(&ep) else {
+                let Ok(mut c) = UnixStream::connect(&ep) else {
                     return true;
                 };
-                c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
                 let mut bytes = format!("{token}\n").into_bytes();
                 bytes.extend_from_slice(write_req(1, &m).as_bytes());
+                let mut got = vec![];
                 for b in bytes {
                     if c.write_all(&[b]).is_err() {
                         break;
                     }
                     std::thread::sleep(Duration::from_secs(1));
-                    if c.peek(&mut [0u8; 1]).ok() == Some(0) {
-                        break; // closed by pii
+                    // pii sends nothing before the token: a byte is a reply, EOF is closed.
+                    c.set_read_timeout(Some(Duration::from_millis(5))).unwrap();
+                    let mut one = [0u8; 1];
+                    match c.read(&mut one) {
+                        Ok(0) => break, // closed by pii
+                        Ok(_) => {
+                            got.push(one[0]);
+                            break;
+                        }
+                        Err(_) => {}
                     }
                 }
+                if !got.is_empty() {
+                    return false;
+                }
+                c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
                 let mut rest = vec![];
                 let _ = c.read_to_end(&mut rest);
                 rest.is_empty()
             })
         })
         .collect();
-    let half_open: Vec<TcpStream> = (0..300)
-        .filter_map(|_| TcpStream::connect(&ep).ok())
+    let half_open: Vec<UnixStream> = (0..300)
+        .filter_map(|_| UnixStream::connect(&ep).ok())
         .collect();
     let half_open_n = half_open.len();
     let mut legit_during = 0;
@@ -387,10 +415,10 @@ fn endpoint_abuse_executes_nothing_and_the_token_never_leaks() {
     assert_eq!(executed, 0, "ops executed without the token: {listing}");
     assert!(listing.contains("legit-0.txt"), "{listing}");
     assert!(!log.contains(&token) && !log.contains(&old_token));
-    let refusals_logged = log.matches("missing or wrong token").count();
+    let refusals_logged = log.matches("refused connections so far").count();
     println!(
         "endpoint abuse: {cases} unauthenticated connections ({refused} closed without a byte; \
-         {refusals_logged} refusals in pii's log), incl. 10 slow-loris and {half_open_n} half-open; \
+         {refusals_logged} lines about refusals in pii's log), incl. 10 slow-loris and {half_open_n} half-open; \
          200 concurrent authenticated connections; {legit_during} fresh legit calls during the flood; \
          legit client (node pid {node}): {legit_ops} write+read+stat rounds, 0 errors; \
          ops executed without token: {executed}; token in argv: 0, in local files: 0, in remote \
@@ -400,4 +428,116 @@ fn endpoint_abuse_executes_nothing_and_the_token_never_leaks() {
         refused, cases,
         "some unauthenticated connection got a reply"
     );
+}
+
+/// The pid of the `pii` process whose child is `node`.
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = stat.rsplit(')').next().unwrap();
+    after.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[test]
+fn another_local_user_holding_500_idle_connections_costs_pii_nothing() {
+    let sshd = Sshd::start();
+    let s = start(&sshd, "flood");
+    let pii = parent_of(s.node);
+    let t = Instant::now();
+    legit_stat(&s.endpoint, &s.token, sshd.project()).expect("a legit call before the flood");
+    let baseline = t.elapsed();
+    let before = open_fds(pii);
+    // `nobody` opens up to 500 connections and holds them for 3 s; then it reports how many it
+    // opened, how many the server had closed (EOF) by then, and why an open failed.
+    let flood_py = s.dir.path().join("flood.py");
+    std::fs::write(
+        &flood_py,
+        r#"import socket, sys, time
+ep = sys.argv[1]
+socks, why = [], ""
+for _ in range(500):
+    try:
+        if ep.startswith("/"):
+            c = socket.socket(socket.AF_UNIX); c.connect(ep)
+        else:
+            h, p = ep.rsplit(":", 1); c = socket.create_connection((h, int(p)))
+        socks.append(c)
+    except OSError as e:
+        why = e.strerror
+        break
+sys.stderr.write("opened %d %s\n" % (len(socks), why))
+time.sleep(3)
+closed = 0
+for c in socks:
+    c.settimeout(0.01)
+    try:
+        if c.recv(1) == b"":
+            closed += 1
+    except socket.timeout:
+        pass
+    except OSError:
+        closed += 1
+print(len(socks), closed)
+"#,
+    )
+    .unwrap();
+    let mut perms = std::fs::metadata(s.dir.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(s.dir.path(), perms).unwrap();
+    let flood = Command::new("runuser")
+        .args(["-u", "nobody", "--", "python3"])
+        .arg(&flood_py)
+        .arg(&s.endpoint)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runuser");
+    // While the connections are held: pii's descriptors, and fresh legit calls.
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = open_fds(pii);
+    let t0 = Instant::now();
+    let mut slowest = Duration::ZERO;
+    let mut calls = 0;
+    while t0.elapsed() < Duration::from_secs(1) {
+        let t = Instant::now();
+        legit_stat(&s.endpoint, &s.token, sshd.project()).expect("a legit call during the flood");
+        slowest = slowest.max(t.elapsed());
+        calls += 1;
+    }
+    let out = flood.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    let opened_line = String::from_utf8_lossy(&out.stderr).to_string();
+    let (opened, closed): (usize, usize) = {
+        let mut it = report.split_whitespace().map(|n| {
+            n.parse()
+                .unwrap_or_else(|_| panic!("flood report: {report}{opened_line}"))
+        });
+        (it.next().unwrap(), it.next().unwrap())
+    };
+    let (r, log) = s.finish();
+    assert_eq!(r["errors"], json!([]), "the legit client saw errors: {r}");
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("refused connections"))
+        .count();
+    println!(
+        "another local user: {}; pii fds before {before}, during {during}; held open {opened}, \
+         closed by pii {closed}; a legit call before it {baseline:?}, {calls} during it, slowest \
+         {slowest:?}; {lines} log \
+         line(s) about refusals",
+        opened_line.trim()
+    );
+    assert_eq!(
+        opened - closed,
+        0,
+        "another user holds connections to pii: {report}"
+    );
+    assert!(
+        during < before + 20,
+        "pii held descriptors for another user's connections: {before} before, {during} during"
+    );
+    assert!(lines <= 2, "one log line per refused connection?\n{log}");
 }

@@ -41,7 +41,9 @@ fn agent_for_another_arch_is_one_clear_error() {
     let arm = dir.path().join("pi-bridge-agent-aarch64");
     fake_aarch64_elf(&arm);
     let script = dir.path().join("tool.js");
-    std::fs::write(&script, "console.log('should not run')").unwrap();
+    // Under routing by exclusion a program may run its local code while ssh connects; it never
+    // gets a remote answer (process.cwd() is the remote's) when the connect fails.
+    std::fs::write(&script, "process.cwd(); console.log('should not run')").unwrap();
     let out = std::process::Command::new(&pii)
         .arg("--ssh")
         .arg(sshd.dest())

@@ -193,7 +193,8 @@ fn two_different_builds_install_at_once_and_neither_prunes_the_other() {
     let long = dir.path().join("long.cjs");
     std::fs::write(
         &long,
-        "console.log('ready'); setTimeout(() => {}, 30000);\n",
+        // process.cwd() is the remote's: it waits for the session (an agent runs).
+        "process.cwd(); console.log('ready'); setTimeout(() => {}, 30000);\n",
     )
     .unwrap();
     let log = dir.path().join("long.log");

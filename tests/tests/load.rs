@@ -10,7 +10,7 @@
 //! only bound asserted besides correctness is memory (VmHWM), never time.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -62,17 +62,16 @@ fn ppid(pid: u32) -> u32 {
 
 /// One authenticated endpoint connection doing synchronous calls.
 struct Conn {
-    w: TcpStream,
-    r: BufReader<TcpStream>,
+    w: UnixStream,
+    r: BufReader<UnixStream>,
     id: u64,
     line: String,
 }
 
 impl Conn {
     fn open(endpoint: &str, token: &str) -> Conn {
-        let s = TcpStream::connect(endpoint).unwrap();
+        let s = UnixStream::connect(endpoint).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-        s.set_nodelay(true).unwrap();
         let mut w = s.try_clone().unwrap();
         w.write_all(format!("{token}\n").as_bytes()).unwrap();
         Conn {
@@ -296,8 +295,11 @@ fn spawns(s: &Session, n: usize) -> (u64, f64) {
     (bytes, t0.elapsed().as_secs_f64())
 }
 
+/// A script that keeps its session open, in `dir/bin` (pii keeps a script's directory local:
+/// it must not hold the project).
 fn keepalive_script(dir: &Path, marker: &str) -> std::path::PathBuf {
-    let script = dir.join(format!("{marker}.cjs"));
+    std::fs::create_dir_all(dir.join("bin")).unwrap();
+    let script = dir.join("bin").join(format!("{marker}.cjs"));
     std::fs::write(&script, "setTimeout(() => {}, 600000);\n").unwrap();
     script
 }

@@ -31,6 +31,6 @@ const changed = (obj, pristine, names) => names.filter((n) => {
   } catch (e) {
     out.unknownRemote = { code: e.code, message: e.message };
   }
-  out.unknownLocal = fs.piBridgeProbeNewSync('/tmp/pi-bridge-local-path');
+  out.unknownLocal = fs.piBridgeProbeNewSync(require('path').join(__dirname, 'pi-bridge-local-path')); // the script's dir stays local
   console.log(JSON.stringify(out));
 })();

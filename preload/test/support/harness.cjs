@@ -26,9 +26,36 @@ function runPlain(dir, script, args = [], env = {}) {
   return result(cp.spawnSync(process.execPath, [script, ...args], { cwd: dir, env: { ...process.env, PII_PROBE: '1', ...env }, timeout: 60000 }));
 }
 
+// pii keeps the directory of the script it runs local (its code); a project inside it would be
+// refused. A script written next to its project runs from a copy in a directory of its own:
+// {script, done()}.
+function ownScript(dir, script) {
+  const real = fs.realpathSync(dir);
+  const sdir = fs.realpathSync(path.dirname(script));
+  if (real !== sdir && !real.startsWith(`${sdir}/`)) return { script, done: () => {} };
+  const own = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-script-'));
+  const copy = path.join(own, path.basename(script));
+  fs.copyFileSync(script, copy);
+  return { script: copy, done: () => fs.rmSync(own, { recursive: true, force: true }) };
+}
+
 function runPii(dir, script, args = [], env = {}) {
-  const r = cp.spawnSync(piiBin(), ['--local', dir, '--pi', script, '--', ...args], { cwd: os.tmpdir(), env: { ...process.env, PII_PROBE: '1', ...env }, timeout: 60000 });
-  return result(r);
+  const s = ownScript(dir, script);
+  try {
+    const r = cp.spawnSync(piiBin(), ['--local', dir, '--pi', s.script, '--', ...args], { cwd: os.tmpdir(), env: { ...process.env, PII_PROBE: '1', ...env }, timeout: 60000 });
+    return result(r);
+  } finally {
+    s.done();
+  }
+}
+
+// The local allowlist a session made by hand needs (pii computes the real one): the preload's
+// own files (it requires some lazily), node's prefix, the given directories (the script's, the
+// scratch dir) and the terminal. Everything else is the fake remote's.
+function localFor(...dirs) {
+  const code = [PRELOAD_DIR, path.resolve(path.dirname(process.execPath), '..'), ...dirs].map((d) => ({ path: fs.realpathSync(d), kind: 'code', why: 'test' }));
+  const devices = ['/dev/null', '/dev/tty', '/dev/stdin', '/dev/stdout', '/dev/stderr', '/dev/pts'].map((d) => ({ path: d, kind: 'device', why: 'the terminal' }));
+  return [...code, ...devices];
 }
 
 // Starts the fake endpoint; returns {session, stop()}.
@@ -40,7 +67,7 @@ async function startFake(dir) {
     child.once('error', reject);
   });
   const real = fs.realpathSync(dir);
-  const session = { endpoint: `127.0.0.1:${port}`, cwd: real, routes: [real], remotePath: process.env.PATH, remoteHome: os.homedir(), rpcTimeoutMs: 10000 };
+  const session = { endpoint: `127.0.0.1:${port}`, cwd: real, routes: [real], remotePath: process.env.PATH, remoteHome: os.homedir(), rpcTimeoutMs: 10000, trustProject: true, local: [] };
   return { token, session, stop: () => child.stdin.end() };
 }
 
@@ -49,11 +76,16 @@ async function startFake(dir) {
 async function runFake(dir, script, args = [], env = {}, before = []) {
   const fake = await startFake(dir);
   const scratch = fs.mkdtempSync(path.join(os.tmpdir(), 'pii-scratch-'));
+  const own = ownScript(dir, script);
+  script = own.script;
+  // node's temp dir is a local one, as under pii (shapes.cjs probes Node in it).
+  const tmp = path.join(scratch, 'tmp');
+  fs.mkdirSync(tmp);
   try {
     const r = await new Promise((resolve) => {
       const c = cp.spawn(process.execPath, [...before.flatMap((m) => ['--require', m]), '--require', path.join(PRELOAD_DIR, 'index.cjs'), script, ...args], {
         cwd: scratch,
-        env: { ...process.env, PII_PROBE: '1', ...env, PII_TOKEN: fake.token, PII_SESSION: JSON.stringify(fake.session) },
+        env: { ...process.env, TMPDIR: tmp, PII_PROBE: '1', ...env, PII_TOKEN: fake.token, PII_SESSION: JSON.stringify({ ...fake.session, local: [{ path: fs.realpathSync(tmp), kind: 'temp', why: 'temp' }, ...localFor(scratch, path.dirname(script))] }) },
       });
       const out = [];
       const err = [];
@@ -64,6 +96,7 @@ async function runFake(dir, script, args = [], env = {}, before = []) {
     return result(r);
   } finally {
     fake.stop();
+    own.done();
     fs.rmSync(scratch, { recursive: true, force: true });
   }
 }
@@ -80,4 +113,4 @@ function twinProjects(populate) {
   return { root, plain: fs.realpathSync(a), bridged: fs.realpathSync(b), cleanup: () => fs.rmSync(root, { recursive: true, force: true }) };
 }
 
-module.exports = { PRELOAD_DIR, piiBin, runPlain, runPii, runFake, startFake, twinProjects };
+module.exports = { PRELOAD_DIR, piiBin, runPlain, runPii, runFake, startFake, twinProjects, localFor };

@@ -1,0 +1,17 @@
+'use strict';
+// The pi extension pii loads into pi (`pi -e <this file>`; it ships with the preload). pi's tools
+// act for the model, and the model's instructions may come from the remote project (its
+// AGENTS.md, a file it reads). Paths that stay on this machine (route.cjs) are reachable only by
+// name, so this blocks every tool call that names one the tools may not use: pi's agent dir
+// (keys, settings, other sessions), pii's scratch dir, the terminal; writes to pi's install and
+// temp dirs. boundary.cjs decides (`toolCall`); bash runs on the remote and is not checked.
+// Outside pii (no preload) it refuses to load.
+
+module.exports = function piBridgeGuard(pi) {
+  const boundary = globalThis[Symbol.for('pi-bridge.boundary')];
+  if (!boundary) throw new Error('pi-bridge-guard runs only under pii (no pi-bridge preload in this process)');
+  pi.on('tool_call', (event, ctx) => {
+    const reason = boundary.toolCall(event.toolName, event.input, ctx && typeof ctx.cwd === 'string' ? ctx.cwd : undefined);
+    return reason ? { block: true, reason } : undefined;
+  });
+};
