@@ -97,8 +97,9 @@ cell_pi_cli() {
 # Install every pinned pi (fixtures/pi/*) and node (fixtures/node/*).
 ensure_matrix() {
   local dir
-  for dir in "$root"/fixtures/pi/*/ "$root"/fixtures/node/*/; do
-    ensure_npm_fixture "${dir%/}"
+  # Every pinned fixture, found by its lockfile (a stray node_modules is not one).
+  for dir in "$root"/fixtures/pi/*/package-lock.json "$root"/fixtures/node/*/package-lock.json; do
+    ensure_npm_fixture "${dir%/package-lock.json}"
   done
   while read -r _ node; do
     [[ -x "$(cell_node_bin "$node")/node" ]] || {

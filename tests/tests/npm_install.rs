@@ -291,7 +291,10 @@ fn installed_pii_serves_a_session_from_the_aarch64_agent_under_qemu() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    let script = dir.path().join("tool.js");
+    // The script stands in for pi: it lives in its own directory, as pi's install does, which
+    // stays on this machine and must not contain the project.
+    let tool = tempfile::tempdir().unwrap();
+    let script = tool.path().join("tool.js");
     std::fs::write(
         &script,
         "const fs = require('fs');\n\
@@ -408,7 +411,8 @@ fn launcher_runs_pii_on_every_node_of_the_matrix_with_its_exit_codes_and_signals
         let project = dir.path().join("project");
         std::fs::create_dir(&project).unwrap();
         let ready = project.join("ready");
-        let script = dir.path().join("wait.js");
+        let tool = tempfile::tempdir().unwrap();
+        let script = tool.path().join("wait.js");
         std::fs::write(
             &script,
             "require('fs').writeFileSync('ready', String(process.pid));\n\
@@ -429,7 +433,13 @@ fn launcher_runs_pii_on_every_node_of_the_matrix_with_its_exit_codes_and_signals
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
-        wait_for("the script under pii", || ready.exists());
+        wait_for("the script under pii", || {
+            if let Some(st) = child.try_wait().unwrap() {
+                let log = std::fs::read_to_string(dir.path().join("pii.log")).unwrap_or_default();
+                panic!("node {major}: pii ended ({st}) before the script ran:\n{log}");
+            }
+            ready.exists()
+        });
         let has_execve = Command::new(&node)
             .args([
                 "-e",
