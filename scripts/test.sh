@@ -17,6 +17,11 @@ section "the matrix's pinned pi and node (fixtures/pi, fixtures/node)"
 ensure_matrix
 lap "matrix install"
 
+section "cargo-nextest"
+# On this machine kind's images; installed from crates.io where it is missing.
+command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+lap "cargo-nextest"
+
 section "cargo build --workspace"
 cargo build --workspace
 lap "build"
@@ -47,12 +52,16 @@ run_cell() { # pi node scope(all|cell)
   local pi="$1" node="$2" scope="$3"
   local -x PATH="$(cell_node_bin "$node"):$PATH" PI_BRIDGE_PI="$pi" PI_BRIDGE_NODE="$node"
   section "pi $pi on node $(node --version): ${scope} suites"
+  # cargo-nextest runs the tests of all binaries side by side (.config/nextest.toml: 4 at a
+  # time, load.rs alone); doctests are cargo test's.
   if [[ "$scope" == all ]]; then
-    timeout --kill-after=30 20m cargo test --workspace --no-fail-fast
+    timeout --kill-after=30 20m cargo nextest run --workspace --no-fail-fast
+    timeout --kill-after=30 5m cargo test --workspace --doc
   else
-    timeout --kill-after=30 10m cargo test -p pi-bridge-tests --no-fail-fast "${CELL_SUITES[@]}"
+    timeout --kill-after=30 10m cargo nextest run -p pi-bridge-tests --no-fail-fast "${CELL_SUITES[@]}"
   fi
-  timeout --kill-after=10 10m node --test "${preload_tests[@]}"
+  # The preload's tests mostly wait on child processes: run 4 files at a time.
+  timeout --kill-after=10 10m node --test --test-concurrency=4 "${preload_tests[@]}"
   lap "pi $pi on node $node"
 }
 
