@@ -1,5 +1,5 @@
 //! `--only scale` (issue 15 item 5): how the bridge's cost grows with the project. For each size
-//! a fresh remote project of D directories (≈5 files each; 40 % under `src/`, 60 % under a
+//! a fresh remote project of D directories (5 empty files each: the fixture home is a 1 GB tmpfs; 40 % under `src/`, 60 % under a
 //! `node_modules` tree) is generated on the remote side of the fixture, then:
 //!
 //! - `runs` scripted pi sessions through pii at +0 ms (pi's fake LLM asks for one `read`): ms from
@@ -43,7 +43,7 @@ awk -v n={dirs} 'BEGIN {{
   }}
 }}' > .dirs
 xargs mkdir -p < .dirs
-awk '{{ for (j = 0; j < 5; j++) {{ f = $0 "/f" j ".js"; print "module.exports = " j > f; close(f) }} }}' .dirs
+awk '{{ for (j = 0; j < 5; j++) {{ f = $0 "/f" j ".js"; printf "" > f; close(f) }} }}' .dirs
 rm .dirs
 echo "$(find . -type d | wc -l) $(find . -type f | wc -l)"
 "#
