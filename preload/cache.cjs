@@ -7,10 +7,15 @@
 // it, invalidates it.
 //
 // What is cached: only answers the agent flagged `cache: true` — fs.stat {path, lstat} (results
-// and ENOENT/ENOTDIR errors) and whole-file fs.read results up to MAX_READ bytes. Served from
-// them: fs.stat (a non-symlink's stat answers lstat too, and the other way round), fs.access with
-// mode 0 (F_OK), fs.read at any offset of a cached whole file, and fs.realpath of a path known
-// not to be (or go through) a symlink. Under a path cached as missing, everything is missing.
+// and ENOENT/ENOTDIR errors), whole-file fs.read results up to MAX_READ bytes, and non-recursive
+// fs.readdir listings (flagged only when the directory itself is watched and was reached without
+// a symlink). Served from them: fs.stat (a non-symlink's stat answers lstat too, and the other
+// way round), fs.access with mode 0 (F_OK), fs.read at any offset of a cached whole file,
+// fs.realpath of a path known not to be (or go through) a symlink, and fs.readdir (its listing,
+// or the ENOENT/ENOTDIR of its cached stat). Under a path cached as missing, everything is
+// missing. A listing lives on its directory's node as the directory's own entry: a change named
+// inside the directory drops it as its parent's entry, a change of the directory or above drops
+// it with the subtree.
 //
 // Coherence:
 // - Feeds: the helper worker subscribes on its connection and forwards each item on a port of
@@ -52,7 +57,7 @@ const CTL = { CHANGES: 2, EPOCH: 3, DRAINED: 4, PREFETCH: 5, LENGTH: 6 };
 // The wait replaces a round trip and ends when the feed's first item arrives.
 const PREFETCH_WAIT_MS = 1000;
 
-const counters = { hits: 0, misses: 0, stores: 0, invalidations: 0, clears: 0, prefetched: 0, prefetchWaits: 0 };
+const counters = { hits: 0, listHits: 0, misses: 0, stores: 0, invalidations: 0, clears: 0, prefetched: 0, prefetchWaits: 0 };
 
 const state = {
   enabled: process.env.PI_BRIDGE_CACHE !== '0',
@@ -71,9 +76,13 @@ const state = {
 let receive = null; // worker_threads.receiveMessageOnPort, loaded with the first attach
 
 function newNode() {
-  // stat / lstat: {ok: Stat} | {err: rpc error object}; read: {b64, size, buf?}
-  return { kids: null, stat: undefined, lstat: undefined, read: undefined };
+  // stat / lstat: {ok: Stat} | {err: rpc error object}; read: {b64, size, buf?};
+  // list: {entries (frozen DirEntry objects), weight}
+  return { kids: null, stat: undefined, lstat: undefined, read: undefined, list: undefined };
 }
+
+// A listing counts towards MAX_ENTRIES by its size (one entry per 64 names, at least one).
+const listWeight = (entries) => 1 + (entries.length >> 6);
 
 function split(p) {
   return p.split('/').filter(Boolean);
@@ -101,7 +110,7 @@ function findOrMake(p) {
 }
 
 function ownCount(n) {
-  return (n.stat ? 1 : 0) + (n.lstat ? 1 : 0) + (n.read ? 1 : 0);
+  return (n.stat ? 1 : 0) + (n.lstat ? 1 : 0) + (n.read ? 1 : 0) + (n.list ? n.list.weight : 0);
 }
 
 function subtreeCount(n) {
@@ -112,7 +121,7 @@ function subtreeCount(n) {
 
 function dropOwn(n) {
   state.entries -= ownCount(n);
-  n.stat = n.lstat = n.read = undefined;
+  n.stat = n.lstat = n.read = n.list = undefined;
 }
 
 const isNegative = (e) => !!(e && e.err);
@@ -296,6 +305,7 @@ function lookup(method, params) {
   else if (method === 'fs.access' && !params.mode) kind = 'access';
   else if (method === 'fs.read') kind = 'read';
   else if (method === 'fs.realpath') kind = 'realpath';
+  else if (method === 'fs.readdir' && !params.recursive) kind = 'list';
   else return undefined;
   if (state.prefetchSet) awaitPrefetch(params.path);
   poll();
@@ -315,6 +325,11 @@ function lookup(method, params) {
     } else if (kind === 'access') {
       const e = statEntry(n, true);
       if (e) out = e.ok ? { result: null } : { error: rpcError(e.err, 'access') };
+    } else if (kind === 'list') {
+      // A cached failure of the path (ENOENT, or ENOTDIR on the way) is the listing's too.
+      const e = statEntry(n, true);
+      if (n.list) out = { result: { entries: n.list.entries.slice(), cache: true } };
+      else if (e && e.err) out = { error: rpcError(e.err, 'scandir') };
     } else if (n.read) {
       const r = n.read;
       const offset = params.offset || 0;
@@ -329,13 +344,15 @@ function lookup(method, params) {
   if (!out) {
     // Under a path known not to exist, nothing exists (its creation drops this answer too).
     if (state.epoch !== 0 && typeof params.path === 'string' && missingAncestor(params.path)) {
-      const syscall = kind === 'read' ? 'open' : kind === 'stat' ? (params.lstat ? 'lstat' : 'stat') : kind;
+      const syscall = kind === 'read' ? 'open' : kind === 'list' ? 'scandir' : kind === 'stat' ? (params.lstat ? 'lstat' : 'stat') : kind;
       const data = { code: 'ENOENT', syscall, path: params.path, cache: true };
       out = { error: { code: -32000, message: `ENOENT: no such file or directory, ${syscall} '${params.path}'`, data } };
     }
   }
-  if (out) counters.hits++;
-  else counters.misses++;
+  if (out) {
+    counters.hits++;
+    if (kind === 'list' && out.result) counters.listHits++;
+  } else counters.misses++;
   return out;
 }
 
@@ -364,7 +381,8 @@ function token() {
 function put(p, slot, value) {
   if (state.entries >= MAX_ENTRIES) clearAll();
   const n = findOrMake(p);
-  if (!n[slot]) state.entries++;
+  const weight = (v) => (!v ? 0 : slot === 'list' ? v.weight : 1);
+  state.entries += weight(value) - weight(n[slot]);
   n[slot] = value;
   counters.stores++;
 }
@@ -386,6 +404,11 @@ function store(method, params, tok, answer) {
     if (!r || r.cache !== true || (params.offset || 0) !== 0 || typeof r.data !== 'string' || r.size > MAX_READ) return;
     if (Buffer.byteLength(r.data, 'base64') !== r.size) return; // not the whole file
     put(p, 'read', { b64: r.data, size: r.size });
+  } else if (method === 'fs.readdir') {
+    const r = answer.result;
+    if (params.recursive || !r || r.cache !== true || !Array.isArray(r.entries)) return;
+    const entries = r.entries.map((e) => Object.freeze({ name: e.name, kind: e.kind }));
+    put(p, 'list', { entries, weight: listWeight(entries) });
   } else if (method === 'fs.open') {
     // An open that neither creates nor truncates answers the path's stat (and maybe its first
     // bytes) under the same flags as fs.stat and fs.read.

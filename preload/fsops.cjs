@@ -221,7 +221,7 @@ function* cpOp(c, o) {
   }
   yield ['fs.mkdir', { path: dest, recursive: true }];
   const skipped = [];
-  for (const e of yield ['fs.readdir', { path: src, recursive: true }]) {
+  for (const e of (yield ['fs.readdir', { path: src, recursive: true }]).entries) {
     const from = path.join(src, e.name);
     const to = path.join(dest, e.name);
     if (skipped.some((s) => from.startsWith(`${s}/`))) continue;
@@ -315,7 +315,7 @@ const OPS = {
     *run(c, _p, o) {
       const { encoding, withFileTypes, recursive } = opts(o, { encoding: 'utf8' });
       const follow = recursive ? yield* readdirFollows(c, withFileTypes) : false;
-      const entries = yield ['fs.readdir', { path: c.p[0], recursive: !!recursive, ...(follow ? { follow: true } : {}) }];
+      const { entries } = yield ['fs.readdir', { path: c.p[0], recursive: !!recursive, ...(follow ? { follow: true } : {}) }];
       if (!withFileTypes) return entries.map((e) => encodeName(e.name, encoding));
       return entries.map((e) => {
         const slash = e.name.lastIndexOf('/');
@@ -516,7 +516,7 @@ const OPS = {
     *run(c, _p, o) {
       const { recursive, encoding } = opts(o, {});
       const follow = recursive ? yield* readdirFollows(c, true) : false;
-      const entries = yield ['fs.readdir', { path: c.p[0], recursive: !!recursive, ...(follow ? { follow: true } : {}) }];
+      const { entries } = yield ['fs.readdir', { path: c.p[0], recursive: !!recursive, ...(follow ? { follow: true } : {}) }];
       return makeDir(
         c.disp[0],
         entries.map((e) => {

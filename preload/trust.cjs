@@ -57,11 +57,11 @@ function hiddenIn(params) {
   return null;
 }
 
-// fs.readdir results: drop entries (names relative to the listed dir, `a/b` when recursive)
-// that are hidden.
-function filterEntries(dir, entries) {
-  if (!Array.isArray(entries)) return entries;
-  return entries.filter((e) => !(e && typeof e.name === 'string' && isHidden(path.join(dir, e.name))));
+// fs.readdir results ({entries}): drop entries (names relative to the listed dir, `a/b` when
+// recursive) that are hidden. A new object: the one given may be the cache's.
+function filterEntries(dir, result) {
+  if (!result || !Array.isArray(result.entries)) throw new Error('pi-bridge: fs.readdir answered without entries');
+  return { ...result, entries: result.entries.filter((e) => !(e && typeof e.name === 'string' && isHidden(path.join(dir, e.name)))) };
 }
 
 // Wrap one operation's generator: refuse hidden paths, filter listings.

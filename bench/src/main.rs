@@ -6,6 +6,7 @@
 //! Run it through `bash scripts/bench.sh` (release build, root, sshfs). Not a test: nothing here
 //! asserts a time; the targets are reported as met or as a measured gap.
 
+mod scale;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,10 @@ struct Opts {
     only_pi: bool,
     /// `--only startup`: only pi's start through pii, first (nothing learned) and learned.
     only_startup: bool,
+    /// `--only scale`: only the project-size scan (`scale.rs`), these sizes in directories.
+    only_scale: Option<Vec<usize>>,
+    /// `--scale-out FILE`: where `--only scale` writes its rows (default bench/scale.tsv).
+    scale_out: Option<PathBuf>,
     rtts: Vec<u64>,
     out: PathBuf,
 }
@@ -45,6 +50,8 @@ fn parse_args() -> Result<Opts> {
         only_big: false,
         only_pi: false,
         only_startup: false,
+        only_scale: None,
+        scale_out: None,
         rtts: vec![0, 5, 20],
         out: paths::workspace_root().join("BENCHMARKS.md"),
     };
@@ -68,14 +75,31 @@ fn parse_args() -> Result<Opts> {
                 Some("big") => opts.only_big = true,
                 Some("pi") => opts.only_pi = true,
                 Some("startup") => opts.only_startup = true,
+                Some("scale") => {
+                    opts.only_scale.get_or_insert_with(|| vec![1_000, 10_000, 100_000]);
+                }
                 other => bail!(
-                    "--only {other:?}: the parts that run alone are `big`, `pi` and `startup`"
+                    "--only {other:?}: the parts that run alone are `big`, `pi`, `startup` and `scale`"
                 ),
             },
             "--out" => opts.out = args.next().context("--out needs a file")?.into(),
+            "--scale-dirs" => {
+                let v = args.next().context("--scale-dirs needs a list, e.g. 1000,10000")?;
+                opts.only_scale = Some(
+                    v.split(',')
+                        .map(|x| x.trim().parse())
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("--scale-dirs {v}: not a comma list of counts"))?,
+                );
+            }
+            "--scale-out" => {
+                opts.scale_out = Some(args.next().context("--scale-out needs a file")?.into())
+            }
             "-h" | "--help" => {
                 println!(
-                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N] [--only big|pi|startup]\n\
+                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N] [--only big|pi|startup|scale [--scale-dirs 1000,10000,100000] [--scale-out FILE]]\n\
+                     --only scale: projects of that many directories (5 files each, a node_modules tree): pii start →\n\
+                     first tool result, agent RSS and inotify watches, and correctness under a lowered max_user_watches.\n\
                      --first-line N: only pii start → first line, N runs per round trip.\n\
                      --only big: only the 100 MB read (bridge, pii --local, ssh cat) with CPU time per process.\n\
                      --only pi: only the scripted pi session, plain local and through pii (5 runs each).\n\
@@ -947,6 +971,13 @@ fn main() -> Result<()> {
     }
     if opts.only_pi {
         return pi_only(pii, &opts.rtts);
+    }
+    if let Some(sizes) = &opts.only_scale {
+        let out = opts
+            .scale_out
+            .clone()
+            .unwrap_or_else(|| paths::workspace_root().join("bench/scale.tsv"));
+        return scale::scale_only(pii, sizes, if opts.quick { 1 } else { 3 }, &out);
     }
     if opts.only_startup {
         let pii = std::env::var_os("BENCH_PII").map_or(pii, PathBuf::from);

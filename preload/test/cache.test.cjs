@@ -311,6 +311,91 @@ test('unit: a read keeps its own bytes but drops the path stat (atime); mkdir -p
   assert.strictEqual(cache.lookup('fs.stat', { path: '/p/n', lstat: false }), undefined);
 });
 
+test('unit: a flagged non-recursive listing is cached and dropped by any change inside the directory, of it, or above; overflow, a feed error and a new epoch drop it', () => {
+  const { cache, live, feed, ctl } = freshCache();
+  live(1);
+  const entries = [{ name: 'a', kind: 'file' }, { name: 'sub', kind: 'dir' }];
+  const list = (p, answer = { result: { entries, cache: true } }, params = {}) => roundTrip(cache, 'fs.readdir', { path: p, ...params }, answer);
+  const hit = (p) => cache.lookup('fs.readdir', { path: p });
+  // Unflagged, recursive and trailing-slash listings are never cached.
+  list('/p/u', { result: { entries } });
+  assert.strictEqual(hit('/p/u'), undefined);
+  list('/p/r', { result: { entries, cache: true } }, { recursive: true });
+  assert.strictEqual(cache.lookup('fs.readdir', { path: '/p/r', recursive: true }), undefined);
+  assert.strictEqual(hit('/p/r'), undefined);
+  list('/p/s/', { result: { entries, cache: true } });
+  assert.strictEqual(hit('/p/s/'), undefined);
+  // A flagged one is; each hit is a fresh array of entries nobody can change.
+  list('/p/d');
+  const h1 = hit('/p/d');
+  assert.deepStrictEqual(h1.result.entries, entries);
+  h1.result.entries.pop();
+  assert.throws(() => {
+    'use strict';
+    h1.result.entries[0].name = 'x';
+  });
+  assert.deepStrictEqual(hit('/p/d').result.entries, entries);
+  // A stat of an entry or a listing of a sibling leave it; a change named inside drops it.
+  roundTrip(cache, 'fs.stat', { path: '/p/d/a' }, { result: stat(FILE) });
+  list('/p/e');
+  feed({ type: 'paths', paths: ['/p/e/x'] });
+  assert.strictEqual(hit('/p/e'), undefined);
+  assert.ok(hit('/p/d'));
+  feed({ type: 'paths', paths: ['/p/d/new'] });
+  assert.strictEqual(hit('/p/d'), undefined);
+  assert.ok(cache.lookup('fs.stat', { path: '/p/d/a' }), 'a sibling entry stays');
+  // The directory itself, or an ancestor, changed (replaced, removed, renamed).
+  list('/p/d');
+  list('/p/d/sub');
+  feed({ type: 'paths', paths: ['/p/d'] });
+  assert.strictEqual(hit('/p/d'), undefined);
+  assert.strictEqual(hit('/p/d/sub'), undefined);
+  list('/p/d/sub');
+  feed({ type: 'paths', paths: ['/p'] });
+  assert.strictEqual(hit('/p/d/sub'), undefined);
+  // The process's own mutation inside the directory drops it when issued.
+  list('/p/d');
+  const done = cache.issue('fs.write', { path: '/p/d/w' });
+  assert.strictEqual(hit('/p/d'), undefined);
+  done({ result: null });
+  // A listing answered while a change came in flight is not stored.
+  const tok = cache.token();
+  feed({ type: 'paths', paths: ['/p/elsewhere'] });
+  cache.store('fs.readdir', { path: '/p/d' }, tok, { result: { entries, cache: true } });
+  assert.strictEqual(hit('/p/d'), undefined);
+  // Overflow, a feed error, a new epoch, a lost feed: everything goes.
+  for (const drop of [() => feed({ type: 'all' }), () => feed({ type: 'error', message: 'gone' }), () => live(2), () => live(0)]) {
+    if (Atomics.load(ctl, cache.CTL.EPOCH) === 0) live(3);
+    list('/p/d');
+    assert.ok(hit('/p/d'));
+    drop();
+    assert.strictEqual(hit('/p/d'), undefined);
+  }
+  // With no live feed nothing is stored.
+  list('/p/d');
+  assert.strictEqual(hit('/p/d'), undefined);
+});
+
+test('unit: a listing of a path cached as missing (or under one) fails as scandir; a big listing weighs by its size', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  roundTrip(cache, 'fs.stat', { path: '/p/gone' }, { error: enoent('/p/gone') });
+  const e = cache.lookup('fs.readdir', { path: '/p/gone' });
+  assert.strictEqual(e.error.data.code, 'ENOENT');
+  assert.strictEqual(e.error.data.syscall, 'scandir');
+  const under = cache.lookup('fs.readdir', { path: '/p/gone/x' });
+  assert.strictEqual(under.error.data.syscall, 'scandir');
+  assert.strictEqual(under.error.data.path, '/p/gone/x');
+  const before = cache.state.entries;
+  const many = Array.from({ length: 640 }, (_, i) => ({ name: `f${i}`, kind: 'file' }));
+  roundTrip(cache, 'fs.readdir', { path: '/p/big' }, { result: { entries: many, cache: true } });
+  assert.strictEqual(cache.state.entries - before, 11);
+  roundTrip(cache, 'fs.readdir', { path: '/p/big2' }, { result: { entries: many.slice(0, 3), cache: true } });
+  assert.strictEqual(cache.state.entries - before, 12);
+  cache.invalidate('/p/big/f1');
+  assert.strictEqual(cache.state.entries - before, 1);
+});
+
 test('unit: the size cap clears everything past the limit', () => {
   const { cache, live } = freshCache();
   live(1);

@@ -97,6 +97,19 @@ pub struct DirEntry {
     pub kind: FileKind,
 }
 
+/// What `fs.readdir` answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadDirResult {
+    pub entries: Vec<DirEntry>,
+    /// Set by the agent on a non-recursive listing of a directory that was watched before the
+    /// call and reached without a symlink (not even at its end): the listing stays true until an
+    /// `fs.changed` names one of its entries, the directory or an ancestor (see
+    /// [`crate::watch::Change`]); clients may cache it.
+    #[serde(default, skip_serializing_if = "crate::is_false")]
+    pub cache: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReadParams {
@@ -896,17 +909,27 @@ mod tests {
             r#"{"dev":1,"ino":2,"mode":33188,"nlink":1,"uid":3,"gid":4,"rdev":0,"size":5,"blksize":4096,"blocks":8,"atime":[1700000000,123456789],"mtime":[1700000000,123456789],"ctime":[1700000000,123456789],"birthtime":[0,0]}"#,
         );
         check(
-            vec![
-                DirEntry {
-                    name: "a".into(),
-                    kind: FileKind::Dir,
-                },
-                DirEntry {
-                    name: "l".into(),
-                    kind: FileKind::Symlink,
-                },
-            ],
-            r#"[{"name":"a","kind":"dir"},{"name":"l","kind":"symlink"}]"#,
+            ReadDirResult {
+                entries: vec![
+                    DirEntry {
+                        name: "a".into(),
+                        kind: FileKind::Dir,
+                    },
+                    DirEntry {
+                        name: "l".into(),
+                        kind: FileKind::Symlink,
+                    },
+                ],
+                cache: false,
+            },
+            r#"{"entries":[{"name":"a","kind":"dir"},{"name":"l","kind":"symlink"}]}"#,
+        );
+        check(
+            ReadDirResult {
+                entries: vec![],
+                cache: true,
+            },
+            r#"{"entries":[],"cache":true}"#,
         );
         check(
             ReadResult {

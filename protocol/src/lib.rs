@@ -122,8 +122,9 @@ pub mod methods {
         Stat = "fs.stat", idempotent = true, (StatParams) -> crate::fs::Stat;
         /// access(2); `mode` is F_OK/R_OK/W_OK/X_OK bits.
         Access = "fs.access", idempotent = true, (AccessParams) -> Empty;
-        /// Directory entries with their types (never `.`/`..`), sorted by name.
-        ReadDir = "fs.readdir", idempotent = true, (ReadDirParams) -> Vec<DirEntry>;
+        /// Directory entries with their types (never `.`/`..`), sorted by name; `cache` as
+        /// [`fs::ReadDirResult`] says.
+        ReadDir = "fs.readdir", idempotent = true, (ReadDirParams) -> ReadDirResult;
         /// Read up to `length` bytes (at most [`fs::MAX_CHUNK`]) from `offset`.
         Read = "fs.read", idempotent = true, (ReadParams) -> ReadResult;
         /// Write a whole file (data at most [`fs::MAX_CHUNK`]) in place: open, write, close.

@@ -164,6 +164,19 @@ impl Tracker {
             .unwrap_or(false)
     }
 
+    /// Whether `path` (normal, as for [`Tracker::watched_parent`]) is itself a watched directory
+    /// right now, so that every change of its listing will be reported. Call it before the
+    /// syscall.
+    pub fn watched_dir(&self, path: &str) -> bool {
+        self.live.load(Ordering::Acquire)
+            && is_normal(path)
+            && self
+                .watched
+                .read()
+                .map(|w| w.contains(path.as_bytes()))
+                .unwrap_or(false)
+    }
+
     /// The canonical project root, for relative prefetch paths (set by `hello`).
     pub fn set_project(&self, project: PathBuf) {
         if let Ok(mut p) = self.project.write() {

@@ -338,14 +338,20 @@ fn list(dir: &Path) -> io::Result<Vec<(String, FileKind)>> {
     Ok(v)
 }
 
-fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
+fn readdir(s: &Session, p: ReadDirParams) -> Result<ReadDirResult, Failure> {
+    // A listing is cacheable when the directory itself is watched (each change of its entries
+    // is reported) and was reached without a symlink. Recursive listings never are.
+    let watched = !p.recursive && s.changes.watched_dir(&p.path);
     let root = s.sandbox.pin(&p.path, Follow::All, "scandir")?;
     let first = list(&root).map_err(|e| os(&e, "scandir", &p.path))?;
     if !p.recursive {
-        return Ok(first
-            .into_iter()
-            .map(|(name, kind)| DirEntry { name, kind })
-            .collect());
+        return Ok(ReadDirResult {
+            entries: first
+                .into_iter()
+                .map(|(name, kind)| DirEntry { name, kind })
+                .collect(),
+            cache: plain(watched, &root, &p.path),
+        });
     }
     // Node's order: breadth first, a queue of directories, each listed in turn. Symlinked
     // directories are descended only with `follow` (through the sandbox: never outside it, and
@@ -391,7 +397,10 @@ fn readdir(s: &Session, p: ReadDirParams) -> Result<Vec<DirEntry>, Failure> {
             out.push(DirEntry { name: rel, kind });
         }
     }
-    Ok(out)
+    Ok(ReadDirResult {
+        entries: out,
+        cache: false,
+    })
 }
 
 pub(crate) fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {

@@ -960,7 +960,8 @@ fn systematic(t: &Tree) -> Gen {
         |r| r.as_str().unwrap().ends_with("/sandbox/sub/file"),
     );
     legit(&mut g, "fs.readdir", json!({"path": root}), |r| {
-        r.as_array()
+        r["entries"]
+            .as_array()
             .unwrap()
             .iter()
             .any(|e| e["name"] == "non-utf8-\u{fffd}\u{fffd}")

@@ -18,6 +18,13 @@
 //!   20 emulates recursive watches on Linux in JS and may miss the creating write; see probe.cjs).
 //!   Differences that are known bugs are listed in `KNOWN_DIFFERENCES` with the reason, and must
 //!   keep differing (a fixed one fails until its entry is removed).
+//! - `listings_stay_true`: `fixtures/watch/listing.cjs` lists directories (readdir in every form,
+//!   withFileTypes, opendir) before and after changing them every way a listing can change (the
+//!   process's own fs calls, its children, the directory replaced, removed, reached through a
+//!   symlink, and changes made outside the session, which the test makes on the remote itself),
+//!   once as plain node and once through `pii --ssh` with the cache on; the outputs must be equal.
+//!   A listing the cache kept past a change shows as a difference. The run must also have served
+//!   listings from the cache (its counters), or it would prove nothing about it.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -243,4 +250,126 @@ fn watch_events_match_plain_node() {
         failed.len()
     );
     assert!(failed.is_empty(), "{}", failed.join("\n"));
+}
+
+/// Runs a listing probe to its end: each `{"external": cmd}` line is run by `external` and
+/// answered with `ok` on the probe's stdin; returns the probe's output (stdout: the other lines).
+fn run_listing_probe(mut cmd: Command, what: &str, log: &Path, external: &dyn Fn(&str)) -> Output {
+    use std::io::Write;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = vec![];
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            break;
+        };
+        if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if let Some(c) = v["external"].as_str() {
+                external(c);
+                writeln!(stdin, "ok").expect("answer the probe");
+                continue;
+            }
+        }
+        lines.push(line);
+    }
+    drop(stdin);
+    let mut out = wait_within(child, Duration::from_secs(30), what, log);
+    out.stdout = lines.join("\n").into_bytes();
+    out
+}
+
+#[test]
+fn listings_stay_true() {
+    let probe = watch_fixture("listing.cjs");
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain_project = plain_dir.path().join("project");
+    std::fs::create_dir(&plain_project).unwrap();
+    let mut plain_cmd = Command::new(paths::node());
+    plain_cmd.arg(&probe).current_dir(&plain_project);
+    let local = |c: &str| {
+        let st = Command::new("/bin/sh")
+            .args(["-c", c])
+            .current_dir(&plain_project)
+            .status()
+            .expect("sh");
+        assert!(st.success(), "local {c}");
+    };
+    let plain = run_listing_probe(
+        plain_cmd,
+        "plain node listing.cjs",
+        Path::new("/dev/null"),
+        &local,
+    );
+    assert!(
+        plain.status.success(),
+        "plain probe failed: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+
+    let sshd = Sshd::builder().empty_project().no_git().start();
+    let logdir = tempfile::tempdir().unwrap();
+    let log = logdir.path().join("pii.log");
+    // The probe prints the cache's counters on stderr at its end.
+    let cmd = pii_ssh(&sshd, &log, &probe, &[], &[]);
+    let remote = |c: &str| {
+        sshd.run_remote_ok(c);
+    };
+    let bridged = run_listing_probe(cmd, "listing.cjs through pii", &log, &remote);
+    assert_success("listing.cjs through pii --ssh", &bridged, &log);
+    assert!(
+        !Path::new(sshd.project()).join("d").exists(),
+        "the probe ran on the remote"
+    );
+
+    let plain_cases = cases(&plain.stdout, "plain");
+    let bridged_cases = cases(&bridged.stdout, "bridged");
+    assert!(
+        plain_cases.len() >= 30 && plain_cases.last().map(|c| c.0.as_str()) == Some("end"),
+        "plain probe ran every case: {plain_cases:?}"
+    );
+    let mut failed = vec![];
+    for (name, want) in &plain_cases {
+        match bridged_cases.iter().find(|(n, _)| n == name) {
+            Some((_, got)) if got == want => {}
+            Some((_, got)) => failed.push(format!("{name}:\n  node:   {want}\n  bridge: {got}")),
+            None => failed.push(format!("{name}: missing from the bridged run")),
+        }
+    }
+    let stats = String::from_utf8_lossy(&bridged.stderr)
+        .lines()
+        .find_map(|l| l.strip_prefix("pi-bridge cache: ").map(str::to_string))
+        .unwrap_or_else(|| {
+            panic!(
+                "no cache counters on stderr: {}",
+                String::from_utf8_lossy(&bridged.stderr)
+            )
+        });
+    let stats: Value = serde_json::from_str(&stats).expect("counters are JSON");
+    println!(
+        "listing conformance: {} cases, {} differ; cache {stats}",
+        plain_cases.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{}", failed.join("\n"));
+    assert!(
+        stats["listHits"].as_u64().unwrap_or(0) >= 20,
+        "listings were served from the cache: {stats}"
+    );
 }

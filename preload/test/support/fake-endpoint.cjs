@@ -43,7 +43,7 @@ const methods = {
   'session.info': () => ({ agentVersion: 'fake', facts: {} }),
   'fs.stat': (p) => stat(p.path, p.lstat),
   'fs.access': (p) => fs.accessSync(p.path, p.mode) ?? null,
-  'fs.readdir': (p) => readdir(p.path, p.recursive, p.follow),
+  'fs.readdir': (p) => ({ entries: readdir(p.path, p.recursive, p.follow) }),
   'fs.read': (p) => {
     const fd = fs.openSync(p.path, 'r');
     try {

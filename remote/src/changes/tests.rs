@@ -341,6 +341,8 @@ async fn cache_flags_only_for_plain_paths_under_watched_dirs() {
     assert!(!stat_cache(&st), "before fs.changes: {st}");
     let e = c.err("fs.stat", json!({"path": c.p("sub/missing")})).await;
     assert!(!stat_cache(&e["data"]), "before fs.changes: {e}");
+    let l = c.ok("fs.readdir", json!({"path": c.p("sub")})).await;
+    assert!(!stat_cache(&l), "listing before fs.changes: {l}");
 
     let sub = subscribe(&mut c).await;
     let yes = |v: &Value, what: &str| assert!(stat_cache(v), "{what} should be cacheable: {v}");
@@ -449,6 +451,29 @@ async fn cache_flags_only_for_plain_paths_under_watched_dirs() {
     assert!(
         stat_cache(&c.ok("fs.stat", json!({"path": c.root.clone()})).await),
         "root"
+    );
+
+    // Listings: a watched directory reached without a symlink, not recursive.
+    yes(
+        &c.ok("fs.readdir", json!({"path": c.p("sub")})).await,
+        "listing",
+    );
+    yes(
+        &c.ok("fs.readdir", json!({"path": c.root.clone()})).await,
+        "root listing",
+    );
+    no(
+        &c.ok("fs.readdir", json!({"path": c.p("sub"), "recursive": true}))
+            .await,
+        "recursive listing",
+    );
+    no(
+        &c.ok("fs.readdir", json!({"path": c.p("link")})).await,
+        "listing via a link",
+    );
+    no(
+        &c.ok("fs.readdir", json!({"path": c.p("sub/../sub")})).await,
+        "listing with ..",
     );
 
     // Through fs.batch too.

@@ -421,7 +421,12 @@ fn readdir_sorted_and_recursive_in_node_order() {
     std::fs::write(f.root.join("c"), "").unwrap();
     std::fs::write(f.root.join("a/f"), "").unwrap();
     symlink("b", f.root.join("l")).unwrap();
-    let names = |v: Vec<DirEntry>| v.into_iter().map(|e| (e.name, e.kind)).collect::<Vec<_>>();
+    let names = |v: ReadDirResult| {
+        v.entries
+            .into_iter()
+            .map(|e| (e.name, e.kind))
+            .collect::<Vec<_>>()
+    };
     let r = readdir(
         &f.s,
         ReadDirParams {
@@ -449,7 +454,7 @@ fn readdir_sorted_and_recursive_in_node_order() {
         },
     )
     .unwrap();
-    let n: Vec<String> = r.into_iter().map(|e| e.name).collect();
+    let n: Vec<String> = r.entries.into_iter().map(|e| e.name).collect();
     assert_eq!(n, vec!["a", "b", "c", "l", "a/f", "b/x"]);
     // With `follow`, through the link too; a link to the outside and a loop end quietly.
     symlink("/", f.root.join("out")).unwrap();
@@ -464,7 +469,7 @@ fn readdir_sorted_and_recursive_in_node_order() {
         },
     )
     .unwrap();
-    let n: Vec<String> = r.into_iter().map(|e| e.name).collect();
+    let n: Vec<String> = r.entries.into_iter().map(|e| e.name).collect();
     assert!(
         n.contains(&"l/x".to_string()) && n.contains(&"l/y/up".to_string()),
         "{n:?}"

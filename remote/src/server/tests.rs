@@ -876,7 +876,10 @@ async fn batch_runs_each_call() {
     assert_eq!(r[0]["ok"]["size"], json!(1));
     assert_eq!(r[1]["err"]["data"]["code"], "ENOENT");
     assert_eq!(r[2]["err"]["code"], json!(-32602));
-    assert_eq!(r[3]["ok"], json!([{"name": "a", "kind": "file"}]));
+    assert_eq!(
+        r[3]["ok"],
+        json!({"entries": [{"name": "a", "kind": "file"}]})
+    );
 }
 
 #[tokio::test]
