@@ -303,6 +303,8 @@ pub struct Learner {
     store: Store,
     known: Vec<String>,
     state: Mutex<Window>,
+    /// Set once the window's paths are saved: every caller of [`Learner::finish`] waits for it.
+    saved: tokio::sync::OnceCell<()>,
 }
 
 #[derive(Default)]
@@ -327,6 +329,7 @@ impl Learner {
             store,
             known,
             state: Mutex::default(),
+            saved: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -379,8 +382,13 @@ impl Learner {
         }
     }
 
-    /// Close the window and keep what it saw (once; later calls do nothing).
+    /// Close the window and keep what it saw, once: a later call (the session's end racing the
+    /// window's timer) waits until the first one has saved, so pii never exits mid-save.
     pub async fn finish(self: &Arc<Self>) {
+        self.saved.get_or_init(|| self.save()).await;
+    }
+
+    async fn save(self: &Arc<Self>) {
         let seen = {
             let mut w = self.state.lock().expect("learner lock");
             if w.finished {
@@ -678,5 +686,21 @@ mod tests {
         assert_eq!(s.load("k@1").len(), 6);
         // The next session starts with them.
         assert_eq!(Learner::new(s.clone(), "k@1".into()).known().len(), 6);
+    }
+
+    #[tokio::test]
+    async fn a_finish_racing_the_windows_timer_returns_only_once_the_paths_are_saved() {
+        let (_d, s) = store();
+        let l = Learner::new(s.clone(), "k@2".into());
+        let raw = |j: &str| serde_json::value::RawValue::from_string(j.into()).unwrap();
+        l.open_window();
+        l.observe("/p", "fs.stat", Some(&raw(r#"{"path":"/p/AGENTS.md"}"#)));
+        // The timer's finish starts saving first; the session's end (pii about to exit) must not
+        // return before that save is on disk.
+        let (_, after_exit) = tokio::join!(l.finish(), async {
+            l.finish().await;
+            s.load("k@2")
+        });
+        assert_eq!(after_exit, strings(&["AGENTS.md"]));
     }
 }
