@@ -18,10 +18,10 @@
 //! task takes it when the descriptor is readable; [`Tracker::flush`] takes it, reads whatever is
 //! pending (non-blocking) and hands it on before returning. `proc` calls `flush` before a
 //! process's `exit` event and before a `proc.run` answer, so every change a finished command
-//! made reaches the client before the client learns the command finished. Notifications bypass
-//! jsonrpsee's per-subscription channels (which only order one subscription's items) and go to
-//! [`Out`] directly, but only once the subscription's answer was written ([`Tracker::answered`]),
-//! so a client never sees an item of a subscription id it does not know yet.
+//! made reaches the client before the client learns the command finished. Notifications go to
+//! [`Out`] directly (one ordered output for every feed), but only once the subscription's answer
+//! was written ([`Tracker::activate`]), so a client never sees an item of a subscription id it
+//! does not know yet; an unsubscribe ends its feed before it is answered.
 //!
 //! Flags. [`Tracker::watched_parent`] is the cheap check the fs handlers make BEFORE their
 //! syscall: the literal parent of the (already normal) path the client sent is a watched
@@ -37,11 +37,14 @@
 //! `watch`): the reader waits for readiness while `flush` reads the same descriptor, which needs
 //! reads through a shared reference, and the crate's `read_events` takes `&mut`.
 
+use crate::agent::{Agent, Session};
 use crate::fs::temp_target;
-use crate::resume::Out;
-use crate::server::{Agent, Pending, Session};
+use crate::out::Out;
+use crate::rpc::{Failure, Pending};
+use futures::FutureExt;
+use protocol::rpc::{Message, Notification, SubscriptionId};
 use protocol::watch::{Change, ChangesParams, PrefetchEntry, PREFETCH_MAX_DATA};
-use protocol::Errno;
+use protocol::{Errno, Subscription};
 use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CString, OsStr};
@@ -104,8 +107,7 @@ struct Inner {
 
 struct Feed {
     key: u64,
-    /// The subscription id as JSON.
-    sub: String,
+    sub: SubscriptionId,
     /// Its answer was written: items may follow.
     active: bool,
     /// The lookups to make and send as its first item, once its answer is written.
@@ -171,17 +173,12 @@ impl Tracker {
         }
     }
 
-    /// Directories watched now (for tests and logs).
-    pub fn watched_count(&self) -> usize {
-        self.watched.read().map(|w| w.len()).unwrap_or(0)
-    }
-
     /// Open a feed for subscription `sub` (its id as JSON), arming the watcher if it is the
-    /// first. Items flow once [`Tracker::answered`] saw its answer go out.
+    /// first. Items flow once [`Tracker::activate`] saw its answer go out.
     async fn open(
         self: &Arc<Self>,
         out: Out,
-        sub: String,
+        sub: SubscriptionId,
         prefetch: Option<Prefetch>,
     ) -> Result<u64, Errno> {
         let mut inner = self.inner.lock().await;
@@ -209,70 +206,32 @@ impl Tracker {
         }
     }
 
-    /// The answer `resp` of an `fs.changes` call was written: its feed may send items now.
-    pub async fn answered(&self, resp: &str) {
-        #[derive(serde::Deserialize)]
-        struct Answer<'a> {
-            #[serde(borrow)]
-            result: Option<&'a RawValue>,
-        }
-        let Ok(Answer { result: Some(id) }) = serde_json::from_str::<Answer>(resp) else {
-            return;
-        };
-        let Ok(id) = serde_json::from_str::<serde_json::Value>(id.get()) else {
-            return;
-        };
+    /// The answer of feed `key`'s subscribe call was written: its feed may send items now.
+    pub async fn activate(&self, key: u64) {
         let mut inner = self.inner.lock().await;
-        for i in 0..inner.feeds.len() {
-            let f = &mut inner.feeds[i];
-            if serde_json::from_str::<serde_json::Value>(&f.sub)
-                .ok()
-                .as_ref()
-                != Some(&id)
-            {
-                continue;
-            }
-            // The prefetch is made now, under the lock: no batch is read (and lost to this feed,
-            // not active yet) between its lookups and its delivery, and every change after them
-            // is delivered after it.
-            if let Some(make) = f.prefetch.take() {
-                let sub = f.sub.clone();
-                let t0 = std::time::Instant::now();
-                if let Ok(item) = tokio::task::spawn_blocking(make).await {
-                    if let (Some(out), Ok(body)) = (&inner.out, serde_json::to_string(&item)) {
-                        tracing::debug!(
-                            "fs.changes: prefetch of {} bytes made in {:?}",
-                            body.len(),
-                            t0.elapsed()
-                        );
-                        out.note(note_frame(&sub, &body).into()).await;
-                    }
+        let Some(i) = inner.feeds.iter().position(|f| f.key == key) else {
+            return;
+        };
+        let f = &mut inner.feeds[i];
+        // The prefetch is made now, under the lock: no batch is read (and lost to this feed, not
+        // active yet) between its lookups and its delivery, and every change after them is
+        // delivered after it.
+        if let Some(make) = f.prefetch.take() {
+            let sub = f.sub.clone();
+            let t0 = std::time::Instant::now();
+            if let Ok(item) = tokio::task::spawn_blocking(make).await {
+                if let (Some(out), Ok(body)) = (&inner.out, serde_json::value::to_raw_value(&item))
+                {
+                    tracing::debug!(
+                        "fs.changes: prefetch of {} bytes made in {:?}",
+                        body.get().len(),
+                        t0.elapsed()
+                    );
+                    out.note(note_frame(&sub, &body).into()).await;
                 }
             }
-            inner.feeds[i].active = true;
         }
-    }
-
-    /// The client is unsubscribing `params` (`[id]`): end that feed now, before the answer, so
-    /// nothing follows the answer and its watcher stops with it.
-    pub async fn unsubscribing(&self, params: &serde_json::Value) {
-        let id = match params {
-            serde_json::Value::Array(a) => a.first(),
-            serde_json::Value::Object(o) => o.values().next(),
-            _ => None,
-        };
-        let Some(id) = id else { return };
-        let mut inner = self.inner.lock().await;
-        let before = inner.feeds.len();
-        inner.feeds.retain(|f| {
-            serde_json::from_str::<serde_json::Value>(&f.sub)
-                .ok()
-                .as_ref()
-                != Some(id)
-        });
-        if before != inner.feeds.len() && inner.feeds.is_empty() {
-            self.stop_locked(&mut inner);
-        }
+        inner.feeds[i].active = true;
     }
 
     /// Stop the watcher and end every feed's flow (the session is ending).
@@ -396,11 +355,7 @@ pub async fn subscribe(
     p: ChangesParams,
     pending: Pending<protocol::methods::Changes>,
 ) {
-    let Some(out) = agent.out.get().cloned() else {
-        return pending
-            .reject(Errno::new("EIO", "fs.changes", None).into())
-            .await;
-    };
+    let out = agent.out.clone();
     let tracker = session.changes.clone();
     let prefetch = (!p.prefetch.is_empty()).then(|| {
         let s = session.clone();
@@ -408,11 +363,18 @@ pub async fn subscribe(
         let paths = p.prefetch;
         Box::new(move || prefetch(&s, project.as_deref(), &paths)) as Prefetch
     });
-    let key = match tracker.open(out, pending.subscription_id(), prefetch).await {
+    let sub = pending.subscription_id().clone();
+    let key = match tracker.open(out, sub, prefetch).await {
         Ok(k) => k,
         Err(e) => return pending.reject(e.into()).await,
     };
-    if let Some(events) = pending.accept().await {
+    // An unsubscribe ends the feed before it is answered: nothing follows its answer.
+    let t = tracker.clone();
+    let accepted = pending
+        .accept_then(move || async move { t.close(key).await }.boxed())
+        .await;
+    if let Some(events) = accepted {
+        tracker.activate(key).await;
         events.closed().await;
     }
     tracker.close(key).await;
@@ -467,9 +429,9 @@ async fn deliver(inner: &Inner, items: &[Change]) {
         return;
     }
     let Some(out) = &inner.out else { return };
-    let bodies: Vec<String> = items
+    let bodies: Vec<Box<RawValue>> = items
         .iter()
-        .filter_map(|c| serde_json::to_string(c).ok())
+        .filter_map(|c| serde_json::value::to_raw_value(c).ok())
         .collect();
     for feed in inner.feeds.iter().filter(|f| f.active) {
         for body in &bodies {
@@ -480,14 +442,10 @@ async fn deliver(inner: &Inner, items: &[Change]) {
     }
 }
 
-/// An `fs.changed` notification of subscription `sub` (JSON) carrying `body` (an item, JSON).
-fn note_frame(sub: &str, body: &str) -> String {
-    format!(
-        "{{\"jsonrpc\":\"2.0\",\"method\":\"{}\",\"params\":{{\"subscription\":{},\"result\":{}}}}}",
-        <protocol::methods::Changes as protocol::Subscription>::NOTIFICATION,
-        sub,
-        body
-    )
+/// An `fs.changed` notification of subscription `sub` carrying `body` (an item, JSON).
+fn note_frame(sub: &SubscriptionId, body: &RawValue) -> String {
+    let n = Notification::item_raw(protocol::methods::Changes::NOTIFICATION, sub, body);
+    Message::from(n).to_json()
 }
 
 /// The feed's [`Change::Prefetch`]: each path (absolute, or relative to `project`) normalised
@@ -553,8 +511,8 @@ fn prefetch_one(s: &Session, path: String) -> PrefetchEntry {
             }
             entry.lstat = Some(st);
         }
-        Err(crate::server::Failure::Os(e)) => entry.error = Some(e),
-        Err(crate::server::Failure::Code(_, m)) => {
+        Err(Failure::Os(e)) => entry.error = Some(e),
+        Err(Failure::Code(_, m)) => {
             entry.error = Some(Errno::new("EIO", "lstat", Some(&entry.path)).with_detail(m))
         }
     }

@@ -5,8 +5,9 @@
 //! so rc-file noise is ignored, within [`LOGIN_TIMEOUT`], else the agent's own environment), then
 //! `git --version`, `bash --version` and whether `rg`/`fd` are on the login PATH, concurrently.
 
+use crate::agent::{Agent, Session};
+use crate::rpc::Failure;
 use crate::sandbox::Sandbox;
-use crate::server::{Agent, Failure, Session};
 use protocol::{Errno, ErrorCode, Facts, Hello, HelloResult};
 use std::ffi::{CStr, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};

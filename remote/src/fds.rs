@@ -16,10 +16,9 @@
 //!
 //! Errors name the syscall and no path, as Node's fd calls do.
 
+use crate::agent::{Agent, Session, Table};
 use crate::fs::{open_path, os, plain, read_at_most, to_stat};
-use crate::server::{
-    on_blocking_pool, register, register_blocking, Agent, Failure, Session, Table,
-};
+use crate::rpc::{on_blocking_pool, Answer, Failure, Host};
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno, ErrorCode};
@@ -258,7 +257,7 @@ where
     M: protocol::Method,
     F: Fn(&Agent, M::Params) -> Result<M::Result, Failure> + Send + Sync + Clone + 'static,
 {
-    register::<M, _, _>(t, move |agent: Arc<Agent>, p| {
+    t.method::<M, _, _>(move |agent: Arc<Agent>, p| {
         let f = f.clone();
         async move {
             let session = agent.session()?;
@@ -271,7 +270,7 @@ where
 }
 
 pub fn register_all(t: &mut Table) {
-    register::<m::Open, _, _>(t, |agent: Arc<Agent>, p: OpenParams| async move {
+    t.method::<m::Open, _, _>(|agent: Arc<Agent>, p: OpenParams| async move {
         let session = agent.session()?;
         let mutates = p.flags.mutates();
         let (a, s) = (agent.clone(), session.clone());
@@ -281,13 +280,25 @@ pub fn register_all(t: &mut Table) {
         }
         r
     });
-    register_blocking::<m::Pread, _>(t, |a, _, p| pread(a, &p));
-    register_blocking::<m::Fstat, _>(t, |a, _, p| {
+    // With `raw: true` (outside `fs.batch`), the bytes come in a binary frame.
+    t.answer::<m::Pread, _>(|a, _, p, binary_ok| {
+        let r = pread(a, &p).map_err(Failure::into_error_object)?;
+        if p.raw && binary_ok {
+            let meta = RawReadResult {
+                size: r.size,
+                cache: r.cache,
+            };
+            Answer::binary(&meta, r.data.0)
+        } else {
+            Answer::json(&r)
+        }
+    });
+    t.blocking::<m::Fstat, _>(|a, _, p| {
         let e = a.fds.get(&p.fd, "fstat")?;
         let md = e.file.metadata().map_err(|er| fd_error(&er, "fstat"))?;
         Ok(to_stat(&md))
     });
-    register_blocking::<m::Fsync, _>(t, |a, _, p| {
+    t.blocking::<m::Fsync, _>(|a, _, p| {
         let syscall = if p.data { "fdatasync" } else { "fsync" };
         let e = a.fds.get(&p.fd, syscall)?;
         let r = if p.data {
@@ -298,7 +309,7 @@ pub fn register_all(t: &mut Table) {
         r.map_err(|er| fd_error(&er, syscall))?;
         Ok(Empty)
     });
-    register_blocking::<m::Close, _>(t, |a, _, p| {
+    t.blocking::<m::Close, _>(|a, _, p| {
         a.fds.close(&p.fd);
         Ok(Empty)
     });

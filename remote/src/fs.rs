@@ -15,10 +15,9 @@
 //!
 //! Every open is `O_NONBLOCK`: a FIFO or a device never holds an agent thread.
 
+use crate::agent::{Agent, Session, Table};
+use crate::rpc::{on_blocking_pool, Answer, Failure, Host};
 use crate::sandbox::{Follow, Pinned, Sandbox};
-use crate::server::{
-    on_blocking_pool, register, register_blocking, register_inline, Agent, Failure, Session, Table,
-};
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno};
@@ -36,15 +35,28 @@ use std::time::UNIX_EPOCH;
 
 /// Register every `fs.*` method except `fs.batch`.
 pub fn register_all(t: &mut Table) {
-    register_inline::<m::Stat, _>(t, stat);
-    register_inline::<m::Access, _>(t, access);
-    register_blocking::<m::ReadDir, _>(t, |_, s, p| readdir(s, p));
-    register_blocking::<m::Read, _>(t, |_, s, p| read(s, p));
+    t.inline::<m::Stat, _>(stat);
+    t.inline::<m::Access, _>(access);
+    t.blocking::<m::ReadDir, _>(|_, s, p| readdir(s, p));
+    // With `raw: true` (outside `fs.batch`), the bytes come in a binary frame.
+    t.answer::<m::Read, _>(|_, s, p, binary_ok| {
+        let raw = p.raw && binary_ok;
+        let r = read(s, p).map_err(Failure::into_error_object)?;
+        if raw {
+            let meta = RawReadResult {
+                size: r.size,
+                cache: r.cache,
+            };
+            Answer::binary(&meta, r.data.0)
+        } else {
+            Answer::json(&r)
+        }
+    });
     register_mutation::<m::Write, _>(t, |_, s, p| write(s, p));
-    register_blocking::<m::UploadBegin, _>(t, upload_begin);
-    register::<m::UploadChunk, _, _>(t, upload_chunk);
+    t.blocking::<m::UploadBegin, _>(upload_begin);
+    t.method::<m::UploadChunk, _, _>(upload_chunk);
     register_mutation::<m::UploadCommit, _>(t, |a, _, p| a.uploads.commit(&p.id));
-    register_blocking::<m::UploadAbort, _>(t, |a, _, p| {
+    t.blocking::<m::UploadAbort, _>(|a, _, p| {
         a.uploads.abort(&p.id);
         Ok(Empty)
     });
@@ -66,12 +78,12 @@ pub fn register_all(t: &mut Table) {
         Ok(Empty)
     });
     register_mutation::<m::CopyFile, _>(t, |_, s, p| copy_file(s, p));
-    register_inline::<m::Realpath, _>(t, |s, p| {
+    t.inline::<m::Realpath, _>(|s, p| {
         let r = s.sandbox.pin(&p.path, Follow::All, "realpath")?;
         std::fs::symlink_metadata(&*r).map_err(|e| os(&e, "realpath", &p.path))?;
         Ok(r.canonical().to_string_lossy().into_owned())
     });
-    register_inline::<m::Readlink, _>(t, |s, p| {
+    t.inline::<m::Readlink, _>(|s, p| {
         let r = s.sandbox.pin(&p.path, Follow::NotLast, "readlink")?;
         let target = std::fs::read_link(&r).map_err(|e| os(&e, "readlink", &p.path))?;
         Ok(target.to_string_lossy().into_owned())
@@ -119,7 +131,7 @@ pub fn register_all(t: &mut Table) {
     });
     register_mutation::<m::Mkdtemp, _>(t, |_, s, p| mkdtemp(s, p));
     register_mutation::<m::Chown, _>(t, |_, s, p| chown(s, p));
-    register_blocking::<m::Statfs, _>(t, |_, s, p| statfs(s, p));
+    t.blocking::<m::Statfs, _>(|_, s, p| statfs(s, p));
     crate::fds::register_all(t);
 }
 
@@ -180,7 +192,7 @@ where
         + Clone
         + 'static,
 {
-    register::<M, _, _>(t, move |agent: Arc<Agent>, p| {
+    t.method::<M, _, _>(move |agent: Arc<Agent>, p| {
         let f = f.clone();
         async move {
             let session = agent.session()?;

@@ -9,12 +9,16 @@
 
 extern crate pi_bridge_protocol as protocol;
 
+mod agent;
 mod changes;
 mod facts;
 mod fds;
 mod fs;
+mod methods;
+mod out;
 mod proc;
-mod resume;
+pub mod resume;
+mod rpc;
 pub mod sandbox;
 pub mod server;
 mod watch;

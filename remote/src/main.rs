@@ -4,6 +4,7 @@
 //! after announcing itself with the magic line. Nothing else is ever written to stdout: logs go to
 //! stderr, and only when `PI_BRIDGE_AGENT_LOG` is set (to a `tracing` filter such as `debug`).
 
+use pi_bridge_agent::resume::{BoxRead, BoxWrite};
 use pi_bridge_agent::server;
 use pi_bridge_protocol as protocol;
 
@@ -84,9 +85,6 @@ fn run() -> anyhow::Result<()> {
         server::serve_with_nonce(reader, writer, nonce).await
     })
 }
-
-type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
 
 /// What an inherited stdio fd is: pipes and sockets get tokio's non-blocking wrappers,
 /// anything else (a file, /dev/null) goes through the blocking pool.

@@ -10,8 +10,9 @@
 //! made to the project was handed on as `fs.changed` (`changes`). Processes outlive their
 //! subscription; they end when killed or when the agent exits ([`Procs::kill_all`]).
 
+use crate::agent::{Agent, Session, Table};
+use crate::rpc::{Events, Failure, Host};
 use crate::sandbox::Follow;
-use crate::server::{register, Agent, Events, Failure, Session, Table};
 use protocol::methods::*;
 use protocol::proc::*;
 use protocol::{Bytes, Empty, Errno};
@@ -30,9 +31,9 @@ pub const CHUNK: usize = 64 * 1024;
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
 pub fn register_all(t: &mut Table) {
-    register::<Run, _, _>(t, run);
-    register::<Stdin, _, _>(t, stdin);
-    register::<Kill, _, _>(t, |agent: Arc<Agent>, p| async move { kill(&agent, p) });
+    t.method::<Run, _, _>(run);
+    t.method::<Stdin, _, _>(stdin);
+    t.method::<Kill, _, _>(|agent: Arc<Agent>, p| async move { kill(&agent, p) });
 }
 
 type StdinHandle = Arc<tokio::sync::Mutex<Option<ChildStdin>>>;

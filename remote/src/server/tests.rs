@@ -2,6 +2,7 @@
 //! [`Client`] is shared with other modules' tests (`changes`).
 
 use super::*;
+use crate::{facts, proc};
 use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -1017,13 +1018,13 @@ async fn own_writes_show_as_node_writes() {
 
 #[test]
 fn every_protocol_method_is_served() {
-    let t = table();
+    let t = crate::methods::table();
     for (name, _) in protocol::METHODS {
         if *name == "session.info" {
-            assert!(!t.map.contains_key(name));
+            assert!(!t.has_method(name));
         } else {
-            assert!(t.map.contains_key(name), "{name} missing");
+            assert!(t.has_method(name), "{name} missing");
         }
     }
-    assert_eq!(t.map.len(), protocol::METHODS.len() - 1);
+    assert_eq!(t.methods(), protocol::METHODS.len() - 1);
 }
