@@ -372,15 +372,31 @@ async fn remote_checks(r: &mut Report, sess: &session::Session, path: &str) {
     };
     let f = &hello.facts;
     let uploaded = install::UPLOADED_BYTES.load(std::sync::atomic::Ordering::Relaxed);
-    let out: Result<protocol::proc::RunResult, String> = launch::call(
-        sess,
-        "proc.run",
-        serde_json::json!({
-            "spawn": {"file": "sh", "args": ["-c", REMOTE_SCRIPT, "pii-doctor", path, f.agent_pid.to_string()], "cwd": f.home},
-            "timeoutMs": 30_000,
-        }),
-    )
-    .await;
+    let spawn = protocol::proc::SpawnParams {
+        file: "sh".into(),
+        args: vec![
+            "-c".into(),
+            REMOTE_SCRIPT.into(),
+            "pii-doctor".into(),
+            path.into(),
+            f.agent_pid.to_string(),
+        ],
+        argv0: None,
+        cwd: f.home.clone(),
+        env: Default::default(),
+        unset: vec![],
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    let run = protocol::proc::RunParams {
+        spawn,
+        input: None,
+        timeout_ms: Some(30_000),
+        kill_signal: "SIGTERM".into(),
+        max_buffer: None,
+    };
+    let out = sess.request::<protocol::methods::Run>(&run).await;
     let kv: Vec<(String, String)> = match out {
         Ok(o) if o.code == Some(0) => String::from_utf8_lossy(&o.stdout.0)
             .lines()

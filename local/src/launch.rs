@@ -3,6 +3,7 @@
 
 use crate::pi::{PI_PACKAGE, PI_PACKAGES};
 use protocol::endpoint::{SessionEnv, SESSION_ENV, TOKEN_ENV};
+use protocol::methods::{Read, Stat};
 use rand::RngCore;
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -331,22 +332,6 @@ pub fn with_guard(pi_args: &[OsString], guard: &Path) -> Vec<OsString> {
     v
 }
 
-/// One call to the agent through `session`, its result deserialized; errors as text.
-pub async fn call<T: serde::de::DeserializeOwned>(
-    session: &crate::session::Session,
-    method: &str,
-    params: serde_json::Value,
-) -> Result<T, String> {
-    let raw = serde_json::value::to_raw_value(&params).map_err(|e| e.to_string())?;
-    match session.call(method, Some(&raw), None).await {
-        crate::session::Reply::Result(r) => {
-            serde_json::from_str(r.get()).map_err(|e| format!("{method}: bad result: {e}"))
-        }
-        crate::session::Reply::Error(e) => Err(e.get().to_string()),
-        crate::session::Reply::Delivered => Err(format!("{method}: unexpected subscription")),
-    }
-}
-
 /// The one line pii prints (before pi gets its first answer) when the remote project's config
 /// dirs hold what the trust gate hides and `--trust-project` was not given; `None` when there is
 /// nothing to hide at the project root. The gate applies at any depth; the notice names what it
@@ -360,19 +345,21 @@ pub async fn trust_notice(
     for dir in &gate.config_dirs {
         let base = format!("{}/{dir}", root.trim_end_matches('/'));
         // All at once: one round trip on the way to answering the preload's `session.info`.
-        let stats = futures::future::join_all(gate.hidden.iter().map(|h| {
-            call::<serde_json::Value>(
-                session,
-                "fs.stat",
-                serde_json::json!({"path": format!("{base}/{h}"), "lstat": true}),
-            )
-        }));
-        let settings = call::<protocol::fs::ReadResult>(
-            session,
-            "fs.read",
-            serde_json::json!({"path": format!("{base}/{}", gate.settings_file)}),
+        let stat = |h: &String| protocol::fs::StatParams {
+            path: format!("{base}/{h}"),
+            lstat: true,
+        };
+        let stats: Vec<_> = gate.hidden.iter().map(stat).collect();
+        let settings = protocol::fs::ReadParams {
+            path: format!("{base}/{}", gate.settings_file),
+            offset: 0,
+            length: None,
+            raw: false,
+        };
+        let (stats, settings) = tokio::join!(
+            futures::future::join_all(stats.iter().map(|p| session.request::<Stat>(p))),
+            session.request::<Read>(&settings)
         );
-        let (stats, settings) = tokio::join!(stats, settings);
         for (h, st) in gate.hidden.iter().zip(stats) {
             if st.is_ok() {
                 hidden.push(format!("{dir}/{h}"));
