@@ -2,9 +2,13 @@
 //! session's tables (uploads, descriptors, processes, subscriptions, the resume ticket, the
 //! output). Handlers reach it through the [`crate::rpc`] framework ([`Host`]).
 
+use crate::fds::table::Fds;
+use crate::fs::upload::Uploads;
 use crate::out::Out;
+use crate::proc::table::Procs;
 use crate::rpc::{Failure, Host, Subs};
-use crate::{changes, facts, fds, fs, proc, resume, sandbox::Sandbox};
+pub use crate::session::Session;
+use crate::{facts, resume};
 use protocol::methods::HelloCall;
 use protocol::Method;
 use std::sync::{Arc, RwLock};
@@ -13,33 +17,14 @@ use tokio::sync::OnceCell;
 /// The agent's method table.
 pub type Table = crate::rpc::Table<Agent>;
 
-/// What `hello` established: the sandbox and the facts.
-pub struct Session {
-    pub sandbox: Sandbox,
-    pub login: Arc<facts::LoginEnv>,
-    /// The `fs.changes` watcher of the project (idle until the first subscription).
-    pub changes: Arc<changes::Tracker>,
-}
-
-impl Session {
-    pub fn new(sandbox: Sandbox, login: Arc<facts::LoginEnv>) -> Self {
-        let changes = Arc::new(changes::Tracker::new(sandbox.root().to_path_buf()));
-        Session {
-            sandbox,
-            login,
-            changes,
-        }
-    }
-}
-
 /// The state of one session's agent.
 pub struct Agent {
     session: RwLock<Option<Arc<Session>>>,
     probe: OnceCell<Arc<facts::Probe>>,
-    pub uploads: fs::Uploads,
+    pub uploads: Uploads,
     /// The session's open descriptors (`fs.open` …), closed when it ends.
-    pub fds: fds::Fds,
-    pub procs: proc::Procs,
+    pub fds: Fds,
+    pub procs: Procs,
     /// Resumption: ticket, socket, grace period, clean end (see `resume`).
     pub life: resume::Life,
     /// Where responses and notifications go.
@@ -54,9 +39,9 @@ impl Agent {
         Arc::new(Agent {
             session: RwLock::new(None),
             probe: OnceCell::new(),
-            uploads: fs::Uploads::default(),
-            fds: fds::Fds::default(),
-            procs: proc::Procs::default(),
+            uploads: Uploads::default(),
+            fds: Fds::default(),
+            procs: Procs::default(),
             life: resume::Life::default(),
             out,
             subs: Subs::default(),

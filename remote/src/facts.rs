@@ -1,14 +1,12 @@
-//! What the agent knows of its host, and the `hello` handshake.
+//! What the agent knows of its host (the `hello` handler, in `methods`, reports it).
 //!
 //! The probe runs once per connection, started as soon as the session starts: uname, the passwd
 //! entry, the login environment (captured ONCE through `$SHELL -lc`, after a random marker line
 //! so rc-file noise is ignored, within [`LOGIN_TIMEOUT`], else the agent's own environment), then
 //! `git --version`, `bash --version` and whether `rg`/`fd` are on the login PATH, concurrently.
 
-use crate::agent::{Agent, Session};
 use crate::rpc::Failure;
-use crate::sandbox::Sandbox;
-use protocol::{Errno, ErrorCode, Facts, Hello, HelloResult};
+use protocol::Errno;
 use std::ffi::{CStr, OsStr, OsString};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -301,7 +299,7 @@ pub fn expand_root(root: &str, home: &str) -> PathBuf {
     }
 }
 
-fn canonical_dir(given: &str, expanded: &Path, what: &str) -> Result<PathBuf, Failure> {
+pub fn canonical_dir(given: &str, expanded: &Path, what: &str) -> Result<PathBuf, Failure> {
     let canon = std::fs::canonicalize(expanded).map_err(|e| {
         Errno::from_io(&e, "realpath", Some(given)).with_detail(format!(
             "the {what} '{}' cannot be used: {e}",
@@ -325,70 +323,6 @@ fn canonical_dir(given: &str, expanded: &Path, what: &str) -> Result<PathBuf, Fa
             .into());
     }
     Ok(canon)
-}
-
-/// `hello`: check the version, resolve the roots, answer the facts.
-pub async fn hello(agent: Arc<Agent>, p: Hello) -> Result<HelloResult, Failure> {
-    if p.protocol != protocol::PROTOCOL_VERSION {
-        return Err(Failure::Code(
-            ErrorCode::VersionMismatch,
-            format!(
-                "pii {} speaks protocol {}, but pi-bridge-agent {} speaks protocol {}",
-                p.client_version,
-                p.protocol,
-                protocol::VERSION,
-                protocol::PROTOCOL_VERSION
-            ),
-        ));
-    }
-    let probe = agent.probe().await;
-    let project = canonical_dir(&p.root, &expand_root(&p.root, &probe.home), "project root")?;
-    let sandbox = match &p.sandbox_root {
-        None => project.clone(),
-        Some(s) => {
-            let sb = canonical_dir(s, &expand_root(s, &probe.home), "sandbox root")?;
-            if !project.starts_with(&sb) {
-                return Err(Errno::new("EACCES", "realpath", Some(s))
-                    .with_detail(format!(
-                        "the sandbox root '{}' does not contain the project root '{}'",
-                        sb.display(),
-                        project.display()
-                    ))
-                    .into());
-            }
-            sb
-        }
-    };
-    let s = |p: &Path| p.to_string_lossy().into_owned();
-    let facts = Facts {
-        os: probe.os.clone(),
-        arch: probe.arch.clone(),
-        user: probe.user.clone(),
-        uid: probe.uid,
-        gid: probe.gid,
-        home: probe.home.clone(),
-        hostname: probe.hostname.clone(),
-        shell: probe.shell.clone(),
-        login_path: probe.login.path.clone(),
-        project_root: s(&project),
-        sandbox_root: s(&sandbox),
-        agent_pid: std::process::id(),
-        git_version: probe.git_version.clone(),
-        bash_version: probe.bash_version.clone(),
-        has_rg: probe.has_rg,
-        has_fd: probe.has_fd,
-    };
-    let session = Session::new(Sandbox::new(sandbox), probe.login.clone());
-    session.changes.set_project(project.clone());
-    agent.set_session(session);
-    Ok(HelloResult {
-        protocol: protocol::PROTOCOL_VERSION,
-        agent_version: protocol::VERSION.into(),
-        facts,
-        // Filled in by the server, which owns resumption (remote/src/resume.rs).
-        session: None,
-        resumed: false,
-    })
 }
 
 #[cfg(test)]

@@ -16,147 +16,19 @@
 //!
 //! Errors name the syscall and no path, as Node's fd calls do.
 
-use crate::agent::{Agent, Session, Table};
-use crate::fs::{open_path, os, plain, read_at_most, to_stat};
+pub(crate) mod table;
+
+use crate::agent::{Agent, Table};
+use crate::fs::sys::{read_at_most, to_stat};
 use crate::rpc::{on_blocking_pool, Answer, Failure, Host};
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno, ErrorCode};
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Write};
+use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, OnceLock};
-
-/// One open descriptor.
-struct Entry {
-    file: File,
-    append: bool,
-}
-
-/// A name's open: done once, whoever asks first (a resent `fs.open` waits for it).
-struct Slot {
-    params: (String, OpenFlags, Option<u32>),
-    opened: OnceLock<Result<Arc<Entry>, Failure>>,
-}
-
-/// The session's descriptors by the client's names.
-#[derive(Default)]
-pub struct Fds {
-    map: Mutex<HashMap<String, Arc<Slot>>>,
-}
-
-fn fd_error(e: &io::Error, syscall: &str) -> Failure {
-    Failure::Os(Errno::from_io(e, syscall, None))
-}
-
-fn last_error(syscall: &str) -> Failure {
-    fd_error(&io::Error::last_os_error(), syscall)
-}
-
-impl Fds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The open descriptor `fd`, or EBADF (as `syscall`).
-    fn get(&self, fd: &str, syscall: &str) -> Result<Arc<Entry>, Failure> {
-        let slot = self.lock().get(fd).cloned();
-        match slot.as_ref().and_then(|s| s.opened.get()) {
-            Some(Ok(e)) => Ok(e.clone()),
-            _ => Err(Errno::new("EBADF", syscall, None)
-                .with_detail(format!("no open descriptor '{fd}'"))
-                .into()),
-        }
-    }
-
-    fn open(&self, s: &Session, p: &OpenParams) -> Result<(Arc<Entry>, OpenResult), Failure> {
-        if p.fd.is_empty() || p.fd.len() > MAX_FD_NAME {
-            return Err(Failure::Code(
-                ErrorCode::InvalidParams,
-                format!("a descriptor name has 1 to {MAX_FD_NAME} bytes"),
-            ));
-        }
-        let key = (p.path.clone(), p.flags, p.mode);
-        let slot = {
-            let mut map = self.lock();
-            match map.get(&p.fd) {
-                Some(slot) if slot.params != key => {
-                    return Err(Errno::new("EINVAL", "open", Some(&p.path))
-                        .with_detail(format!("descriptor name '{}' is already in use", p.fd))
-                        .into());
-                }
-                Some(slot) => slot.clone(),
-                None => {
-                    if map.len() >= MAX_FDS {
-                        return Err(Errno::new("EMFILE", "open", Some(&p.path))
-                            .with_detail(format!("a session holds at most {MAX_FDS} descriptors"))
-                            .into());
-                    }
-                    let slot = Arc::new(Slot {
-                        params: key,
-                        opened: OnceLock::new(),
-                    });
-                    map.insert(p.fd.clone(), slot.clone());
-                    slot
-                }
-            }
-        };
-        let watched = s.changes.watched_parent(&p.path);
-        let mut plain_path = false;
-        let opened = slot.opened.get_or_init(|| {
-            let (file, pin) = open_path(s, &p.path, &p.flags, p.mode)?;
-            plain_path = plain(watched, &pin, &p.path);
-            Ok(Arc::new(Entry {
-                file,
-                append: p.flags.append,
-            }))
-        });
-        let entry = match opened {
-            Ok(e) => e.clone(),
-            Err(f) => {
-                let f = f.clone();
-                let mut map = self.lock();
-                if map.get(&p.fd).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                    map.remove(&p.fd);
-                }
-                return Err(f);
-            }
-        };
-        // Only the open that did the work knows the path was reached without a symlink; one
-        // that creates or truncates changes what it would cache.
-        let cacheable = plain_path && !p.flags.mutates();
-        let md = entry
-            .file
-            .metadata()
-            .map_err(|e| os(&e, "fstat", &p.path))?;
-        let mut stat = to_stat(&md);
-        stat.cache = cacheable;
-        let ahead = if p.ahead > 0 && (p.flags.read || !p.flags.write) && md.is_file() {
-            let want = p.ahead.min(MAX_CHUNK as u64) as usize;
-            let data = read_at_most(&entry.file, &md, 0, want).map_err(|e| fd_error(&e, "read"))?;
-            let whole = data.len() as u64 == md.len();
-            Some(ReadResult {
-                data: Bytes(data),
-                size: md.len(),
-                cache: cacheable && whole,
-            })
-        } else {
-            None
-        };
-        Ok((entry, OpenResult { stat, ahead }))
-    }
-
-    fn close(&self, fd: &str) {
-        self.lock().remove(fd);
-    }
-
-    /// Close every descriptor (the session ends).
-    pub fn close_all(&self) {
-        self.lock().clear();
-    }
-}
+use std::sync::Arc;
+use table::{fd_error, last_error};
 
 pub fn pread(a: &Agent, p: &PreadParams) -> Result<ReadResult, Failure> {
     let e = a.fds.get(&p.fd, "read")?;
@@ -184,7 +56,7 @@ fn pwrite(a: &Agent, p: PwriteParams) -> Result<WriteResult, Failure> {
     }
     check_chunk(&p.data)?;
     let md = e.file.metadata().map_err(|er| fd_error(&er, "write"))?;
-    if crate::fs::seekable(&md) {
+    if crate::fs::sys::seekable(&md) {
         e.file
             .write_all_at(&p.data.0, p.offset)
             .map_err(|er| fd_error(&er, "write"))?;
@@ -243,7 +115,7 @@ fn raw(
 }
 
 fn futimes(a: &Agent, p: FutimesParams) -> Result<Empty, Failure> {
-    let ts = crate::fs::timespecs(p.atime, p.mtime, "futime", None)?;
+    let ts = crate::fs::sys::timespecs(p.atime, p.mtime, "futime", None)?;
     // SAFETY: a descriptor we own and a two-element timespec array.
     raw(a, &p.fd, "futime", |fd| unsafe {
         libc::futimens(fd, ts.as_ptr())

@@ -21,6 +21,7 @@ pub mod resume;
 mod rpc;
 pub mod sandbox;
 pub mod server;
+mod session;
 mod watch;
 
 #[doc(hidden)]

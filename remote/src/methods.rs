@@ -3,12 +3,16 @@
 //! the handler module it belongs to); `tests::every_protocol_method_is_served` checks that
 //! nothing is missing. The session's own methods (`hello`, `session.*`, `fs.batch`) are here.
 
-use crate::agent::{Agent, Table};
+use crate::agent::{Agent, Session, Table};
+use crate::facts::{canonical_dir, expand_root};
 use crate::rpc::{Answer, Caller, Failure, Host};
-use crate::{changes, facts, fs, proc, watch};
+use crate::sandbox::Sandbox;
+use crate::{changes, fs, proc, watch};
 use protocol::methods::*;
 use protocol::rpc::ErrorObject;
+use protocol::{Errno, Facts, Hello, HelloResult};
 use protocol::{ErrorCode, Method};
+use std::path::Path;
 use std::sync::Arc;
 
 /// Every method and subscription of the agent.
@@ -46,7 +50,7 @@ async fn hello(agent: Arc<Agent>, p: protocol::Hello) -> Result<protocol::HelloR
         ));
     }
     let grace = p.grace_ms;
-    let mut r = facts::hello(agent.clone(), p).await?;
+    let mut r = facts_hello(agent.clone(), p).await?;
     r.session = agent.life.make_resumable(&r.facts.home, grace, &r);
     Ok(r)
 }
@@ -92,4 +96,68 @@ async fn batch(
         });
     }
     Ok(out)
+}
+
+/// `hello`: check the version, resolve the roots, answer the facts.
+async fn facts_hello(agent: Arc<Agent>, p: Hello) -> Result<HelloResult, Failure> {
+    if p.protocol != protocol::PROTOCOL_VERSION {
+        return Err(Failure::Code(
+            ErrorCode::VersionMismatch,
+            format!(
+                "pii {} speaks protocol {}, but pi-bridge-agent {} speaks protocol {}",
+                p.client_version,
+                p.protocol,
+                protocol::VERSION,
+                protocol::PROTOCOL_VERSION
+            ),
+        ));
+    }
+    let probe = agent.probe().await;
+    let project = canonical_dir(&p.root, &expand_root(&p.root, &probe.home), "project root")?;
+    let sandbox = match &p.sandbox_root {
+        None => project.clone(),
+        Some(s) => {
+            let sb = canonical_dir(s, &expand_root(s, &probe.home), "sandbox root")?;
+            if !project.starts_with(&sb) {
+                return Err(Errno::new("EACCES", "realpath", Some(s))
+                    .with_detail(format!(
+                        "the sandbox root '{}' does not contain the project root '{}'",
+                        sb.display(),
+                        project.display()
+                    ))
+                    .into());
+            }
+            sb
+        }
+    };
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let facts = Facts {
+        os: probe.os.clone(),
+        arch: probe.arch.clone(),
+        user: probe.user.clone(),
+        uid: probe.uid,
+        gid: probe.gid,
+        home: probe.home.clone(),
+        hostname: probe.hostname.clone(),
+        shell: probe.shell.clone(),
+        login_path: probe.login.path.clone(),
+        project_root: s(&project),
+        sandbox_root: s(&sandbox),
+        agent_pid: std::process::id(),
+        git_version: probe.git_version.clone(),
+        bash_version: probe.bash_version.clone(),
+        has_rg: probe.has_rg,
+        has_fd: probe.has_fd,
+    };
+    let session = Session::new(Sandbox::new(sandbox), probe.login.clone());
+    session.changes.set_project(project.clone());
+    agent.set_session(session);
+    Ok(HelloResult {
+        protocol: protocol::PROTOCOL_VERSION,
+        agent_version: protocol::VERSION.into(),
+        facts,
+        // Filled in by the server, which owns resumption (remote/src/resume.rs).
+        session: None,
+        resumed: false,
+    })
 }

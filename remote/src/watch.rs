@@ -19,7 +19,7 @@
 //! preceded by a `rename` when the write created it (its temp name says so), as for a new file.
 
 use crate::agent::{Agent, Session};
-use crate::fs::temp_target;
+use crate::fs::sys::temp_target;
 use crate::rpc::{Events, Pending};
 use crate::sandbox::Follow;
 use futures::StreamExt;

@@ -554,7 +554,7 @@ async fn kill_group_leaves_no_process() {
         .await;
     let pid = c.notification(&sub).await["pid"].as_i64().unwrap() as i32;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(proc::group_alive(pid));
+    assert!(proc::table::group_alive(pid));
     let e = c
         .err("proc.kill", json!({"pid": 1, "signal": "SIGKILL"}))
         .await;
@@ -572,7 +572,7 @@ async fn kill_group_leaves_no_process() {
         ev,
         json!({"type": "exit", "code": null, "signal": "SIGKILL"})
     );
-    assert!(!proc::group_alive(pid), "group {pid} survived");
+    assert!(!proc::table::group_alive(pid), "group {pid} survived");
 }
 
 #[tokio::test]
@@ -591,7 +591,7 @@ async fn eof_kills_running_processes() {
         .await;
     let pid2 = c.notification(&sub2).await["pid"].as_i64().unwrap() as i32;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(proc::group_alive(pid) && proc::group_alive(pid2));
+    assert!(proc::table::group_alive(pid) && proc::table::group_alive(pid2));
     // A clean close: `session.end`, then the end of input.
     assert_eq!(c.ok("session.end", json!(null)).await, json!(null));
     c.wr.shutdown().await.unwrap();
@@ -602,8 +602,8 @@ async fn eof_kills_running_processes() {
         .unwrap()
         .unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5));
-    assert!(!proc::group_alive(pid), "group {pid} survived EOF");
-    assert!(!proc::group_alive(pid2), "group {pid2} survived EOF");
+    assert!(!proc::table::group_alive(pid), "group {pid} survived EOF");
+    assert!(!proc::table::group_alive(pid2), "group {pid2} survived EOF");
 }
 
 /// A hello'd client with a short grace period; returns it and its session ticket.
@@ -649,7 +649,7 @@ async fn a_dropped_link_keeps_processes_for_the_grace_period_only() {
     c.wr.shutdown().await.unwrap(); // no session.end: a drop
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        proc::group_alive(pid),
+        proc::table::group_alive(pid),
         "killed before the grace period ended"
     );
     assert!(sock.exists());
@@ -659,7 +659,7 @@ async fn a_dropped_link_keeps_processes_for_the_grace_period_only() {
         .unwrap()
         .unwrap();
     assert!(
-        !proc::group_alive(pid),
+        !proc::table::group_alive(pid),
         "group {pid} survived the grace period"
     );
     assert!(!sock.exists(), "socket {} left behind", sock.display());
