@@ -292,58 +292,6 @@ pub fn classify(dest: &str, stderr_tail: &str, status: &str) -> SshError {
     }
 }
 
-/// Opens new links for a session whose ssh died (see `session::Reconnect`): the same ssh
-/// command line as the first connection, with `BatchMode=yes` first (ssh keeps the first value of
-/// an option), so a reconnect never asks for a password, passphrase or host key on the terminal
-/// while pi's TUI owns it: it fails and is retried instead. ssh's stdin is the agent pipe, never
-/// the terminal.
-pub struct SshReconnect {
-    opts: SshOptions,
-    dest: String,
-    agent: Option<PathBuf>,
-}
-
-impl SshReconnect {
-    pub fn new(opts: &SshOptions, dest: &str, agent: Option<PathBuf>) -> Self {
-        let mut opts = opts.clone();
-        opts.options.insert(0, "BatchMode=yes".into());
-        SshReconnect {
-            opts,
-            dest: dest.to_string(),
-            agent,
-        }
-    }
-
-    /// The options a reconnect runs ssh with.
-    #[cfg(test)]
-    pub fn options(&self) -> &SshOptions {
-        &self.opts
-    }
-}
-
-impl crate::session::Reconnect for SshReconnect {
-    fn connect(
-        &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<crate::session::Link, String>> + Send + '_>,
-    > {
-        Box::pin(async move {
-            let (mut child, reader, _tail) =
-                crate::install::connect_ssh(&self.opts, &self.dest, self.agent.as_deref(), false)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            let stdin = child.stdin.take().ok_or("ssh has no stdin pipe")?;
-            let activity = reader.get_ref().counter();
-            Ok(crate::session::Link {
-                reader: Box::new(reader),
-                writer: Box::new(stdin),
-                activity: Some(activity),
-                child: Some(child),
-            })
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -510,7 +458,7 @@ mod tests {
             port: Some(2222),
             ..Default::default()
         };
-        let r = SshReconnect::new(&user, "h", None);
+        let r = crate::install::SshReconnect::new(&user, "h", None);
         let a = s(&argv(r.options(), "h", "x", &[]));
         let first_batch = a
             .iter()

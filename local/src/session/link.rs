@@ -107,23 +107,19 @@ pub trait LinkEvents: Send + Sync + 'static {
     fn lost(self: Arc<Self>, gen: u64, why: String);
 }
 
-/// Start the tasks of link `gen`: writer, reader and watchdog.
+/// Start the reader and writer tasks of link `gen`. Returns what its watchdog watches: the
+/// frames read (`seen`) and the bytes that arrived (`bytes`); the owner starts the watchdog.
 pub fn spawn<E: LinkEvents>(
     events: &Arc<E>,
     link: Link,
     rx: mpsc::UnboundedReceiver<WriterMsg>,
     gen: u64,
-) {
+) -> (Arc<AtomicU64>, Arc<AtomicU64>) {
     let bytes = link.activity.unwrap_or_else(|| Arc::new(AtomicU64::new(0)));
     let seen = Arc::new(AtomicU64::new(0));
     tokio::spawn(writer_task(link.writer, rx, Arc::downgrade(events), gen));
     tokio::spawn(reader_task(link.reader, events.clone(), seen.clone(), gen));
-    tokio::spawn(super::watchdog::run(
-        Arc::downgrade(events),
-        seen,
-        bytes,
-        gen,
-    ));
+    (seen, bytes)
 }
 
 async fn writer_task<E: LinkEvents>(

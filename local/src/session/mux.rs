@@ -7,6 +7,7 @@
 //! reconnect loop), or, without one, ends everything.
 
 use super::link::{self, Link, LinkEvents, Reconnect, Timing, WriterMsg};
+use super::watchdog;
 use protocol::frame::Frame;
 use protocol::methods::SessionAck;
 use protocol::rpc::{ErrorObject, Id, Message, Notification, Request, Response, SubscriptionId};
@@ -185,7 +186,7 @@ impl Inner {
             st.out = Some(tx);
             (st.gen, rx)
         };
-        link::spawn(&inner, link, rx, gen);
+        start_link(&inner, link, rx, gen);
         inner
     }
 
@@ -440,7 +441,7 @@ impl Inner {
         for (key, sub) in ended {
             let _ = sub.sink.send(end_frame(&key, sub.notification, msg));
         }
-        link::spawn(self, link, rx, gen);
+        start_link(self, link, rx, gen);
     }
 
     /// Forget a subscription (after a successful unsubscribe).
@@ -629,4 +630,10 @@ fn end_frame(key: &SubscriptionId, notification: &str, msg: &str) -> Vec<u8> {
     Message::from(Notification::item_raw(notification, key, &item))
         .to_frame()
         .unwrap_or_default()
+}
+
+/// Start link `gen`: its reader and writer tasks, and its watchdog.
+fn start_link(inner: &Arc<Inner>, link: Link, rx: mpsc::UnboundedReceiver<WriterMsg>, gen: u64) {
+    let (seen, bytes) = link::spawn(inner, link, rx, gen);
+    tokio::spawn(watchdog::run(Arc::downgrade(inner), seen, bytes, gen));
 }
