@@ -49,7 +49,7 @@ Environment:
              waiting for pii to reconnect (default: 60000)
 
 Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json (yours, writable by no one
-else), keys sandboxRoot, authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms),
+else), keys sandboxRoot, authTokenLength, rpcTimeout (ms),
 sshOptions (array of -o values; in ./pi-bridge.config.json connection tuning only), localPaths
 (~/.config only). Flags win over the file.
 
