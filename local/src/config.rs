@@ -141,7 +141,7 @@ fn read_trusted(file: &Path) -> Result<Option<String>, ConfigError> {
     };
     let md = f.metadata().map_err(read_err)?;
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     let untrusted = |why: String, fix: String| ConfigError::Untrusted {
         file: file.to_path_buf(),
         why,

@@ -68,17 +68,7 @@ impl Report {
     }
 }
 
-pub fn main(args: DoctorArgs) -> std::process::ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pii doctor: cannot start the runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
+pub fn main(args: DoctorArgs, rt: &tokio::runtime::Runtime) -> std::process::ExitCode {
     let mut report = Report::default();
     rt.block_on(run(&args, &mut report));
     if report.failed == 0 {
@@ -105,26 +95,8 @@ async fn effective_ssh(
     let preset = ssh::preset_keys(opts, dest).await;
     let mut args = ssh::argv(opts, dest, "true", &preset);
     args.pop(); // the remote command
-    args[0] = "-G".into(); // in place of -T
-    let out = tokio::process::Command::new("ssh")
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run ssh -G: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(parse_ssh_g(&String::from_utf8_lossy(&out.stdout)))
-}
-
-fn parse_ssh_g(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect()
+    args.remove(0); // -T (effective_config puts -G first)
+    ssh::effective_config(args).await
 }
 
 /// The remote inspection (POSIX sh). `$1` = the project path as given after `:`, `$2` = the
@@ -559,7 +531,7 @@ mod tests {
 
     #[test]
     fn ssh_g_output() {
-        let g = parse_ssh_g("user u\nServerAliveInterval 30\nproxyjump a@b:22\n");
+        let g = ssh::parse_effective("user u\nServerAliveInterval 30\nproxyjump a@b:22\n");
         assert_eq!(g["serveraliveinterval"], "30");
         assert_eq!(g["proxyjump"], "a@b:22");
     }

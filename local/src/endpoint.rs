@@ -133,7 +133,7 @@ impl Endpoint {
     /// Serve connections until the task is dropped.
     pub async fn serve(self) {
         // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         let refusals = Arc::new(std::sync::Mutex::new(Refusals::default()));
         loop {
             match self.listener.accept().await {

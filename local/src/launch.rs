@@ -4,7 +4,6 @@
 use crate::pi::{PI_PACKAGE, PI_PACKAGES};
 use protocol::endpoint::{SessionEnv, SESSION_ENV, TOKEN_ENV};
 use protocol::methods::{Read, Stat};
-use rand::RngCore;
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -59,9 +58,7 @@ impl Scratch {
         };
         let mut attempt = 0;
         let root = loop {
-            let mut r = [0u8; 8];
-            rand::rngs::OsRng.fill_bytes(&mut r);
-            let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            let name = protocol::secret::random_hex(8);
             let root = base.join(format!("pii-{name}"));
             match std::fs::DirBuilder::new().mode(0o700).create(&root) {
                 Ok(()) => break root,
@@ -442,18 +439,18 @@ pub async fn run_node(
             None => std::future::pending().await,
         }
     }
-    let forward = |sig: libc::c_int| {
-        if let Some(pid) = pid {
-            // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
-            unsafe { libc::kill(pid as libc::pid_t, sig) };
+    // kill(2) to the pid we spawned and have not reaped yet.
+    let forward = |sig: rustix::process::Signal| {
+        if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process(pid, sig);
         }
     };
     loop {
         tokio::select! {
             st = child.wait() => return st.map_err(LaunchError::Wait),
             _ = recv(&mut int) => tracing::debug!("SIGINT ignored (node gets it from the terminal)"),
-            _ = recv(&mut term) => { tracing::info!("SIGTERM: forwarding to node"); forward(libc::SIGTERM) }
-            _ = recv(&mut hup) => { tracing::info!("SIGHUP: forwarding to node"); forward(libc::SIGHUP) }
+            _ = recv(&mut term) => { tracing::info!("SIGTERM: forwarding to node"); forward(rustix::process::Signal::TERM) }
+            _ = recv(&mut hup) => { tracing::info!("SIGHUP: forwarding to node"); forward(rustix::process::Signal::HUP) }
         }
     }
 }

@@ -138,7 +138,7 @@ fn main() -> std::process::ExitCode {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
         return std::process::ExitCode::SUCCESS;
     }
-    match cli.command.take() {
+    let doctor_args = match cli.command.take() {
         Some(Sub::Completions { shell }) => {
             use clap::CommandFactory;
             let mut script = Vec::new();
@@ -147,9 +147,10 @@ fn main() -> std::process::ExitCode {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             return std::process::ExitCode::SUCCESS;
         }
-        Some(Sub::Doctor(args)) => return doctor::main(args),
-        None => {}
-    }
+        Some(Sub::Doctor(args)) => Some(args),
+        None => None,
+    };
+    // The one runtime of pii (current thread: pii's work is I/O, and node runs beside it).
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,6 +161,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    if let Some(args) = doctor_args {
+        return doctor::main(args, &rt);
+    }
     match rt.block_on(run(cli)) {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {

@@ -8,7 +8,7 @@
 use crate::rpc::Failure;
 use protocol::Errno;
 use std::ffi::{CStr, OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,11 +46,7 @@ pub fn which_in(path_var: &str, name: &str) -> Option<PathBuf> {
 }
 
 fn is_executable(p: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: valid NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+    rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok()
 }
 
 /// Everything about the host that does not depend on `hello`'s params.
@@ -122,8 +118,10 @@ fn uname() -> (String, String, String) {
 
 /// Probe the host (never fails: every part has a fallback).
 pub async fn probe() -> Probe {
-    // SAFETY: plain syscalls without arguments.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
     let (os, arch, hostname) = uname();
     let pw = passwd(uid);
     let env_home = std::env::var("HOME").ok().filter(|h| h.starts_with('/'));
@@ -253,8 +251,10 @@ async fn capture_login_env(shell: &str) -> Option<Vec<(OsString, OsString)>> {
         Ok(r) => r.ok()?,
         Err(_) => {
             if let Some(pid) = pid {
-                // SAFETY: signalling the group we just created.
-                unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+                // The group we just created.
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
             }
             return None;
         }

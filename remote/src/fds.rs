@@ -25,10 +25,10 @@ use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno, ErrorCode};
 use std::io::Write;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
-use table::{fd_error, last_error};
+use table::fd_error;
 
 pub fn pread(a: &Agent, p: &PreadParams) -> Result<ReadResult, Failure> {
     let e = a.fds.get(&p.fd, "read")?;
@@ -82,11 +82,10 @@ fn fappend(a: &Agent, p: AppendParams) -> Result<WriteResult, Failure> {
     (&e.file)
         .write_all(&p.data.0)
         .map_err(|er| fd_error(&er, "write"))?;
-    // SAFETY: lseek on a descriptor we own.
-    let pos = unsafe { libc::lseek(e.file.as_raw_fd(), 0, libc::SEEK_CUR) };
+    let pos = rustix::fs::tell(&e.file).unwrap_or(0);
     Ok(WriteResult {
         written: p.data.0.len() as u64,
-        position: pos.max(0) as u64,
+        position: pos,
     })
 }
 
@@ -105,21 +104,16 @@ fn raw(
     a: &Agent,
     fd: &str,
     syscall: &str,
-    f: impl FnOnce(libc::c_int) -> libc::c_int,
+    f: impl FnOnce(BorrowedFd<'_>) -> rustix::io::Result<()>,
 ) -> Result<Empty, Failure> {
     let e = a.fds.get(fd, syscall)?;
-    if f(e.file.as_raw_fd()) != 0 {
-        return Err(last_error(syscall));
-    }
+    f(e.file.as_fd()).map_err(|er| fd_error(&er.into(), syscall))?;
     Ok(Empty)
 }
 
 fn futimes(a: &Agent, p: FutimesParams) -> Result<Empty, Failure> {
     let ts = crate::fs::sys::timespecs(p.atime, p.mtime, "futime", None)?;
-    // SAFETY: a descriptor we own and a two-element timespec array.
-    raw(a, &p.fd, "futime", |fd| unsafe {
-        libc::futimens(fd, ts.as_ptr())
-    })
+    raw(a, &p.fd, "futime", |fd| rustix::fs::futimens(fd, &ts))
 }
 
 /// Register a descriptor call that changes the file system: the change feed is flushed before
@@ -190,24 +184,26 @@ pub fn register_all(t: &mut Table) {
     register_fd_mutation::<m::Ftruncate, _>(t, |a, p| {
         let len = libc::off_t::try_from(p.length)
             .map_err(|_| Failure::Os(Errno::new("EINVAL", "ftruncate", None)))?;
-        // SAFETY: a descriptor we own.
-        raw(a, &p.fd, "ftruncate", |fd| unsafe {
-            libc::ftruncate(fd, len)
+        raw(a, &p.fd, "ftruncate", |fd| {
+            rustix::fs::ftruncate(fd, len as u64)
         })
     });
     register_fd_mutation::<m::Fchmod, _>(t, |a, p| {
-        // SAFETY: a descriptor we own.
-        raw(a, &p.fd, "fchmod", |fd| unsafe {
-            libc::fchmod(fd, (p.mode & 0o7777) as libc::mode_t)
+        raw(a, &p.fd, "fchmod", |fd| {
+            rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(p.mode & 0o7777))
         })
     });
     register_fd_mutation::<m::Fchown, _>(t, |a, p| {
-        let uid = p.uid.unwrap_or(u32::MAX);
-        let gid = p.gid.unwrap_or(u32::MAX);
-        // SAFETY: a descriptor we own; -1 (u32::MAX) leaves an id as it is.
-        raw(a, &p.fd, "fchown", |fd| unsafe {
-            libc::fchown(fd, uid, gid)
-        })
+        // None (or -1, u32::MAX) leaves an id as it is.
+        let uid = p
+            .uid
+            .filter(|&u| u != u32::MAX)
+            .map(rustix::fs::Uid::from_raw);
+        let gid = p
+            .gid
+            .filter(|&g| g != u32::MAX)
+            .map(rustix::fs::Gid::from_raw);
+        raw(a, &p.fd, "fchown", |fd| rustix::fs::fchown(fd, uid, gid))
     });
     register_fd_mutation::<m::Futimes, _>(t, futimes);
 }

@@ -24,6 +24,7 @@ use crate::sandbox::Follow;
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno};
+use rustix::fs::AtFlags;
 use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -552,17 +553,14 @@ fn copy_file(s: &Session, p: CopyFileParams) -> Result<Empty, Failure> {
 
 fn utimes(s: &Session, p: UtimesParams) -> Result<Empty, Failure> {
     let (follow, syscall, flags) = if p.lstat {
-        (Follow::NotLast, "lutime", libc::AT_SYMLINK_NOFOLLOW)
+        (Follow::NotLast, "lutime", AtFlags::SYMLINK_NOFOLLOW)
     } else {
-        (Follow::All, "utime", 0)
+        (Follow::All, "utime", AtFlags::empty())
     };
     let r = s.sandbox.pin(&p.path, follow, syscall)?;
     let ts = timespecs(p.atime, p.mtime, syscall, Some(&p.path))?;
-    let c = cpath(&r).map_err(|e| os(&e, syscall, &p.path))?;
-    // SAFETY: valid C string and a two-element timespec array.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags) } != 0 {
-        return Err(os(&io::Error::last_os_error(), syscall, &p.path));
-    }
+    rustix::fs::utimensat(rustix::fs::CWD, &*r, &ts, flags)
+        .map_err(|e| os(&e.into(), syscall, &p.path))?;
     Ok(Empty)
 }
 

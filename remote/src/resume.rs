@@ -18,11 +18,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
-pub type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
-pub type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+pub use protocol::frame::{BoxRead, BoxWrite};
 pub type Frames = protocol::FrameReader<BufReader<BoxRead>>;
 
 /// How long a socket connection may take to present its resuming `hello`.
@@ -162,7 +161,7 @@ fn make_run_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)?;
     let md = std::fs::symlink_metadata(dir)?;
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if !md.is_dir() || md.uid() != me {
         return Err(std::io::Error::other(format!(
             "{} is not a directory owned by uid {me}",
@@ -227,7 +226,7 @@ async fn authenticate(
     incoming: &mpsc::Sender<Incoming>,
 ) -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     match stream.peer_cred() {
         Ok(c) if c.uid() == me => {}
         Ok(c) => return Err(format!("peer uid {} is not {me}", c.uid())),

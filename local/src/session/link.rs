@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 
 /// Timings of the link (tests shorten them).
@@ -38,7 +38,7 @@ impl Timing {
 /// A new link to a (new) agent, positioned just after its magic line.
 pub struct Link {
     pub reader: Box<dyn AsyncBufRead + Unpin + Send>,
-    pub writer: Box<dyn AsyncWrite + Unpin + Send>,
+    pub writer: protocol::frame::BoxWrite,
     /// Counts bytes as they arrive (see [`Activity`]).
     pub activity: Option<Arc<AtomicU64>>,
     /// The process carrying the link (ssh), killed when the link is replaced or closed.
@@ -123,7 +123,7 @@ pub fn spawn<E: LinkEvents>(
 }
 
 async fn writer_task<E: LinkEvents>(
-    mut writer: Box<dyn AsyncWrite + Unpin + Send>,
+    mut writer: protocol::frame::BoxWrite,
     mut rx: mpsc::UnboundedReceiver<WriterMsg>,
     events: Weak<E>,
     gen: u64,

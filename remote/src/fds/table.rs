@@ -33,10 +33,6 @@ pub(crate) fn fd_error(e: &io::Error, syscall: &str) -> Failure {
     Failure::Os(Errno::from_io(e, syscall, None))
 }
 
-pub(crate) fn last_error(syscall: &str) -> Failure {
-    fd_error(&io::Error::last_os_error(), syscall)
-}
-
 impl Fds {
     pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())

@@ -11,7 +11,6 @@ use rand::Rng;
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
@@ -222,10 +221,7 @@ pub fn open_path(
             .custom_flags(custom)
             .open(&*r)
             .map_err(|e| os(&e, "open", path))?;
-        let rc = unsafe { libc::ftruncate(f.as_raw_fd(), 0) };
-        if rc != 0 {
-            return Err(os(&io::Error::last_os_error(), "open", path));
-        }
+        rustix::fs::ftruncate(&f, 0).map_err(|e| os(&e.into(), "open", path))?;
         return Ok((f, r));
     }
     let f = o.open(&*r).map_err(|e| os(&e, "open", path))?;
@@ -298,17 +294,20 @@ pub fn timespecs(
     mtime: Time,
     syscall: &str,
     path: Option<&str>,
-) -> Result<[libc::timespec; 2], Failure> {
+) -> Result<rustix::fs::Timestamps, Failure> {
     if atime.1 >= 1_000_000_000 || mtime.1 >= 1_000_000_000 {
         return Err(Errno::new("EINVAL", syscall, path)
             .with_detail("nanoseconds out of range")
             .into());
     }
-    let ts = |t: Time| libc::timespec {
+    let ts = |t: Time| rustix::fs::Timespec {
         tv_sec: t.0 as _,
         tv_nsec: t.1 as _,
     };
-    Ok([ts(atime), ts(mtime)])
+    Ok(rustix::fs::Timestamps {
+        last_access: ts(atime),
+        last_modification: ts(mtime),
+    })
 }
 
 /// `n` random characters from `[A-Za-z0-9]`.

@@ -1,5 +1,6 @@
 //! Every process group the session started ([`Procs`]), and ending them.
 
+use rustix::process::{Pid, Signal};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,8 +35,7 @@ impl Procs {
             e.stdin = None;
         }
         // Forget the group once it is empty, so a reused pid is never signalled.
-        // SAFETY: signal 0 only checks existence.
-        if unsafe { libc::kill(-pid, 0) } != 0 {
+        if !group_exists(pid) {
             map.remove(&pid);
         }
     }
@@ -47,8 +47,7 @@ impl Procs {
             return;
         }
         for &pid in &pids {
-            // SAFETY: plain signal to a group we created.
-            unsafe { libc::killpg(pid, libc::SIGTERM) };
+            signal_group(pid, Signal::TERM);
         }
         let deadline = tokio::time::Instant::now() + KILL_GRACE;
         loop {
@@ -58,8 +57,7 @@ impl Procs {
             }
             if tokio::time::Instant::now() >= deadline {
                 for &pid in &alive {
-                    // SAFETY: as above.
-                    unsafe { libc::killpg(pid, libc::SIGKILL) };
+                    signal_group(pid, Signal::KILL);
                 }
                 // SIGKILL is delivered asynchronously: wait (briefly) until the groups are
                 // really gone, so that "the agent exited" means "nothing is left running".
@@ -76,8 +74,7 @@ impl Procs {
 
 /// Whether process group `pgid` has a member that is not a zombie.
 pub fn group_alive(pgid: i32) -> bool {
-    // SAFETY: signal 0 only checks existence.
-    if unsafe { libc::kill(-pgid, 0) } != 0 {
+    if !group_exists(pgid) {
         return false;
     }
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -104,4 +101,16 @@ pub fn group_alive(pgid: i32) -> bool {
         }
     }
     false
+}
+
+/// Whether process group `pgid` exists (kill(-pgid, 0)).
+fn group_exists(pgid: i32) -> bool {
+    Pid::from_raw(pgid).is_some_and(|p| rustix::process::test_kill_process_group(p).is_ok())
+}
+
+/// Signal process group `pgid` (a group this agent created); a gone group is not an error.
+fn signal_group(pgid: i32, sig: Signal) {
+    if let Some(p) = Pid::from_raw(pgid) {
+        let _ = rustix::process::kill_process_group(p, sig);
+    }
 }
