@@ -9,8 +9,7 @@ use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 
 use super::tree::{Batch, Tree, Watched};
-use std::io;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -196,18 +195,19 @@ impl Tracker {
 
     /// Create the inotify instance, watch the tree (blocking thread), start the reader.
     async fn start(self: &Arc<Self>, inner: &mut Inner) -> Result<(), Errno> {
-        // SAFETY: plain syscall; the fd is owned right below.
-        let raw = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
-        if raw < 0 {
-            return Err(Errno::from_io(
-                &io::Error::last_os_error(),
-                "inotify_init",
-                None,
-            ));
-        }
-        // SAFETY: a fresh descriptor nobody else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let mut tree = Tree::new(raw, self.root.clone(), self.watched.clone());
+        use rustix::fs::inotify;
+        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
+            .map_err(|e| Errno::from_io(&e.into(), "inotify_init", None))?;
+        // Registered before the walk: what happens meanwhile makes it readable at once.
+        // SAFETY: the OwnedFd stays open, and the same descriptor, for as long as the AsyncFd
+        // that owns it lives (tokio has no safe constructor since its I/O-safety fix).
+        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+        let fd = fd.map_err(|e| {
+            let (_, e) = e.into_parts();
+            Errno::from_io(&e, "epoll_ctl", None)
+        })?;
+        let fd = Arc::new(fd);
+        let mut tree = Tree::new(fd.clone(), self.root.clone(), self.watched.clone());
         let root = self.root.clone();
         let t0 = std::time::Instant::now();
         let tree = tokio::task::spawn_blocking(move || {
@@ -233,13 +233,6 @@ impl Tracker {
             tree.wds.len(),
             t0.elapsed()
         );
-        // SAFETY: the OwnedFd stays open, and the same descriptor, for as long as the AsyncFd
-        // that owns it lives.
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-        let fd = Arc::new(fd.map_err(|e| {
-            let (_, e) = e.into_parts();
-            Errno::from_io(&e, "epoll_ctl", None)
-        })?);
         let (stop_tx, stop_rx) = oneshot::channel();
         inner.run = Some(Running {
             fd: fd.clone(),

@@ -3,13 +3,15 @@
 //! its queue into [`Batch`]es of changed paths.
 
 use crate::fs::sys::temp_target;
+use rustix::fs::inotify;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
+use tokio::io::unix::AsyncFd;
 
 /// Bytes read from the queue per batch.
 const READ_BUF: usize = 256 * 1024;
@@ -39,7 +41,8 @@ pub(crate) struct Batch {
 
 /// The watch table (used on blocking threads, one at a time, under the tracker's lock).
 pub(crate) struct Tree {
-    fd: RawFd,
+    /// The inotify instance (shared with the tracker's reader, which waits on it).
+    fd: Arc<AsyncFd<OwnedFd>>,
     root: PathBuf,
     pub(crate) wds: HashMap<i32, PathBuf>,
     /// Ordered by components, so a directory's subtree is one contiguous range.
@@ -51,7 +54,7 @@ pub(crate) struct Tree {
 }
 
 impl Tree {
-    pub(crate) fn new(fd: RawFd, root: PathBuf, watched: Watched) -> Self {
+    pub(crate) fn new(fd: Arc<AsyncFd<OwnedFd>>, root: PathBuf, watched: Watched) -> Self {
         Tree {
             fd,
             root,
@@ -65,15 +68,17 @@ impl Tree {
     }
 
     fn add_watch(&self, path: &Path) -> io::Result<i32> {
-        let c = CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: valid fd and C string.
-        let wd = unsafe { libc::inotify_add_watch(self.fd, c.as_ptr(), MASK) };
-        if wd < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(wd)
-        }
+        inotify::add_watch(
+            self.fd.get_ref(),
+            path,
+            inotify::WatchFlags::from_bits_retain(MASK),
+        )
+        .map_err(io::Error::from)
+    }
+
+    /// A watch the kernel already dropped gives EINVAL: nothing to do.
+    fn remove_watch(&self, wd: i32) {
+        let _ = inotify::remove_watch(self.fd.get_ref(), wd);
     }
 
     /// Watch `top` and every real directory under it (never through a symlink). Watches are
@@ -164,8 +169,7 @@ impl Tree {
             if self.wds.get(&wd) == Some(&p) {
                 self.wds.remove(&wd);
             }
-            // SAFETY: plain syscall; a watch the kernel already dropped gives EINVAL.
-            unsafe { libc::inotify_rm_watch(self.fd, wd) };
+            self.remove_watch(wd);
         }
     }
 
@@ -184,8 +188,7 @@ impl Tree {
         }
         for wd in old {
             if !self.wds.contains_key(&wd) {
-                // SAFETY: as in `forget`.
-                unsafe { libc::inotify_rm_watch(self.fd, wd) };
+                self.remove_watch(wd);
             }
         }
     }
@@ -194,25 +197,14 @@ impl Tree {
     pub(crate) fn read_batch(&mut self) -> Batch {
         let mut batch = Batch::default();
         let n = loop {
-            // SAFETY: the buffer is ours and as long as stated.
-            let n = unsafe {
-                libc::read(
-                    self.fd,
-                    self.buf.as_mut_ptr() as *mut libc::c_void,
-                    self.buf.len(),
-                )
-            };
-            if n >= 0 {
-                break n as usize;
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => {
+            match rustix::io::read(self.fd.get_ref(), &mut self.buf[..]) {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(rustix::io::Errno::AGAIN) => {
                     batch.drained = true;
                     return batch;
                 }
-                _ => {
+                Err(e) => {
                     tracing::warn!("fs.changes: reading inotify: {e}");
                     batch.drained = true;
                     return batch;
@@ -297,13 +289,7 @@ impl Tree {
 /// kernel's back — network, cluster and shared-folder filesystems, and FUSE (sshfs, virtiofs, …)
 /// — where inotify only sees this machine's own changes. `None` for local filesystems.
 pub(crate) fn shared_fs(dir: &Path) -> Option<&'static str> {
-    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is a valid C string.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
+    let st = rustix::fs::statfs(dir).ok()?;
     shared_fs_kind((st.f_type as u64 & 0xffff_ffff) as u32)
 }
 
@@ -333,50 +319,31 @@ pub(crate) fn shared_fs_kind(magic: u32) -> Option<&'static str> {
 /// (O_NOATIME, where the agent owns the directory): arming the feed must not change what a
 /// `stat` of the directory says, or the client's view would differ from a plain run's.
 fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(c) = CString::new(dir.as_os_str().as_bytes()) else {
+    use rustix::fs::{FileType, Mode, OFlags};
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let fd = match rustix::fs::open(dir, flags | OFlags::NOATIME, Mode::empty()) {
+        Err(rustix::io::Errno::PERM) => rustix::fs::open(dir, flags, Mode::empty()),
+        r => r,
+    };
+    let Ok(d) = fd.and_then(rustix::fs::Dir::new) else {
         return vec![];
     };
-    let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: `c` is a valid NUL-terminated path; the fd is owned by the DIR stream below.
-    let mut fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_NOATIME) };
-    if fd < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
-        // SAFETY: as above.
-        fd = unsafe { libc::open(c.as_ptr(), flags) };
-    }
-    if fd < 0 {
-        return vec![];
-    }
-    // SAFETY: `fd` is an open directory fd; on success the DIR stream owns it.
-    let d = unsafe { libc::fdopendir(fd) };
-    if d.is_null() {
-        // SAFETY: fdopendir failed, so the fd is still ours to close.
-        unsafe { libc::close(fd) };
-        return vec![];
-    }
     let mut out = vec![];
-    loop {
-        // SAFETY: `d` is a valid DIR stream until closedir below.
-        let e = unsafe { libc::readdir(d) };
-        if e.is_null() {
-            break;
-        }
-        // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated.
-        let (ty, name) = unsafe { ((*e).d_type, std::ffi::CStr::from_ptr((*e).d_name.as_ptr())) };
-        let name = name.to_bytes();
+    for e in d {
+        let Ok(e) = e else { break };
+        let name = e.file_name().to_bytes();
         if name == b"." || name == b".." {
             continue;
         }
         let path = dir.join(OsStr::from_bytes(name));
-        let is_dir = match ty {
-            libc::DT_DIR => true,
-            libc::DT_UNKNOWN => std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()),
+        let is_dir = match e.file_type() {
+            FileType::Directory => true,
+            FileType::Unknown => std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()),
             _ => false,
         };
         if is_dir {
             out.push(path);
         }
     }
-    // SAFETY: `d` came from fdopendir and is closed once.
-    unsafe { libc::closedir(d) };
     out
 }
