@@ -76,6 +76,7 @@ struct Passwd {
 fn passwd(uid: u32) -> Option<Passwd> {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: zeroed passwd is a valid out-parameter; buf outlives the borrowed strings we copy.
+    // (No safe wrapper in rustix; nix's User::from_uid would add a dependency for one call.)
     unsafe {
         let mut pw: libc::passwd = std::mem::zeroed();
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -105,15 +106,13 @@ fn passwd(uid: u32) -> Option<Passwd> {
 }
 
 fn uname() -> (String, String, String) {
-    // SAFETY: zeroed utsname is a valid out-parameter.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return ("linux".into(), "unknown".into(), "localhost".into());
-        }
-        let s = |a: &[libc::c_char]| CStr::from_ptr(a.as_ptr()).to_string_lossy().into_owned();
-        (s(&u.sysname).to_lowercase(), s(&u.machine), s(&u.nodename))
-    }
+    let u = rustix::system::uname();
+    let s = |c: &CStr| c.to_string_lossy().into_owned();
+    (
+        s(u.sysname()).to_lowercase(),
+        s(u.machine()),
+        s(u.nodename()),
+    )
 }
 
 /// Probe the host (never fails: every part has a fallback).

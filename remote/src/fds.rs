@@ -20,7 +20,7 @@ pub(crate) mod table;
 
 use crate::agent::{Agent, Table};
 use crate::fs::sys::{read_at_most, to_stat};
-use crate::rpc::{on_blocking_pool, Answer, Failure, Host};
+use crate::rpc::{on_blocking_pool, Failure, Host};
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno, ErrorCode};
@@ -149,15 +149,7 @@ pub fn register_all(t: &mut Table) {
     // With `raw: true` (outside `fs.batch`), the bytes come in a binary frame.
     t.answer::<m::Pread, _>(|a, _, p, binary_ok| {
         let r = pread(a, &p).map_err(Failure::into_error_object)?;
-        if p.raw && binary_ok {
-            let meta = RawReadResult {
-                size: r.size,
-                cache: r.cache,
-            };
-            Answer::binary(&meta, r.data.0)
-        } else {
-            Answer::json(&r)
-        }
+        crate::fs::sys::read_answer(r, p.raw && binary_ok)
     });
     t.blocking::<m::Fstat, _>(|a, _, p| {
         let e = a.fds.get(&p.fd, "fstat")?;

@@ -19,7 +19,7 @@ pub(crate) mod sys;
 pub(crate) mod upload;
 
 use crate::agent::{Agent, Session, Table};
-use crate::rpc::{on_blocking_pool, Answer, Failure, Host};
+use crate::rpc::{on_blocking_pool, Failure, Host};
 use crate::sandbox::Follow;
 use protocol::fs::*;
 use protocol::methods as m;
@@ -41,16 +41,7 @@ pub fn register_all(t: &mut Table) {
     // With `raw: true` (outside `fs.batch`), the bytes come in a binary frame.
     t.answer::<m::Read, _>(|_, s, p, binary_ok| {
         let raw = p.raw && binary_ok;
-        let r = read(s, p).map_err(Failure::into_error_object)?;
-        if raw {
-            let meta = RawReadResult {
-                size: r.size,
-                cache: r.cache,
-            };
-            Answer::binary(&meta, r.data.0)
-        } else {
-            Answer::json(&r)
-        }
+        read_answer(read(s, p).map_err(Failure::into_error_object)?, raw)
     });
     register_mutation::<m::Write, _>(t, |_, s, p| write(s, p));
     t.blocking::<m::UploadBegin, _>(upload_begin);
@@ -142,40 +133,38 @@ fn chown(s: &Session, p: ChownParams) -> Result<Empty, Failure> {
         (Follow::All, "chown")
     };
     let r = s.sandbox.pin(&p.path, follow, syscall)?;
-    let c = cpath(&r).map_err(|e| os(&e, syscall, &p.path))?;
-    let (uid, gid) = (p.uid.unwrap_or(u32::MAX), p.gid.unwrap_or(u32::MAX));
-    // SAFETY: a valid C string; -1 (u32::MAX) leaves an id as it is. A pinned object is
-    // reached through its /proc/self/fd link (followed); lchown gets the entry itself.
-    let rc = unsafe {
-        if p.lstat {
-            libc::lchown(c.as_ptr(), uid, gid)
-        } else {
-            libc::chown(c.as_ptr(), uid, gid)
-        }
+    // None (or -1, u32::MAX) leaves an id as it is. A pinned object is reached through its
+    // /proc/self/fd link (followed); lchown gets the entry itself.
+    let uid = p
+        .uid
+        .filter(|&u| u != u32::MAX)
+        .map(rustix::fs::Uid::from_raw);
+    let gid = p
+        .gid
+        .filter(|&g| g != u32::MAX)
+        .map(rustix::fs::Gid::from_raw);
+    let flags = if p.lstat {
+        AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::empty()
     };
-    if rc != 0 {
-        return Err(os(&io::Error::last_os_error(), syscall, &p.path));
-    }
+    rustix::fs::chownat(rustix::fs::CWD, &*r, uid, gid, flags)
+        .map_err(|e| os(&e.into(), syscall, &p.path))?;
     Ok(Empty)
 }
 
 fn statfs(s: &Session, p: PathParams) -> Result<StatFs, Failure> {
     let r = s.sandbox.pin(&p.path, Follow::All, "statfs")?;
-    let c = cpath(&r).map_err(|e| os(&e, "statfs", &p.path))?;
-    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is a valid C string.
-    let mut b: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut b) } != 0 {
-        return Err(os(&io::Error::last_os_error(), "statfs", &p.path));
-    }
+    let b = rustix::fs::statfs(&*r).map_err(|e| os(&e.into(), "statfs", &p.path))?;
     Ok(StatFs {
         fs_type: b.f_type as u64,
         bsize: b.f_bsize as u64,
         frsize: b.f_frsize as u64,
-        blocks: b.f_blocks,
-        bfree: b.f_bfree,
-        bavail: b.f_bavail,
-        files: b.f_files,
-        ffree: b.f_ffree,
+        blocks: b.f_blocks as u64,
+        bfree: b.f_bfree as u64,
+        bavail: b.f_bavail as u64,
+        files: b.f_files as u64,
+        ffree: b.f_ffree as u64,
     })
 }
 
@@ -227,13 +216,9 @@ fn access(s: &Session, p: AccessParams) -> Result<Empty, Failure> {
     let watched = s.changes.watched_parent(&p.path);
     let r = s.sandbox.pin(&p.path, Follow::All, "access")?;
     let plain = plain(watched, &r, &p.path);
-    let c = cpath(&r).map_err(|e| os(&e, "access", &p.path))?;
-    // SAFETY: valid C string.
-    if unsafe { libc::access(c.as_ptr(), (p.mode & 7) as libc::c_int) } != 0 {
-        return Err(cacheable(
-            os(&io::Error::last_os_error(), "access", &p.path),
-            plain,
-        ));
+    let mode = rustix::fs::Access::from_bits_retain(p.mode & 7);
+    if let Err(e) = rustix::fs::access(&*r, mode) {
+        return Err(cacheable(os(&e.into(), "access", &p.path), plain));
     }
     Ok(Empty)
 }

@@ -70,12 +70,9 @@ fn run() -> anyhow::Result<()> {
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    // SAFETY: dup2 onto the standard fds with a valid fd; nothing else holds raw copies of them.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::dup2(devnull.as_raw_fd(), 0);
-        libc::dup2(devnull.as_raw_fd(), 1);
-    }
+    // Nothing else holds raw copies of the standard fds.
+    let _ = rustix::stdio::dup2_stdin(&devnull);
+    let _ = rustix::stdio::dup2_stdout(&devnull);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

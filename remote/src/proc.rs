@@ -304,7 +304,8 @@ fn kill(agent: &Agent, p: KillParams) -> Result<bool, Failure> {
         Some(true) if !p.group => return Err(Errno::new("ESRCH", "kill", None).into()),
         _ => {}
     }
-    // SAFETY: plain signal to a pid/group this agent started.
+    // SAFETY: plain signal to a pid/group this agent started. (Raw libc: the client may name any
+    // signal number 0..=64, real-time ones included, which rustix's Signal cannot carry.)
     let rc = unsafe {
         if p.group {
             libc::killpg(p.pid, sig)
@@ -379,7 +380,8 @@ async fn run(agent: Arc<Agent>, p: RunParams) -> Result<RunResult, Failure> {
     let hard = tokio::time::sleep_until(far);
     tokio::pin!(hard);
     let send_kill = |sig: i32| {
-        // SAFETY: signal to the group this call started.
+        // SAFETY: signal to the group this call started (`kill_signal` may be any number, as
+        // above, so raw libc).
         unsafe { libc::killpg(pid, sig) };
     };
     while out.is_some() || err.is_some() || status.is_none() {

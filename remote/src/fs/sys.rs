@@ -8,12 +8,10 @@ use crate::sandbox::{Follow, Pinned, Sandbox};
 use protocol::fs::*;
 use protocol::Errno;
 use rand::Rng;
-use std::ffi::CString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
-use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 /// An OS error on one path.
@@ -40,10 +38,6 @@ pub(crate) fn two(
         e.with_dest(to)
     })?;
     Ok((a, b))
-}
-
-pub(crate) fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 pub(crate) fn time_of(secs: i64, nsecs: i64) -> Time {
@@ -316,4 +310,21 @@ pub fn random_suffix(n: usize) -> String {
     (0..n)
         .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
         .collect()
+}
+
+/// The answer of a read (`fs.read`, `fs.pread`): with `raw` (asked for, and outside `fs.batch`)
+/// the bytes come in a binary frame after the metadata, else as JSON.
+pub(crate) fn read_answer(
+    r: ReadResult,
+    raw: bool,
+) -> Result<crate::rpc::Answer, protocol::rpc::ErrorObject> {
+    if raw {
+        let meta = RawReadResult {
+            size: r.size,
+            cache: r.cache,
+        };
+        crate::rpc::Answer::binary(&meta, r.data.0)
+    } else {
+        crate::rpc::Answer::json(&r)
+    }
 }
