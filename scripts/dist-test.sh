@@ -140,6 +140,7 @@ lap "registry and npm install"
 
 section "tests with the installed pii"
 # Built here (cargo is the developer's), run on the user's PATH.
+# shellcheck disable=SC2016 # the node -e program is JavaScript, not shell
 mapfile -t exes < <(cargo test -p pi-bridge-tests --features npm-install --test npm_install \
   --test e2e_pi --no-run --message-format=json |
   node -e '

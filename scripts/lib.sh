@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by scripts/test.sh, scripts/run.sh and scripts/bench.sh (sourced, not run).
 
 section() { printf '\n==== %s ====\n' "$*"; }
@@ -73,6 +74,7 @@ ensure_npm_fixture() {
 
 # The matrix cells of fixtures/matrix.json as "<pi version> <node major>" lines, newest first.
 matrix_cells() {
+  # shellcheck disable=SC2016 # JavaScript, not shell
   node -e 'for (const c of require(process.argv[1]).cells) console.log(`${c.pi} ${c.node}`)' \
     "$root/fixtures/matrix.json"
 }

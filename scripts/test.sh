@@ -50,6 +50,7 @@ mapfile -t preload_tests < <(find preload/test \( -name '*.test.cjs' -o -name '*
 
 run_cell() { # pi node scope(all|cell)
   local pi="$1" node="$2" scope="$3"
+  # shellcheck disable=SC2155 # cell_node_bin cannot fail once ensure_matrix ran
   local -x PATH="$(cell_node_bin "$node"):$PATH" PI_BRIDGE_PI="$pi" PI_BRIDGE_NODE="$node"
   section "pi $pi on node $(node --version): ${scope} suites"
   # cargo-nextest runs the tests of all binaries side by side (.config/nextest.toml: 4 at a

@@ -1,7 +1,7 @@
 //! `pi-bridge.config.json`: the current directory's, else `~/.config/pi-bridge/config.json`.
 //!
 //! Keys (all optional): `sandboxRoot` (string), `authTokenLength` (integer >= 32),
-//! `rpcTimeout` (ms, > 0), `watchFallbackPollInterval` (ms, > 0), `sshOptions` (array of
+//! `rpcTimeout` (ms, > 0), `sshOptions` (array of
 //! strings, each passed as `-o <option>` before the command line's `-o`), `localPaths` (array of
 //! paths pi may use on this machine). Command-line flags win over the file. An unknown key or a
 //! bad value is an error naming the file and the key.
@@ -14,6 +14,7 @@
 //! the agent or ports, or change where ssh connects, and paths kept local, are honoured only
 //! from the user's own `~/.config/pi-bridge/config.json`.
 
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "pi-bridge.config.json";
@@ -51,8 +52,6 @@ pub struct Config {
     pub auth_token_length: usize,
     /// Milliseconds a call may take.
     pub rpc_timeout_ms: u64,
-    /// Poll interval where the remote has no inotify (passed on; unused by pii itself).
-    pub watch_fallback_poll_interval_ms: u64,
     /// Extra `-o` options for ssh.
     pub ssh_options: Vec<String>,
     /// Paths that stay on this machine for pi and its tools (`localPaths`, user config only).
@@ -67,7 +66,6 @@ impl Default for Config {
             sandbox_root: None,
             auth_token_length: protocol::endpoint::TOKEN_BYTES,
             rpc_timeout_ms: 30_000,
-            watch_fallback_poll_interval_ms: 1_000,
             ssh_options: Vec::new(),
             local_paths: Vec::new(),
             source: None,
@@ -86,7 +84,7 @@ pub enum ConfigError {
     Syntax { file: PathBuf, msg: String },
     #[error("{}: the top level must be a JSON object", file.display())]
     NotObject { file: PathBuf },
-    #[error("{}: unknown key `{key}` (known keys: sandboxRoot, authTokenLength, rpcTimeout, watchFallbackPollInterval, sshOptions, localPaths)", file.display())]
+    #[error("{}: unknown key `{key}` (known keys: {})", file.display(), KEYS.join(", "))]
     UnknownKey { file: PathBuf, key: String },
     #[error("{}: bad value for `{key}`: {msg}", file.display())]
     BadValue {
@@ -143,7 +141,7 @@ fn read_trusted(file: &Path) -> Result<Option<String>, ConfigError> {
     };
     let md = f.metadata().map_err(read_err)?;
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     let untrusted = |why: String, fix: String| ConfigError::Untrusted {
         file: file.to_path_buf(),
         why,
@@ -176,127 +174,193 @@ fn read_trusted(file: &Path) -> Result<Option<String>, ConfigError> {
     Ok(Some(text))
 }
 
+/// The keys of a config file, as [`File`] names them (the unknown-key error lists them).
+pub const KEYS: [&str; 5] = [
+    "sandboxRoot",
+    "authTokenLength",
+    "rpcTimeout",
+    "sshOptions",
+    "localPaths",
+];
+
+/// A config file as written: every key optional, no other key allowed. Each value type checks
+/// itself, so a bad value is refused with what was expected and what was given.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct File {
+    /// `null` is the same as leaving it out.
+    sandbox_root: Option<SandboxRoot>,
+    auth_token_length: Option<TokenLength>,
+    rpc_timeout: Option<Millis>,
+    ssh_options: Option<SshOptionList>,
+    local_paths: Option<LocalPathList>,
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+struct SandboxRoot(String);
+
+impl TryFrom<serde_json::Value> for SandboxRoot {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        match v {
+            serde_json::Value::String(s) if !s.is_empty() => Ok(SandboxRoot(s)),
+            _ => Err(format!("expected a non-empty path string, got {v}")),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+struct TokenLength(usize);
+
+impl TryFrom<serde_json::Value> for TokenLength {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        let min = protocol::endpoint::TOKEN_BYTES;
+        match v.as_u64() {
+            Some(n) if n >= min as u64 && n <= 4096 => Ok(TokenLength(n as usize)),
+            _ => Err(format!(
+                "expected an integer between {min} and 4096 (bytes), got {v}"
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+struct Millis(u64);
+
+impl TryFrom<serde_json::Value> for Millis {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        match v.as_u64() {
+            Some(n) if n > 0 => Ok(Millis(n)),
+            _ => Err(format!(
+                "expected a positive integer (milliseconds), got {v}"
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+struct SshOptionList(Vec<String>);
+
+impl TryFrom<serde_json::Value> for SshOptionList {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        let arr = v
+            .as_array()
+            .ok_or_else(|| format!("expected an array of strings, got {v}"))?;
+        let mut opts = Vec::new();
+        for item in arr {
+            match item.as_str() {
+                Some(s) if !s.trim().is_empty() => opts.push(s.to_string()),
+                _ => {
+                    return Err(format!(
+                    "every item must be a non-empty string like \"Compression=yes\", got {item}"
+                ))
+                }
+            }
+        }
+        Ok(SshOptionList(opts))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+struct LocalPathList(Vec<PathBuf>);
+
+impl TryFrom<serde_json::Value> for LocalPathList {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        let arr = v
+            .as_array()
+            .ok_or_else(|| format!("expected an array of paths, got {v}"))?;
+        let mut paths = Vec::new();
+        for item in arr {
+            match item.as_str() {
+                Some(s) if s.starts_with('/') || s == "~" || s.starts_with("~/") => {
+                    if crate::boundary::normalize(Path::new(s)).as_deref() == Some("/") || s == "~"
+                    {
+                        return Err(format!(
+                            "{s:?} would keep too much on this machine; name the directories pi needs"
+                        ));
+                    }
+                    paths.push(PathBuf::from(s))
+                }
+                _ => {
+                    return Err(format!(
+                        "every item must be an absolute path or ~/…, got {item}"
+                    ))
+                }
+            }
+        }
+        Ok(LocalPathList(paths))
+    }
+}
+
 /// Parse a config file's text (`file` is only for messages; `origin` says what it may set).
 pub fn parse(text: &str, file: &Path, origin: Origin) -> Result<Config, ConfigError> {
     let value: serde_json::Value = serde_json::from_str(text).map_err(|e| ConfigError::Syntax {
         file: file.to_path_buf(),
         msg: e.to_string(),
     })?;
-    let obj = value.as_object().ok_or_else(|| ConfigError::NotObject {
-        file: file.to_path_buf(),
-    })?;
-    let mut cfg = Config {
-        source: Some(file.to_path_buf()),
-        ..Config::default()
-    };
-    let bad = |key: &str, msg: &str| ConfigError::BadValue {
-        file: file.to_path_buf(),
-        key: key.to_string(),
-        msg: msg.to_string(),
-    };
-    let positive = |key: &str, v: &serde_json::Value| -> Result<u64, ConfigError> {
-        match v.as_u64() {
-            Some(n) if n > 0 => Ok(n),
-            _ => Err(bad(
+    if !value.is_object() {
+        return Err(ConfigError::NotObject {
+            file: file.to_path_buf(),
+        });
+    }
+    // `localPaths` is refused from the current directory whatever its value.
+    if origin == Origin::Cwd && value.get("localPaths").is_some() {
+        return Err(ConfigError::NotHere {
+            file: file.to_path_buf(),
+            what: "`localPaths`".into(),
+            hint: String::new(),
+        });
+    }
+    let f: File = serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        let msg = e.into_inner().to_string();
+        // deny_unknown_fields: "unknown field `x`, expected one of …", at the path of `x`.
+        if msg.starts_with("unknown field `") {
+            ConfigError::UnknownKey {
+                file: file.to_path_buf(),
                 key,
-                &format!("expected a positive integer (milliseconds), got {v}"),
-            )),
+            }
+        } else {
+            ConfigError::BadValue {
+                file: file.to_path_buf(),
+                key,
+                msg,
+            }
         }
-    };
-    for (key, v) in obj {
-        match key.as_str() {
-            "sandboxRoot" => match v {
-                serde_json::Value::String(s) if !s.is_empty() => cfg.sandbox_root = Some(s.clone()),
-                serde_json::Value::Null => cfg.sandbox_root = None,
-                _ => {
-                    return Err(bad(
-                        key,
-                        &format!("expected a non-empty path string, got {v}"),
-                    ))
-                }
-            },
-            "authTokenLength" => match v.as_u64() {
-                Some(n) if n >= protocol::endpoint::TOKEN_BYTES as u64 && n <= 4096 => {
-                    cfg.auth_token_length = n as usize
-                }
-                _ => {
-                    return Err(bad(
-                        key,
-                        &format!(
-                            "expected an integer between {} and 4096 (bytes), got {v}",
-                            protocol::endpoint::TOKEN_BYTES
-                        ),
-                    ))
-                }
-            },
-            "rpcTimeout" => cfg.rpc_timeout_ms = positive(key, v)?,
-            "watchFallbackPollInterval" => cfg.watch_fallback_poll_interval_ms = positive(key, v)?,
-            "sshOptions" => {
-                let arr = v
-                    .as_array()
-                    .ok_or_else(|| bad(key, &format!("expected an array of strings, got {v}")))?;
-                let mut opts = Vec::new();
-                for item in arr {
-                    match item.as_str() {
-                        Some(s) if !s.trim().is_empty() => opts.push(s.to_string()),
-                        _ => return Err(bad(key, &format!("every item must be a non-empty string like \"Compression=yes\", got {item}"))),
-                    }
-                }
-                if origin == Origin::Cwd {
-                    if let Some(o) = opts
-                        .iter()
-                        .find(|o| !CWD_SSH_KEYS.contains(&crate::ssh::option_key(o).as_str()))
-                    {
-                        return Err(ConfigError::NotHere {
-                            file: file.to_path_buf(),
-                            what: format!("the ssh option {o:?}"),
-                            hint: format!(" (here only: {})", CWD_SSH_KEYS.join(", ")),
-                        });
-                    }
-                }
-                cfg.ssh_options = opts;
-            }
-            "localPaths" => {
-                if origin == Origin::Cwd {
-                    return Err(ConfigError::NotHere {
-                        file: file.to_path_buf(),
-                        what: "`localPaths`".into(),
-                        hint: String::new(),
-                    });
-                }
-                let arr = v
-                    .as_array()
-                    .ok_or_else(|| bad(key, &format!("expected an array of paths, got {v}")))?;
-                let mut paths = Vec::new();
-                for item in arr {
-                    match item.as_str() {
-                        Some(s) if s.starts_with('/') || s == "~" || s.starts_with("~/") => {
-                            if crate::boundary::normalize(Path::new(s)).as_deref() == Some("/")
-                                || s == "~"
-                            {
-                                return Err(bad(key, &format!("{s:?} would keep too much on this machine; name the directories pi needs")));
-                            }
-                            paths.push(PathBuf::from(s))
-                        }
-                        _ => {
-                            return Err(bad(
-                                key,
-                                &format!("every item must be an absolute path or ~/…, got {item}"),
-                            ))
-                        }
-                    }
-                }
-                cfg.local_paths = paths;
-            }
-            _ => {
-                return Err(ConfigError::UnknownKey {
-                    file: file.to_path_buf(),
-                    key: key.clone(),
-                })
-            }
+    })?;
+    let defaults = Config::default();
+    let ssh_options = f.ssh_options.map(|o| o.0).unwrap_or_default();
+    if origin == Origin::Cwd {
+        if let Some(o) = ssh_options
+            .iter()
+            .find(|o| !CWD_SSH_KEYS.contains(&crate::ssh::option_key(o).as_str()))
+        {
+            return Err(ConfigError::NotHere {
+                file: file.to_path_buf(),
+                what: format!("the ssh option {o:?}"),
+                hint: format!(" (here only: {})", CWD_SSH_KEYS.join(", ")),
+            });
         }
     }
-    Ok(cfg)
+    Ok(Config {
+        sandbox_root: f.sandbox_root.map(|s| s.0),
+        auth_token_length: f
+            .auth_token_length
+            .map_or(defaults.auth_token_length, |n| n.0),
+        rpc_timeout_ms: f.rpc_timeout.map_or(defaults.rpc_timeout_ms, |m| m.0),
+        ssh_options,
+        local_paths: f.local_paths.map(|p| p.0).unwrap_or_default(),
+        source: Some(file.to_path_buf()),
+    })
 }
 
 #[cfg(test)]
@@ -313,11 +377,10 @@ mod tests {
 
     #[test]
     fn full_file() {
-        let c = p(r#"{"sandboxRoot":"/srv","authTokenLength":64,"rpcTimeout":5000,"watchFallbackPollInterval":250,"sshOptions":["Compression=yes"]}"#).unwrap();
+        let c = p(r#"{"sandboxRoot":"/srv","authTokenLength":64,"rpcTimeout":5000,"sshOptions":["Compression=yes"]}"#).unwrap();
         assert_eq!(c.sandbox_root.as_deref(), Some("/srv"));
         assert_eq!(c.auth_token_length, 64);
         assert_eq!(c.rpc_timeout_ms, 5000);
-        assert_eq!(c.watch_fallback_poll_interval_ms, 250);
         assert_eq!(c.ssh_options, vec!["Compression=yes".to_string()]);
     }
 
@@ -350,7 +413,8 @@ mod tests {
             r#"{"rpcTimeout":0}"#,
             r#"{"rpcTimeout":-1}"#,
             r#"{"rpcTimeout":"5s"}"#,
-            r#"{"watchFallbackPollInterval":1.5}"#,
+            r#"{"rpcTimeout":1.5}"#,
+            r#"{"authTokenLength":4097}"#,
             r#"{"sandboxRoot":3}"#,
             r#"{"sshOptions":"x"}"#,
             r#"{"sshOptions":[1]}"#,
@@ -363,6 +427,40 @@ mod tests {
             ConfigError::NotObject { .. }
         ));
         assert!(matches!(p("{").unwrap_err(), ConfigError::Syntax { .. }));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        for (text, key) in [
+            (r#"{"rpcTimeOut":1}"#, "rpcTimeOut"),
+            (r#"{"rpcTimeout":5,"extra":{"a":1}}"#, "extra"),
+            // Documented once, never used: removed, so it is refused like any unknown key.
+            (
+                r#"{"watchFallbackPollInterval":250}"#,
+                "watchFallbackPollInterval",
+            ),
+        ] {
+            let e = p(text).unwrap_err();
+            match &e {
+                ConfigError::UnknownKey { key: k, .. } => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: {other}"),
+            }
+            let m = e.to_string();
+            assert!(
+                m.contains(&format!("unknown key `{key}`")) && m.contains("known keys: sandboxRoot, authTokenLength, rpcTimeout, sshOptions, localPaths"),
+                "{m}"
+            );
+        }
+        // KEYS is what the file type accepts: each one alone parses.
+        for (key, v) in KEYS.iter().zip([r#""/srv""#, "64", "5", "[]", "[]"]) {
+            p(&format!(r#"{{"{key}":{v}}}"#)).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        // A bad value names its key.
+        let e = p(r#"{"sshOptions":["ok", ""]}"#).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::BadValue { key, .. } if key == "sshOptions"),
+            "{e}"
+        );
     }
 
     #[test]

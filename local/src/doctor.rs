@@ -68,17 +68,7 @@ impl Report {
     }
 }
 
-pub fn main(args: DoctorArgs) -> std::process::ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pii doctor: cannot start the runtime: {e}");
-            return std::process::ExitCode::from(1);
-        }
-    };
+pub fn main(args: DoctorArgs, rt: &tokio::runtime::Runtime) -> std::process::ExitCode {
     let mut report = Report::default();
     rt.block_on(run(&args, &mut report));
     if report.failed == 0 {
@@ -105,26 +95,8 @@ async fn effective_ssh(
     let preset = ssh::preset_keys(opts, dest).await;
     let mut args = ssh::argv(opts, dest, "true", &preset);
     args.pop(); // the remote command
-    args[0] = "-G".into(); // in place of -T
-    let out = tokio::process::Command::new("ssh")
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| format!("cannot run ssh -G: {e}"))?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
-    }
-    Ok(parse_ssh_g(&String::from_utf8_lossy(&out.stdout)))
-}
-
-fn parse_ssh_g(text: &str) -> BTreeMap<String, String> {
-    text.lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect()
+    args.remove(0); // -T (effective_config puts -G first)
+    ssh::effective_config(args).await
 }
 
 /// The remote inspection (POSIX sh). `$1` = the project path as given after `:`, `$2` = the
@@ -372,15 +344,31 @@ async fn remote_checks(r: &mut Report, sess: &session::Session, path: &str) {
     };
     let f = &hello.facts;
     let uploaded = install::UPLOADED_BYTES.load(std::sync::atomic::Ordering::Relaxed);
-    let out: Result<protocol::proc::RunResult, String> = launch::call(
-        sess,
-        "proc.run",
-        serde_json::json!({
-            "spawn": {"file": "sh", "args": ["-c", REMOTE_SCRIPT, "pii-doctor", path, f.agent_pid.to_string()], "cwd": f.home},
-            "timeoutMs": 30_000,
-        }),
-    )
-    .await;
+    let spawn = protocol::proc::SpawnParams {
+        file: "sh".into(),
+        args: vec![
+            "-c".into(),
+            REMOTE_SCRIPT.into(),
+            "pii-doctor".into(),
+            path.into(),
+            f.agent_pid.to_string(),
+        ],
+        argv0: None,
+        cwd: f.home.clone(),
+        env: Default::default(),
+        unset: vec![],
+        stdin: false,
+        stdout: true,
+        stderr: true,
+    };
+    let run = protocol::proc::RunParams {
+        spawn,
+        input: None,
+        timeout_ms: Some(30_000),
+        kill_signal: "SIGTERM".into(),
+        max_buffer: None,
+    };
+    let out = sess.request::<protocol::methods::Run>(&run).await;
     let kv: Vec<(String, String)> = match out {
         Ok(o) if o.code == Some(0) => String::from_utf8_lossy(&o.stdout.0)
             .lines()
@@ -543,7 +531,7 @@ mod tests {
 
     #[test]
     fn ssh_g_output() {
-        let g = parse_ssh_g("user u\nServerAliveInterval 30\nproxyjump a@b:22\n");
+        let g = ssh::parse_effective("user u\nServerAliveInterval 30\nproxyjump a@b:22\n");
         assert_eq!(g["serveraliveinterval"], "30");
         assert_eq!(g["proxyjump"], "a@b:22");
     }

@@ -16,11 +16,9 @@
 use crate::prefetch::Learner;
 use crate::session::{Reply, Session};
 use protocol::endpoint::SessionInfo;
+use protocol::rpc::{Id, Message, Response, SubscriptionId};
 use protocol::ErrorCode;
-use rand::RngCore;
-use serde::Deserialize;
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,23 +60,9 @@ impl Refusals {
     }
 }
 
-/// A fresh token: `len` random bytes from the OS, lowercase hex.
+/// A fresh token: `len` random bytes (at least [`protocol::endpoint::TOKEN_BYTES`]), hex.
 pub fn new_token(len: usize) -> String {
-    let mut bytes = vec![0u8; len.max(protocol::endpoint::TOKEN_BYTES)];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Constant-time equality whose timing depends on neither the content nor the length of
-/// `given` relative to `expected` (both are hashed first; the digests are compared fully).
-pub fn token_matches(expected: &str, given: &[u8]) -> bool {
-    let a = Sha256::digest(expected.as_bytes());
-    let b = Sha256::digest(given);
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
-    std::hint::black_box(diff) == 0
+    protocol::secret::random_hex(len.max(protocol::endpoint::TOKEN_BYTES))
 }
 
 /// Where the endpoint stands with the agent session. The endpoint listens (and node starts)
@@ -149,7 +133,7 @@ impl Endpoint {
     /// Serve connections until the task is dropped.
     pub async fn serve(self) {
         // SAFETY: geteuid has no preconditions.
-        let me = unsafe { libc::geteuid() };
+        let me = rustix::process::geteuid().as_raw();
         let refusals = Arc::new(std::sync::Mutex::new(Refusals::default()));
         loop {
             match self.listener.accept().await {
@@ -174,15 +158,6 @@ impl Endpoint {
     }
 }
 
-#[derive(Deserialize)]
-struct ClientRequest<'a> {
-    #[serde(default, borrow)]
-    id: Option<&'a RawValue>,
-    method: String,
-    #[serde(default, borrow)]
-    params: Option<&'a RawValue>,
-}
-
 async fn serve_connection(
     stream: UnixStream,
     token: Arc<String>,
@@ -205,7 +180,7 @@ async fn serve_connection(
             if line.last() == Some(&b'\r') {
                 line.pop();
             }
-            token_matches(&token, &line)
+            protocol::secret::matches(&token, &line)
         }
         _ => false,
     };
@@ -242,7 +217,9 @@ async fn serve_connection(
             }
             Ok(None) => break,
             Err(e) if e.is_recoverable() => {
-                let _ = tx.send(parse_error(&e.to_string(), ErrorCode::FrameTooLarge));
+                let _ = tx.send(
+                    Reply::error(ErrorCode::FrameTooLarge, &e.to_string()).to_frame(&Id::null()),
+                );
             }
             Err(e) => {
                 tracing::debug!("endpoint connection: {e}");
@@ -255,51 +232,32 @@ async fn serve_connection(
     let _ = writer.await;
 }
 
-fn parse_error(msg: &str, code: ErrorCode) -> Vec<u8> {
-    Reply::error(code, msg).to_frame(&RawValue::from_string("null".into()).expect("null is JSON"))
-}
-
 fn handle_frame(
     text: &str,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
     ready: &tokio::sync::watch::Receiver<Ready>,
 ) {
-    let value: &RawValue = match serde_json::from_str(text) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = tx.send(parse_error(
-                &format!("not JSON: {e}"),
-                ErrorCode::ParseError,
-            ));
+    let req = match Message::parse(text) {
+        Ok(Message::Request(r)) => r,
+        Ok(Message::Notification(n)) => {
+            tracing::debug!("client notification `{}` ignored", n.method);
+            return;
+        }
+        Ok(Message::Response(r) | Message::Binary { response: r, .. }) => {
+            let answer = Reply::error(ErrorCode::InvalidRequest, "not a JSON-RPC request");
+            let _ = tx.send(answer.to_frame(&r.id));
+            return;
+        }
+        Err(invalid) => {
+            let _ = tx.send(
+                Message::from(invalid.response())
+                    .to_frame()
+                    .unwrap_or_default(),
+            );
             return;
         }
     };
-    let req: ClientRequest = match serde_json::from_str(value.get()) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tx.send(parse_error(
-                &format!("not a JSON-RPC request: {e}"),
-                ErrorCode::InvalidRequest,
-            ));
-            return;
-        }
-    };
-    let Some(id) = req.id.filter(|id| {
-        let t = id.get();
-        t.starts_with('"') || t.starts_with(|c: char| c == '-' || c.is_ascii_digit())
-    }) else {
-        match req.id {
-            None => tracing::debug!("client notification `{}` ignored", req.method),
-            Some(_) => {
-                let _ = tx.send(parse_error(
-                    "the id must be a number or a string",
-                    ErrorCode::InvalidRequest,
-                ));
-            }
-        }
-        return;
-    };
-    let id: Box<RawValue> = id.to_owned();
+    let id = req.id;
     if req.method != "session.info" && reserved_for_pii(&req.method) {
         // `hello` would re-root the agent's sandbox (e.g. at `/`), `session.*` drive the link:
         // only pii itself makes these calls, never a client of the endpoint.
@@ -311,7 +269,7 @@ fn handle_frame(
         return;
     }
     let method = req.method;
-    let params: Option<Box<RawValue>> = req.params.map(|p| p.to_owned());
+    let params: Option<Box<RawValue>> = req.params;
     let state = ready.borrow().clone();
     match state {
         Ready::Pending => {
@@ -334,7 +292,7 @@ fn handle_frame(
 /// Answer `session.info`, or forward the call to the agent, once the session is up or failed.
 fn dispatch(
     state: Ready,
-    id: Box<RawValue>,
+    id: Id,
     method: String,
     params: Option<Box<RawValue>>,
     tx: &mpsc::UnboundedSender<Vec<u8>>,
@@ -349,11 +307,8 @@ fn dispatch(
         Ready::Pending => unreachable!("dispatched only once the session is settled"),
     };
     if method == "session.info" {
-        let reply = match serde_json::value::to_raw_value(&*info) {
-            Ok(r) => Reply::Result(r),
-            Err(e) => Reply::error(ErrorCode::InvalidRequest, &e.to_string()),
-        };
-        let _ = tx.send(reply.to_frame(&id));
+        let answer = Message::from(Response::ok(id, &*info));
+        let _ = tx.send(answer.to_frame().unwrap_or_default());
         return;
     }
     if let Some(l) = learner {
@@ -372,7 +327,7 @@ fn dispatch(
                 .iter()
                 .any(|(_, _, unsub)| *unsub == method)
             {
-                if let Some(sub) = params.as_deref().and_then(first_param) {
+                if let Some(sub) = SubscriptionId::of_unsubscribe(params.as_deref()) {
                     session.forget_subscription(&sub);
                 }
             }
@@ -386,17 +341,6 @@ fn dispatch(
 fn reserved_for_pii(method: &str) -> bool {
     method == <protocol::methods::HelloCall as protocol::Method>::NAME
         || method.starts_with("session.")
-}
-
-/// The subscription id in an unsubscribe call: `[id]` or `{"subscription": id}`.
-fn first_param(p: &RawValue) -> Option<Box<RawValue>> {
-    let v: serde_json::Value = serde_json::from_str(p.get()).ok()?;
-    let id = match v {
-        serde_json::Value::Array(a) => a.into_iter().next()?,
-        serde_json::Value::Object(mut o) => o.remove("subscription")?,
-        _ => return None,
-    };
-    serde_json::value::to_raw_value(&id).ok()
 }
 
 #[cfg(test)]
@@ -451,10 +395,10 @@ mod tests {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(t, new_token(32));
         assert_eq!(new_token(48).len(), 96);
-        assert!(token_matches(&t, t.as_bytes()));
-        assert!(!token_matches(&t, &t.as_bytes()[..63]));
-        assert!(!token_matches(&t, b""));
-        assert!(!token_matches(&t, format!("{t}0").as_bytes()));
+        assert!(protocol::secret::matches(&t, t.as_bytes()));
+        assert!(!protocol::secret::matches(&t, &t.as_bytes()[..63]));
+        assert!(!protocol::secret::matches(&t, b""));
+        assert!(!protocol::secret::matches(&t, format!("{t}0").as_bytes()));
     }
 
     #[tokio::test]

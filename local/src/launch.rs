@@ -3,7 +3,7 @@
 
 use crate::pi::{PI_PACKAGE, PI_PACKAGES};
 use protocol::endpoint::{SessionEnv, SESSION_ENV, TOKEN_ENV};
-use rand::RngCore;
+use protocol::methods::{Read, Stat};
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -58,9 +58,7 @@ impl Scratch {
         };
         let mut attempt = 0;
         let root = loop {
-            let mut r = [0u8; 8];
-            rand::rngs::OsRng.fill_bytes(&mut r);
-            let name: String = r.iter().map(|b| format!("{b:02x}")).collect();
+            let name = protocol::secret::random_hex(8);
             let root = base.join(format!("pii-{name}"));
             match std::fs::DirBuilder::new().mode(0o700).create(&root) {
                 Ok(()) => break root,
@@ -331,22 +329,6 @@ pub fn with_guard(pi_args: &[OsString], guard: &Path) -> Vec<OsString> {
     v
 }
 
-/// One call to the agent through `session`, its result deserialized; errors as text.
-pub async fn call<T: serde::de::DeserializeOwned>(
-    session: &crate::session::Session,
-    method: &str,
-    params: serde_json::Value,
-) -> Result<T, String> {
-    let raw = serde_json::value::to_raw_value(&params).map_err(|e| e.to_string())?;
-    match session.call(method, Some(&raw), None).await {
-        crate::session::Reply::Result(r) => {
-            serde_json::from_str(r.get()).map_err(|e| format!("{method}: bad result: {e}"))
-        }
-        crate::session::Reply::Error(e) => Err(e.get().to_string()),
-        crate::session::Reply::Delivered => Err(format!("{method}: unexpected subscription")),
-    }
-}
-
 /// The one line pii prints (before pi gets its first answer) when the remote project's config
 /// dirs hold what the trust gate hides and `--trust-project` was not given; `None` when there is
 /// nothing to hide at the project root. The gate applies at any depth; the notice names what it
@@ -360,19 +342,21 @@ pub async fn trust_notice(
     for dir in &gate.config_dirs {
         let base = format!("{}/{dir}", root.trim_end_matches('/'));
         // All at once: one round trip on the way to answering the preload's `session.info`.
-        let stats = futures::future::join_all(gate.hidden.iter().map(|h| {
-            call::<serde_json::Value>(
-                session,
-                "fs.stat",
-                serde_json::json!({"path": format!("{base}/{h}"), "lstat": true}),
-            )
-        }));
-        let settings = call::<protocol::fs::ReadResult>(
-            session,
-            "fs.read",
-            serde_json::json!({"path": format!("{base}/{}", gate.settings_file)}),
+        let stat = |h: &String| protocol::fs::StatParams {
+            path: format!("{base}/{h}"),
+            lstat: true,
+        };
+        let stats: Vec<_> = gate.hidden.iter().map(stat).collect();
+        let settings = protocol::fs::ReadParams {
+            path: format!("{base}/{}", gate.settings_file),
+            offset: 0,
+            length: None,
+            raw: false,
+        };
+        let (stats, settings) = tokio::join!(
+            futures::future::join_all(stats.iter().map(|p| session.request::<Stat>(p))),
+            session.request::<Read>(&settings)
         );
-        let (stats, settings) = tokio::join!(stats, settings);
         for (h, st) in gate.hidden.iter().zip(stats) {
             if st.is_ok() {
                 hidden.push(format!("{dir}/{h}"));
@@ -455,18 +439,18 @@ pub async fn run_node(
             None => std::future::pending().await,
         }
     }
-    let forward = |sig: libc::c_int| {
-        if let Some(pid) = pid {
-            // SAFETY: kill(2) with a pid we spawned and have not reaped yet.
-            unsafe { libc::kill(pid as libc::pid_t, sig) };
+    // kill(2) to the pid we spawned and have not reaped yet.
+    let forward = |sig: rustix::process::Signal| {
+        if let Some(pid) = pid.and_then(|p| rustix::process::Pid::from_raw(p as i32)) {
+            let _ = rustix::process::kill_process(pid, sig);
         }
     };
     loop {
         tokio::select! {
             st = child.wait() => return st.map_err(LaunchError::Wait),
             _ = recv(&mut int) => tracing::debug!("SIGINT ignored (node gets it from the terminal)"),
-            _ = recv(&mut term) => { tracing::info!("SIGTERM: forwarding to node"); forward(libc::SIGTERM) }
-            _ = recv(&mut hup) => { tracing::info!("SIGHUP: forwarding to node"); forward(libc::SIGHUP) }
+            _ = recv(&mut term) => { tracing::info!("SIGTERM: forwarding to node"); forward(rustix::process::Signal::TERM) }
+            _ = recv(&mut hup) => { tracing::info!("SIGHUP: forwarding to node"); forward(rustix::process::Signal::HUP) }
         }
     }
 }

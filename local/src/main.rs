@@ -49,7 +49,7 @@ Environment:
              waiting for pii to reconnect (default: 60000)
 
 Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json (yours, writable by no one
-else), keys sandboxRoot, authTokenLength, rpcTimeout (ms), watchFallbackPollInterval (ms),
+else), keys sandboxRoot, authTokenLength, rpcTimeout (ms),
 sshOptions (array of -o values; in ./pi-bridge.config.json connection tuning only), localPaths
 (~/.config only). Flags win over the file.
 
@@ -138,7 +138,7 @@ fn main() -> std::process::ExitCode {
         let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
         return std::process::ExitCode::SUCCESS;
     }
-    match cli.command.take() {
+    let doctor_args = match cli.command.take() {
         Some(Sub::Completions { shell }) => {
             use clap::CommandFactory;
             let mut script = Vec::new();
@@ -147,9 +147,10 @@ fn main() -> std::process::ExitCode {
             let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             return std::process::ExitCode::SUCCESS;
         }
-        Some(Sub::Doctor(args)) => return doctor::main(args),
-        None => {}
-    }
+        Some(Sub::Doctor(args)) => Some(args),
+        None => None,
+    };
+    // The one runtime of pii (current thread: pii's work is I/O, and node runs beside it).
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -160,6 +161,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
+    if let Some(args) = doctor_args {
+        return doctor::main(args, &rt);
+    }
     match rt.block_on(run(cli)) {
         Ok(code) => std::process::ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
@@ -251,7 +255,7 @@ async fn reap(
 }
 
 /// How pii reaches the agent.
-enum Link {
+enum Route {
     Local {
         agent: PathBuf,
         root: PathBuf,
@@ -267,7 +271,7 @@ enum Link {
 /// session (with reconnect set up for ssh) and what `session.info` answers. The trust notice is
 /// printed here, before the preload gets its answer.
 async fn connect(
-    link: Link,
+    route: Route,
     cli: &Cli,
     cfg: &config::Config,
     timing: session::Timing,
@@ -275,8 +279,8 @@ async fn connect(
     (node, node_version, pi, log): (&Path, &str, &Path, Option<&Path>),
     (gate, local): (&protocol::trust::Gate, &[protocol::endpoint::LocalPath]),
 ) -> Result<(session::Session, protocol::endpoint::SessionInfo)> {
-    let (mut child, reader, root, stderr_tail, dest) = match link {
-        Link::Local { agent, root } => {
+    let (mut child, reader, root, stderr_tail, dest) = match route {
+        Route::Local { agent, root } => {
             if cli.verbose {
                 eprintln!(
                     "pii: agent {} --stdio (local, in {})",
@@ -320,7 +324,7 @@ async fn connect(
                 None,
             )
         }
-        Link::Ssh { dest, path, opts } => {
+        Route::Ssh { dest, path, opts } => {
             let (child, reader, tail) =
                 install::connect_ssh(&opts, &dest, cli.tools.agent.as_deref(), cli.verbose).await?;
             (child, reader, path, tail, Some((dest, opts)))
@@ -376,7 +380,7 @@ async fn connect(
     }
     if let Some((dest, opts)) = dest {
         // From now on a dropped ssh is replaced and the agent's session resumed.
-        let r = ssh::SshReconnect::new(&opts, &dest, cli.tools.agent.clone());
+        let r = install::SshReconnect::new(&opts, &dest, cli.tools.agent.clone());
         session.set_reconnect(std::sync::Arc::new(r));
     }
     if !cli.trust_project {
@@ -428,18 +432,18 @@ async fn run(cli: Cli) -> Result<i32> {
     let timing = session::Timing::new(Duration::from_millis(cfg.rpc_timeout_ms));
     let grace_ms = resume_grace_ms()?;
     // What can be checked without the remote fails before anything starts.
-    let link = match &cli.local {
+    let route = match &cli.local {
         Some(dir) => {
             let agent = install::find_local_agent(cli.tools.agent.as_deref())?;
             let root =
                 std::fs::canonicalize(dir).with_context(|| format!("--local {}", dir.display()))?;
-            Link::Local { agent, root }
+            Route::Local { agent, root }
         }
         None => {
             let target = cli.ssh.as_deref().expect("clap requires --ssh or --local");
             let (dest, path) = ssh::parse_target(target)?;
             let opts = cli.ssh_flags.options(&cfg.ssh_options);
-            Link::Ssh { dest, path, opts }
+            Route::Ssh { dest, path, opts }
         }
     };
 
@@ -529,7 +533,7 @@ async fn run(cli: Cli) -> Result<i32> {
         },
     );
     let up = connect(
-        link,
+        route,
         &cli,
         &cfg,
         timing,

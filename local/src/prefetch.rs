@@ -130,7 +130,7 @@ pub fn private_dir(dir: &Path) -> Result<(), StoreError> {
         return Err(unsafe_dir("not a directory (a symlink?)"));
     }
     // SAFETY: geteuid has no preconditions.
-    if m.uid() != unsafe { libc::geteuid() } {
+    if m.uid() != rustix::process::geteuid().as_raw() {
         return Err(unsafe_dir("owned by another user"));
     }
     if m.mode() & 0o077 != 0 {
@@ -198,7 +198,7 @@ impl Store {
         let m = f.metadata()?;
         let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
         // SAFETY: geteuid has no preconditions.
-        if !m.is_file() || m.uid() != unsafe { libc::geteuid() } {
+        if !m.is_file() || m.uid() != rustix::process::geteuid().as_raw() {
             return Err(bad("not a regular file of this user"));
         }
         let mut text = String::new();
@@ -225,11 +225,9 @@ impl Store {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(io(&lock_path))?;
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor we own; closing `lock` releases it.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io(&lock_path)(std::io::Error::last_os_error()));
-        }
+        // Closing `lock` releases it.
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| io(&lock_path)(e.into()))?;
         let path = self.file(key);
         let known = self.load(key);
         let merged = bounded(seen.iter().chain(&known).map(String::as_str));
@@ -242,9 +240,7 @@ impl Store {
             paths: merged.clone(),
         })
         .expect("a list of strings serializes");
-        let mut r = [0u8; 6];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut r);
-        let suffix: String = r.iter().map(|b| format!("{b:02x}")).collect();
+        let suffix = protocol::secret::random_hex(6);
         let tmp = self
             .dir
             .join(format!(".tmp-{}-{suffix}", std::process::id()));

@@ -188,39 +188,57 @@ fn passthrough(opts: &SshOptions) -> Vec<OsString> {
 /// `ssh -G`, which reads the config without connecting). Empty if ssh cannot tell.
 pub async fn preset_keys(opts: &SshOptions, dest: &str) -> Vec<String> {
     let mut args = passthrough(opts);
-    args.insert(0, "-G".into());
     args.push("--".into());
     args.push(dest.into());
-    let out = tokio::process::Command::new("ssh")
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output();
-    match tokio::time::timeout(std::time::Duration::from_secs(5), out).await {
-        Ok(Ok(o)) if o.status.success() => preset_in(&String::from_utf8_lossy(&o.stdout)),
-        _ => vec![],
+    match effective_config(args).await {
+        Ok(effective) => preset_in(&effective),
+        Err(_) => vec![],
     }
 }
 
+/// `ssh -G <args>` (ssh reads its configuration and prints the result, never connects): the
+/// effective settings, keys lowercased. The error is ssh's own message.
+pub async fn effective_config(
+    mut args: Vec<OsString>,
+) -> Result<std::collections::BTreeMap<String, String>, String> {
+    args.insert(0, "-G".into());
+    let out = tokio::process::Command::new("ssh")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = match tokio::time::timeout(std::time::Duration::from_secs(5), out).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => return Err(format!("cannot run ssh -G: {e}")),
+        Err(_) => return Err("ssh -G did not answer within 5 s".into()),
+    };
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    Ok(parse_effective(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `ssh -G` output as (lowercased key, value).
+pub fn parse_effective(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_ascii_lowercase(), v.trim().to_string()))
+        })
+        .collect()
+}
+
 /// Keys of [`DEFAULTS`] whose value in `ssh -G` output differs from ssh's built-in default.
-pub fn preset_in(effective: &str) -> Vec<String> {
+pub fn preset_in(effective: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     let builtin = [
         ("serveraliveinterval", "0"),
         ("serveralivecountmax", "3"),
         ("connecttimeout", "none"),
     ];
-    let mut v = vec![];
-    for line in effective.lines() {
-        let mut it = line.split_whitespace();
-        let (Some(k), Some(val)) = (it.next(), it.next()) else {
-            continue;
-        };
-        let k = k.to_ascii_lowercase();
-        if builtin.iter().any(|(bk, bv)| *bk == k && *bv != val) {
-            v.push(k);
-        }
-    }
-    v
+    builtin
+        .iter()
+        .filter(|(k, default)| effective.get(*k).is_some_and(|v| v != default))
+        .map(|(k, _)| k.to_string())
+        .collect()
 }
 
 /// A shell-like rendering of a command line (for --verbose).
@@ -289,58 +307,6 @@ pub fn classify(dest: &str, stderr_tail: &str, status: &str) -> SshError {
             status: status.to_string(),
             tail,
         }
-    }
-}
-
-/// Opens new links for a session whose ssh died (see `session::Reconnect`): the same ssh
-/// command line as the first connection, with `BatchMode=yes` first (ssh keeps the first value of
-/// an option), so a reconnect never asks for a password, passphrase or host key on the terminal
-/// while pi's TUI owns it: it fails and is retried instead. ssh's stdin is the agent pipe, never
-/// the terminal.
-pub struct SshReconnect {
-    opts: SshOptions,
-    dest: String,
-    agent: Option<PathBuf>,
-}
-
-impl SshReconnect {
-    pub fn new(opts: &SshOptions, dest: &str, agent: Option<PathBuf>) -> Self {
-        let mut opts = opts.clone();
-        opts.options.insert(0, "BatchMode=yes".into());
-        SshReconnect {
-            opts,
-            dest: dest.to_string(),
-            agent,
-        }
-    }
-
-    /// The options a reconnect runs ssh with.
-    #[cfg(test)]
-    pub fn options(&self) -> &SshOptions {
-        &self.opts
-    }
-}
-
-impl crate::session::Reconnect for SshReconnect {
-    fn connect(
-        &self,
-    ) -> std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<crate::session::Link, String>> + Send + '_>,
-    > {
-        Box::pin(async move {
-            let (mut child, reader, _tail) =
-                crate::install::connect_ssh(&self.opts, &self.dest, self.agent.as_deref(), false)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            let stdin = child.stdin.take().ok_or("ssh has no stdin pipe")?;
-            let activity = reader.get_ref().counter();
-            Ok(crate::session::Link {
-                reader: Box::new(reader),
-                writer: Box::new(stdin),
-                activity: Some(activity),
-                child: Some(child),
-            })
-        })
     }
 }
 
@@ -440,8 +406,16 @@ mod tests {
     #[test]
     fn ssh_config_settings_are_respected() {
         let g = "user u\nserveraliveinterval 10\nserveralivecountmax 3\nconnecttimeout none\n";
-        assert_eq!(preset_in(g), vec!["serveraliveinterval".to_string()]);
-        let a = s(&argv(&SshOptions::default(), "h", "x", &preset_in(g)));
+        assert_eq!(
+            preset_in(&parse_effective(g)),
+            vec!["serveraliveinterval".to_string()]
+        );
+        let a = s(&argv(
+            &SshOptions::default(),
+            "h",
+            "x",
+            &preset_in(&parse_effective(g)),
+        ));
         assert_eq!(
             a,
             [
@@ -457,7 +431,7 @@ mod tests {
         );
         let g = "serveraliveinterval 0\nserveralivecountmax 5\nconnecttimeout 4\n";
         assert_eq!(
-            preset_in(g),
+            preset_in(&parse_effective(g)),
             vec![
                 "serveralivecountmax".to_string(),
                 "connecttimeout".to_string()
@@ -510,7 +484,7 @@ mod tests {
             port: Some(2222),
             ..Default::default()
         };
-        let r = SshReconnect::new(&user, "h", None);
+        let r = crate::install::SshReconnect::new(&user, "h", None);
         let a = s(&argv(r.options(), "h", "x", &[]));
         let first_batch = a
             .iter()

@@ -131,6 +131,11 @@ impl FrameError {
     }
 }
 
+/// Either end's byte streams, boxed (a pipe, a socket, ssh's stdio, an in-memory duplex).
+pub type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+/// See [`BoxRead`].
+pub type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
+
 /// Reads frames from a buffered async stream.
 pub struct FrameReader<R> {
     inner: R,

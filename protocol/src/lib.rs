@@ -19,6 +19,8 @@ pub mod frame;
 pub mod fs;
 pub mod hello;
 pub mod proc;
+pub mod rpc;
+pub mod secret;
 pub mod session;
 pub mod trust;
 pub mod watch;

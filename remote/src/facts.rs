@@ -1,15 +1,14 @@
-//! What the agent knows of its host, and the `hello` handshake.
+//! What the agent knows of its host (the `hello` handler, in `methods`, reports it).
 //!
 //! The probe runs once per connection, started as soon as the session starts: uname, the passwd
 //! entry, the login environment (captured ONCE through `$SHELL -lc`, after a random marker line
 //! so rc-file noise is ignored, within [`LOGIN_TIMEOUT`], else the agent's own environment), then
 //! `git --version`, `bash --version` and whether `rg`/`fd` are on the login PATH, concurrently.
 
-use crate::sandbox::Sandbox;
-use crate::server::{Agent, Failure, Session};
-use protocol::{Errno, ErrorCode, Facts, Hello, HelloResult};
+use crate::rpc::Failure;
+use protocol::Errno;
 use std::ffi::{CStr, OsStr, OsString};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,11 +46,7 @@ pub fn which_in(path_var: &str, name: &str) -> Option<PathBuf> {
 }
 
 fn is_executable(p: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: valid NUL-terminated path.
-    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+    rustix::fs::access(p, rustix::fs::Access::EXEC_OK).is_ok()
 }
 
 /// Everything about the host that does not depend on `hello`'s params.
@@ -81,6 +76,7 @@ struct Passwd {
 fn passwd(uid: u32) -> Option<Passwd> {
     let mut buf = vec![0u8; 16 * 1024];
     // SAFETY: zeroed passwd is a valid out-parameter; buf outlives the borrowed strings we copy.
+    // (No safe wrapper in rustix; nix's User::from_uid would add a dependency for one call.)
     unsafe {
         let mut pw: libc::passwd = std::mem::zeroed();
         let mut result: *mut libc::passwd = std::ptr::null_mut();
@@ -110,21 +106,21 @@ fn passwd(uid: u32) -> Option<Passwd> {
 }
 
 fn uname() -> (String, String, String) {
-    // SAFETY: zeroed utsname is a valid out-parameter.
-    unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) != 0 {
-            return ("linux".into(), "unknown".into(), "localhost".into());
-        }
-        let s = |a: &[libc::c_char]| CStr::from_ptr(a.as_ptr()).to_string_lossy().into_owned();
-        (s(&u.sysname).to_lowercase(), s(&u.machine), s(&u.nodename))
-    }
+    let u = rustix::system::uname();
+    let s = |c: &CStr| c.to_string_lossy().into_owned();
+    (
+        s(u.sysname()).to_lowercase(),
+        s(u.machine()),
+        s(u.nodename()),
+    )
 }
 
 /// Probe the host (never fails: every part has a fallback).
 pub async fn probe() -> Probe {
-    // SAFETY: plain syscalls without arguments.
-    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let (uid, gid) = (
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    );
     let (os, arch, hostname) = uname();
     let pw = passwd(uid);
     let env_home = std::env::var("HOME").ok().filter(|h| h.starts_with('/'));
@@ -254,8 +250,10 @@ async fn capture_login_env(shell: &str) -> Option<Vec<(OsString, OsString)>> {
         Ok(r) => r.ok()?,
         Err(_) => {
             if let Some(pid) = pid {
-                // SAFETY: signalling the group we just created.
-                unsafe { libc::killpg(pid as i32, libc::SIGKILL) };
+                // The group we just created.
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+                }
             }
             return None;
         }
@@ -300,7 +298,7 @@ pub fn expand_root(root: &str, home: &str) -> PathBuf {
     }
 }
 
-fn canonical_dir(given: &str, expanded: &Path, what: &str) -> Result<PathBuf, Failure> {
+pub fn canonical_dir(given: &str, expanded: &Path, what: &str) -> Result<PathBuf, Failure> {
     let canon = std::fs::canonicalize(expanded).map_err(|e| {
         Errno::from_io(&e, "realpath", Some(given)).with_detail(format!(
             "the {what} '{}' cannot be used: {e}",
@@ -324,70 +322,6 @@ fn canonical_dir(given: &str, expanded: &Path, what: &str) -> Result<PathBuf, Fa
             .into());
     }
     Ok(canon)
-}
-
-/// `hello`: check the version, resolve the roots, answer the facts.
-pub async fn hello(agent: Arc<Agent>, p: Hello) -> Result<HelloResult, Failure> {
-    if p.protocol != protocol::PROTOCOL_VERSION {
-        return Err(Failure::Code(
-            ErrorCode::VersionMismatch,
-            format!(
-                "pii {} speaks protocol {}, but pi-bridge-agent {} speaks protocol {}",
-                p.client_version,
-                p.protocol,
-                protocol::VERSION,
-                protocol::PROTOCOL_VERSION
-            ),
-        ));
-    }
-    let probe = agent.probe().await;
-    let project = canonical_dir(&p.root, &expand_root(&p.root, &probe.home), "project root")?;
-    let sandbox = match &p.sandbox_root {
-        None => project.clone(),
-        Some(s) => {
-            let sb = canonical_dir(s, &expand_root(s, &probe.home), "sandbox root")?;
-            if !project.starts_with(&sb) {
-                return Err(Errno::new("EACCES", "realpath", Some(s))
-                    .with_detail(format!(
-                        "the sandbox root '{}' does not contain the project root '{}'",
-                        sb.display(),
-                        project.display()
-                    ))
-                    .into());
-            }
-            sb
-        }
-    };
-    let s = |p: &Path| p.to_string_lossy().into_owned();
-    let facts = Facts {
-        os: probe.os.clone(),
-        arch: probe.arch.clone(),
-        user: probe.user.clone(),
-        uid: probe.uid,
-        gid: probe.gid,
-        home: probe.home.clone(),
-        hostname: probe.hostname.clone(),
-        shell: probe.shell.clone(),
-        login_path: probe.login.path.clone(),
-        project_root: s(&project),
-        sandbox_root: s(&sandbox),
-        agent_pid: std::process::id(),
-        git_version: probe.git_version.clone(),
-        bash_version: probe.bash_version.clone(),
-        has_rg: probe.has_rg,
-        has_fd: probe.has_fd,
-    };
-    let session = Session::new(Sandbox::new(sandbox), probe.login.clone());
-    session.changes.set_project(project.clone());
-    agent.set_session(session);
-    Ok(HelloResult {
-        protocol: protocol::PROTOCOL_VERSION,
-        agent_version: protocol::VERSION.into(),
-        facts,
-        // Filled in by the server, which owns resumption (remote/src/resume.rs).
-        session: None,
-        resumed: false,
-    })
 }
 
 #[cfg(test)]

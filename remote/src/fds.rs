@@ -16,148 +16,19 @@
 //!
 //! Errors name the syscall and no path, as Node's fd calls do.
 
-use crate::fs::{open_path, os, plain, read_at_most, to_stat};
-use crate::server::{
-    on_blocking_pool, register, register_blocking, Agent, Failure, Session, Table,
-};
+pub(crate) mod table;
+
+use crate::agent::{Agent, Table};
+use crate::fs::sys::{read_at_most, to_stat};
+use crate::rpc::{on_blocking_pool, Failure, Host};
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno, ErrorCode};
-use std::collections::HashMap;
-use std::fs::File;
-use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
-use std::sync::{Arc, Mutex, OnceLock};
-
-/// One open descriptor.
-struct Entry {
-    file: File,
-    append: bool,
-}
-
-/// A name's open: done once, whoever asks first (a resent `fs.open` waits for it).
-struct Slot {
-    params: (String, OpenFlags, Option<u32>),
-    opened: OnceLock<Result<Arc<Entry>, Failure>>,
-}
-
-/// The session's descriptors by the client's names.
-#[derive(Default)]
-pub struct Fds {
-    map: Mutex<HashMap<String, Arc<Slot>>>,
-}
-
-fn fd_error(e: &io::Error, syscall: &str) -> Failure {
-    Failure::Os(Errno::from_io(e, syscall, None))
-}
-
-fn last_error(syscall: &str) -> Failure {
-    fd_error(&io::Error::last_os_error(), syscall)
-}
-
-impl Fds {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Slot>>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The open descriptor `fd`, or EBADF (as `syscall`).
-    fn get(&self, fd: &str, syscall: &str) -> Result<Arc<Entry>, Failure> {
-        let slot = self.lock().get(fd).cloned();
-        match slot.as_ref().and_then(|s| s.opened.get()) {
-            Some(Ok(e)) => Ok(e.clone()),
-            _ => Err(Errno::new("EBADF", syscall, None)
-                .with_detail(format!("no open descriptor '{fd}'"))
-                .into()),
-        }
-    }
-
-    fn open(&self, s: &Session, p: &OpenParams) -> Result<(Arc<Entry>, OpenResult), Failure> {
-        if p.fd.is_empty() || p.fd.len() > MAX_FD_NAME {
-            return Err(Failure::Code(
-                ErrorCode::InvalidParams,
-                format!("a descriptor name has 1 to {MAX_FD_NAME} bytes"),
-            ));
-        }
-        let key = (p.path.clone(), p.flags, p.mode);
-        let slot = {
-            let mut map = self.lock();
-            match map.get(&p.fd) {
-                Some(slot) if slot.params != key => {
-                    return Err(Errno::new("EINVAL", "open", Some(&p.path))
-                        .with_detail(format!("descriptor name '{}' is already in use", p.fd))
-                        .into());
-                }
-                Some(slot) => slot.clone(),
-                None => {
-                    if map.len() >= MAX_FDS {
-                        return Err(Errno::new("EMFILE", "open", Some(&p.path))
-                            .with_detail(format!("a session holds at most {MAX_FDS} descriptors"))
-                            .into());
-                    }
-                    let slot = Arc::new(Slot {
-                        params: key,
-                        opened: OnceLock::new(),
-                    });
-                    map.insert(p.fd.clone(), slot.clone());
-                    slot
-                }
-            }
-        };
-        let watched = s.changes.watched_parent(&p.path);
-        let mut plain_path = false;
-        let opened = slot.opened.get_or_init(|| {
-            let (file, pin) = open_path(s, &p.path, &p.flags, p.mode)?;
-            plain_path = plain(watched, &pin, &p.path);
-            Ok(Arc::new(Entry {
-                file,
-                append: p.flags.append,
-            }))
-        });
-        let entry = match opened {
-            Ok(e) => e.clone(),
-            Err(f) => {
-                let f = f.clone();
-                let mut map = self.lock();
-                if map.get(&p.fd).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
-                    map.remove(&p.fd);
-                }
-                return Err(f);
-            }
-        };
-        // Only the open that did the work knows the path was reached without a symlink; one
-        // that creates or truncates changes what it would cache.
-        let cacheable = plain_path && !p.flags.mutates();
-        let md = entry
-            .file
-            .metadata()
-            .map_err(|e| os(&e, "fstat", &p.path))?;
-        let mut stat = to_stat(&md);
-        stat.cache = cacheable;
-        let ahead = if p.ahead > 0 && (p.flags.read || !p.flags.write) && md.is_file() {
-            let want = p.ahead.min(MAX_CHUNK as u64) as usize;
-            let data = read_at_most(&entry.file, &md, 0, want).map_err(|e| fd_error(&e, "read"))?;
-            let whole = data.len() as u64 == md.len();
-            Some(ReadResult {
-                data: Bytes(data),
-                size: md.len(),
-                cache: cacheable && whole,
-            })
-        } else {
-            None
-        };
-        Ok((entry, OpenResult { stat, ahead }))
-    }
-
-    fn close(&self, fd: &str) {
-        self.lock().remove(fd);
-    }
-
-    /// Close every descriptor (the session ends).
-    pub fn close_all(&self) {
-        self.lock().clear();
-    }
-}
+use std::sync::Arc;
+use table::fd_error;
 
 pub fn pread(a: &Agent, p: &PreadParams) -> Result<ReadResult, Failure> {
     let e = a.fds.get(&p.fd, "read")?;
@@ -185,7 +56,7 @@ fn pwrite(a: &Agent, p: PwriteParams) -> Result<WriteResult, Failure> {
     }
     check_chunk(&p.data)?;
     let md = e.file.metadata().map_err(|er| fd_error(&er, "write"))?;
-    if crate::fs::seekable(&md) {
+    if crate::fs::sys::seekable(&md) {
         e.file
             .write_all_at(&p.data.0, p.offset)
             .map_err(|er| fd_error(&er, "write"))?;
@@ -211,11 +82,10 @@ fn fappend(a: &Agent, p: AppendParams) -> Result<WriteResult, Failure> {
     (&e.file)
         .write_all(&p.data.0)
         .map_err(|er| fd_error(&er, "write"))?;
-    // SAFETY: lseek on a descriptor we own.
-    let pos = unsafe { libc::lseek(e.file.as_raw_fd(), 0, libc::SEEK_CUR) };
+    let pos = rustix::fs::tell(&e.file).unwrap_or(0);
     Ok(WriteResult {
         written: p.data.0.len() as u64,
-        position: pos.max(0) as u64,
+        position: pos,
     })
 }
 
@@ -234,21 +104,16 @@ fn raw(
     a: &Agent,
     fd: &str,
     syscall: &str,
-    f: impl FnOnce(libc::c_int) -> libc::c_int,
+    f: impl FnOnce(BorrowedFd<'_>) -> rustix::io::Result<()>,
 ) -> Result<Empty, Failure> {
     let e = a.fds.get(fd, syscall)?;
-    if f(e.file.as_raw_fd()) != 0 {
-        return Err(last_error(syscall));
-    }
+    f(e.file.as_fd()).map_err(|er| fd_error(&er.into(), syscall))?;
     Ok(Empty)
 }
 
 fn futimes(a: &Agent, p: FutimesParams) -> Result<Empty, Failure> {
-    let ts = crate::fs::timespecs(p.atime, p.mtime, "futime", None)?;
-    // SAFETY: a descriptor we own and a two-element timespec array.
-    raw(a, &p.fd, "futime", |fd| unsafe {
-        libc::futimens(fd, ts.as_ptr())
-    })
+    let ts = crate::fs::sys::timespecs(p.atime, p.mtime, "futime", None)?;
+    raw(a, &p.fd, "futime", |fd| rustix::fs::futimens(fd, &ts))
 }
 
 /// Register a descriptor call that changes the file system: the change feed is flushed before
@@ -258,7 +123,7 @@ where
     M: protocol::Method,
     F: Fn(&Agent, M::Params) -> Result<M::Result, Failure> + Send + Sync + Clone + 'static,
 {
-    register::<M, _, _>(t, move |agent: Arc<Agent>, p| {
+    t.method::<M, _, _>(move |agent: Arc<Agent>, p| {
         let f = f.clone();
         async move {
             let session = agent.session()?;
@@ -271,7 +136,7 @@ where
 }
 
 pub fn register_all(t: &mut Table) {
-    register::<m::Open, _, _>(t, |agent: Arc<Agent>, p: OpenParams| async move {
+    t.method::<m::Open, _, _>(|agent: Arc<Agent>, p: OpenParams| async move {
         let session = agent.session()?;
         let mutates = p.flags.mutates();
         let (a, s) = (agent.clone(), session.clone());
@@ -281,13 +146,17 @@ pub fn register_all(t: &mut Table) {
         }
         r
     });
-    register_blocking::<m::Pread, _>(t, |a, _, p| pread(a, &p));
-    register_blocking::<m::Fstat, _>(t, |a, _, p| {
+    // With `raw: true` (outside `fs.batch`), the bytes come in a binary frame.
+    t.answer::<m::Pread, _>(|a, _, p, binary_ok| {
+        let r = pread(a, &p).map_err(Failure::into_error_object)?;
+        crate::fs::sys::read_answer(r, p.raw && binary_ok)
+    });
+    t.blocking::<m::Fstat, _>(|a, _, p| {
         let e = a.fds.get(&p.fd, "fstat")?;
         let md = e.file.metadata().map_err(|er| fd_error(&er, "fstat"))?;
         Ok(to_stat(&md))
     });
-    register_blocking::<m::Fsync, _>(t, |a, _, p| {
+    t.blocking::<m::Fsync, _>(|a, _, p| {
         let syscall = if p.data { "fdatasync" } else { "fsync" };
         let e = a.fds.get(&p.fd, syscall)?;
         let r = if p.data {
@@ -298,7 +167,7 @@ pub fn register_all(t: &mut Table) {
         r.map_err(|er| fd_error(&er, syscall))?;
         Ok(Empty)
     });
-    register_blocking::<m::Close, _>(t, |a, _, p| {
+    t.blocking::<m::Close, _>(|a, _, p| {
         a.fds.close(&p.fd);
         Ok(Empty)
     });
@@ -307,24 +176,26 @@ pub fn register_all(t: &mut Table) {
     register_fd_mutation::<m::Ftruncate, _>(t, |a, p| {
         let len = libc::off_t::try_from(p.length)
             .map_err(|_| Failure::Os(Errno::new("EINVAL", "ftruncate", None)))?;
-        // SAFETY: a descriptor we own.
-        raw(a, &p.fd, "ftruncate", |fd| unsafe {
-            libc::ftruncate(fd, len)
+        raw(a, &p.fd, "ftruncate", |fd| {
+            rustix::fs::ftruncate(fd, len as u64)
         })
     });
     register_fd_mutation::<m::Fchmod, _>(t, |a, p| {
-        // SAFETY: a descriptor we own.
-        raw(a, &p.fd, "fchmod", |fd| unsafe {
-            libc::fchmod(fd, (p.mode & 0o7777) as libc::mode_t)
+        raw(a, &p.fd, "fchmod", |fd| {
+            rustix::fs::fchmod(fd, rustix::fs::Mode::from_raw_mode(p.mode & 0o7777))
         })
     });
     register_fd_mutation::<m::Fchown, _>(t, |a, p| {
-        let uid = p.uid.unwrap_or(u32::MAX);
-        let gid = p.gid.unwrap_or(u32::MAX);
-        // SAFETY: a descriptor we own; -1 (u32::MAX) leaves an id as it is.
-        raw(a, &p.fd, "fchown", |fd| unsafe {
-            libc::fchown(fd, uid, gid)
-        })
+        // None (or -1, u32::MAX) leaves an id as it is.
+        let uid = p
+            .uid
+            .filter(|&u| u != u32::MAX)
+            .map(rustix::fs::Uid::from_raw);
+        let gid = p
+            .gid
+            .filter(|&g| g != u32::MAX)
+            .map(rustix::fs::Gid::from_raw);
+        raw(a, &p.fd, "fchown", |fd| rustix::fs::fchown(fd, uid, gid))
     });
     register_fd_mutation::<m::Futimes, _>(t, futimes);
 }

@@ -15,36 +15,39 @@
 //!
 //! Every open is `O_NONBLOCK`: a FIFO or a device never holds an agent thread.
 
-use crate::sandbox::{Follow, Pinned, Sandbox};
-use crate::server::{
-    on_blocking_pool, register, register_blocking, register_inline, Agent, Failure, Session, Table,
-};
+pub(crate) mod sys;
+pub(crate) mod upload;
+
+use crate::agent::{Agent, Session, Table};
+use crate::rpc::{on_blocking_pool, Failure, Host};
+use crate::sandbox::Follow;
 use protocol::fs::*;
 use protocol::methods as m;
 use protocol::{Bytes, Empty, Errno};
-use rand::Rng;
-use std::collections::HashMap;
-use std::ffi::CString;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
-use std::os::fd::AsRawFd;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use rustix::fs::AtFlags;
+use std::fs::OpenOptions;
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::UNIX_EPOCH;
+use sys::*;
+use upload::{Upload, Uploads};
 
 /// Register every `fs.*` method except `fs.batch`.
 pub fn register_all(t: &mut Table) {
-    register_inline::<m::Stat, _>(t, stat);
-    register_inline::<m::Access, _>(t, access);
-    register_blocking::<m::ReadDir, _>(t, |_, s, p| readdir(s, p));
-    register_blocking::<m::Read, _>(t, |_, s, p| read(s, p));
+    t.inline::<m::Stat, _>(stat);
+    t.inline::<m::Access, _>(access);
+    t.blocking::<m::ReadDir, _>(|_, s, p| readdir(s, p));
+    // With `raw: true` (outside `fs.batch`), the bytes come in a binary frame.
+    t.answer::<m::Read, _>(|_, s, p, binary_ok| {
+        let raw = p.raw && binary_ok;
+        read_answer(read(s, p).map_err(Failure::into_error_object)?, raw)
+    });
     register_mutation::<m::Write, _>(t, |_, s, p| write(s, p));
-    register_blocking::<m::UploadBegin, _>(t, upload_begin);
-    register::<m::UploadChunk, _, _>(t, upload_chunk);
+    t.blocking::<m::UploadBegin, _>(upload_begin);
+    t.method::<m::UploadChunk, _, _>(upload_chunk);
     register_mutation::<m::UploadCommit, _>(t, |a, _, p| a.uploads.commit(&p.id));
-    register_blocking::<m::UploadAbort, _>(t, |a, _, p| {
+    t.blocking::<m::UploadAbort, _>(|a, _, p| {
         a.uploads.abort(&p.id);
         Ok(Empty)
     });
@@ -66,12 +69,12 @@ pub fn register_all(t: &mut Table) {
         Ok(Empty)
     });
     register_mutation::<m::CopyFile, _>(t, |_, s, p| copy_file(s, p));
-    register_inline::<m::Realpath, _>(t, |s, p| {
+    t.inline::<m::Realpath, _>(|s, p| {
         let r = s.sandbox.pin(&p.path, Follow::All, "realpath")?;
         std::fs::symlink_metadata(&*r).map_err(|e| os(&e, "realpath", &p.path))?;
         Ok(r.canonical().to_string_lossy().into_owned())
     });
-    register_inline::<m::Readlink, _>(t, |s, p| {
+    t.inline::<m::Readlink, _>(|s, p| {
         let r = s.sandbox.pin(&p.path, Follow::NotLast, "readlink")?;
         let target = std::fs::read_link(&r).map_err(|e| os(&e, "readlink", &p.path))?;
         Ok(target.to_string_lossy().into_owned())
@@ -119,7 +122,7 @@ pub fn register_all(t: &mut Table) {
     });
     register_mutation::<m::Mkdtemp, _>(t, |_, s, p| mkdtemp(s, p));
     register_mutation::<m::Chown, _>(t, |_, s, p| chown(s, p));
-    register_blocking::<m::Statfs, _>(t, |_, s, p| statfs(s, p));
+    t.blocking::<m::Statfs, _>(|_, s, p| statfs(s, p));
     crate::fds::register_all(t);
 }
 
@@ -130,40 +133,38 @@ fn chown(s: &Session, p: ChownParams) -> Result<Empty, Failure> {
         (Follow::All, "chown")
     };
     let r = s.sandbox.pin(&p.path, follow, syscall)?;
-    let c = cpath(&r).map_err(|e| os(&e, syscall, &p.path))?;
-    let (uid, gid) = (p.uid.unwrap_or(u32::MAX), p.gid.unwrap_or(u32::MAX));
-    // SAFETY: a valid C string; -1 (u32::MAX) leaves an id as it is. A pinned object is
-    // reached through its /proc/self/fd link (followed); lchown gets the entry itself.
-    let rc = unsafe {
-        if p.lstat {
-            libc::lchown(c.as_ptr(), uid, gid)
-        } else {
-            libc::chown(c.as_ptr(), uid, gid)
-        }
+    // None (or -1, u32::MAX) leaves an id as it is. A pinned object is reached through its
+    // /proc/self/fd link (followed); lchown gets the entry itself.
+    let uid = p
+        .uid
+        .filter(|&u| u != u32::MAX)
+        .map(rustix::fs::Uid::from_raw);
+    let gid = p
+        .gid
+        .filter(|&g| g != u32::MAX)
+        .map(rustix::fs::Gid::from_raw);
+    let flags = if p.lstat {
+        AtFlags::SYMLINK_NOFOLLOW
+    } else {
+        AtFlags::empty()
     };
-    if rc != 0 {
-        return Err(os(&io::Error::last_os_error(), syscall, &p.path));
-    }
+    rustix::fs::chownat(rustix::fs::CWD, &*r, uid, gid, flags)
+        .map_err(|e| os(&e.into(), syscall, &p.path))?;
     Ok(Empty)
 }
 
 fn statfs(s: &Session, p: PathParams) -> Result<StatFs, Failure> {
     let r = s.sandbox.pin(&p.path, Follow::All, "statfs")?;
-    let c = cpath(&r).map_err(|e| os(&e, "statfs", &p.path))?;
-    // SAFETY: a zeroed statfs is a valid out-parameter; `c` is a valid C string.
-    let mut b: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut b) } != 0 {
-        return Err(os(&io::Error::last_os_error(), "statfs", &p.path));
-    }
+    let b = rustix::fs::statfs(&*r).map_err(|e| os(&e.into(), "statfs", &p.path))?;
     Ok(StatFs {
         fs_type: b.f_type as u64,
         bsize: b.f_bsize as u64,
         frsize: b.f_frsize as u64,
-        blocks: b.f_blocks,
-        bfree: b.f_bfree,
-        bavail: b.f_bavail,
-        files: b.f_files,
-        ffree: b.f_ffree,
+        blocks: b.f_blocks as u64,
+        bfree: b.f_bfree as u64,
+        bavail: b.f_bavail as u64,
+        files: b.f_files as u64,
+        ffree: b.f_ffree as u64,
     })
 }
 
@@ -180,7 +181,7 @@ where
         + Clone
         + 'static,
 {
-    register::<M, _, _>(t, move |agent: Arc<Agent>, p| {
+    t.method::<M, _, _>(move |agent: Arc<Agent>, p| {
         let f = f.clone();
         async move {
             let session = agent.session()?;
@@ -190,85 +191,6 @@ where
             r
         }
     });
-}
-
-/// An OS error on one path.
-pub fn os(e: &io::Error, syscall: &str, path: &str) -> Failure {
-    Failure::Os(Errno::from_io(e, syscall, Some(path)))
-}
-
-/// An OS error on two paths (`path -> dest`).
-fn os2(e: &io::Error, syscall: &str, path: &str, dest: &str) -> Failure {
-    Failure::Os(Errno::from_io(e, syscall, Some(path)).with_dest(dest))
-}
-
-/// Resolve both paths of a two-path call; errors name both.
-fn two(
-    sb: &Sandbox,
-    from: &str,
-    to: &str,
-    follow: Follow,
-    syscall: &str,
-) -> Result<(Pinned, Pinned), Failure> {
-    let a = sb.pin(from, follow, syscall).map_err(|e| e.with_dest(to))?;
-    let b = sb.pin(to, follow, syscall).map_err(|mut e| {
-        e.path = Some(from.to_string());
-        e.with_dest(to)
-    })?;
-    Ok((a, b))
-}
-
-fn cpath(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
-}
-
-fn time_of(secs: i64, nsecs: i64) -> Time {
-    Time(secs, nsecs.clamp(0, 999_999_999) as u32)
-}
-
-/// `fs.Stats` from a metadata.
-pub fn to_stat(md: &std::fs::Metadata) -> protocol::fs::Stat {
-    let birthtime = md
-        .created()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| Time(d.as_secs() as i64, d.subsec_nanos()))
-        .unwrap_or_default();
-    protocol::fs::Stat {
-        dev: md.dev(),
-        ino: md.ino(),
-        mode: md.mode(),
-        nlink: md.nlink(),
-        uid: md.uid(),
-        gid: md.gid(),
-        rdev: md.rdev(),
-        size: md.size(),
-        blksize: md.blksize(),
-        blocks: md.blocks(),
-        atime: time_of(md.atime(), md.atime_nsec()),
-        mtime: time_of(md.mtime(), md.mtime_nsec()),
-        ctime: time_of(md.ctime(), md.ctime_nsec()),
-        birthtime,
-        cache: false,
-    }
-}
-
-/// Whether an answer about `path` may carry `cache: true` (see `changes`): its parent was a
-/// watched directory before the call (`watched`, decided before any syscall) and the path was
-/// reached without a symlink (for a following call, not even at its end).
-pub(crate) fn plain(watched: bool, r: &Pinned, path: &str) -> bool {
-    watched && r.canonical().as_os_str().as_bytes() == path.as_bytes()
-}
-
-/// A failed lookup that stays true until a change is reported: ENOENT, ENOTDIR.
-fn cacheable(f: Failure, plain: bool) -> Failure {
-    match f {
-        Failure::Os(mut e) if plain && (e.code == "ENOENT" || e.code == "ENOTDIR") => {
-            e.cache = true;
-            Failure::Os(e)
-        }
-        f => f,
-    }
 }
 
 pub(crate) fn stat(s: &Session, p: StatParams) -> Result<protocol::fs::Stat, Failure> {
@@ -294,13 +216,9 @@ fn access(s: &Session, p: AccessParams) -> Result<Empty, Failure> {
     let watched = s.changes.watched_parent(&p.path);
     let r = s.sandbox.pin(&p.path, Follow::All, "access")?;
     let plain = plain(watched, &r, &p.path);
-    let c = cpath(&r).map_err(|e| os(&e, "access", &p.path))?;
-    // SAFETY: valid C string.
-    if unsafe { libc::access(c.as_ptr(), (p.mode & 7) as libc::c_int) } != 0 {
-        return Err(cacheable(
-            os(&io::Error::last_os_error(), "access", &p.path),
-            plain,
-        ));
+    let mode = rustix::fs::Access::from_bits_retain(p.mode & 7);
+    if let Err(e) = rustix::fs::access(&*r, mode) {
+        return Err(cacheable(os(&e.into(), "access", &p.path), plain));
     }
     Ok(Empty)
 }
@@ -429,142 +347,6 @@ pub(crate) fn read(s: &Session, p: ReadParams) -> Result<ReadResult, Failure> {
     })
 }
 
-/// Whether reads of a file of this type go by offset (pread); FIFOs, sockets and character
-/// devices have no offset (pread fails with ESPIPE there) and are read where they stand.
-pub fn seekable(md: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    let t = md.file_type();
-    !(t.is_fifo() || t.is_socket() || t.is_char_device())
-}
-
-/// Up to `want` bytes of `f` (whose metadata is `md`) from `offset`: until `want`, the end of
-/// the file or, on a non-blocking FIFO or device, the end of what is there now (nothing there
-/// at all: `EAGAIN`, as the kernel says).
-pub fn read_at_most(
-    f: &File,
-    md: &std::fs::Metadata,
-    offset: u64,
-    want: usize,
-) -> io::Result<Vec<u8>> {
-    let by_offset = seekable(md);
-    let initial = if by_offset {
-        md.len().saturating_sub(offset).min(want as u64) as usize
-    } else {
-        want.min(64 * 1024)
-    };
-    let mut buf = vec![0u8; initial];
-    let mut got = 0;
-    loop {
-        if got == buf.len() {
-            // The file may have grown, or stat says 0 (e.g. /proc): read on, up to the cap.
-            if got >= want {
-                break;
-            }
-            buf.resize(want.min(got + 64 * 1024), 0);
-        }
-        let r = if by_offset {
-            f.read_at(&mut buf[got..], offset + got as u64)
-        } else {
-            (&*f).read(&mut buf[got..])
-        };
-        match r {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => break,
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(got);
-    Ok(buf)
-}
-
-/// The open(2) flags of Node's whole-file write flags.
-pub fn write_flags(flag: WriteFlag, truncate: bool) -> OpenFlags {
-    let exclusive = matches!(flag, WriteFlag::Exclusive | WriteFlag::AppendExclusive);
-    let append = matches!(flag, WriteFlag::Append | WriteFlag::AppendExclusive);
-    OpenFlags {
-        write: true,
-        create: true,
-        exclusive,
-        append,
-        truncate: truncate && !append,
-        ..OpenFlags::default()
-    }
-}
-
-/// open(2) `path` as Node would with `flags` (creating with `mode`, default 0o666, umask
-/// applied), confined to the sandbox. Always `O_NONBLOCK` (a FIFO or a device never holds the
-/// calling thread: see [`protocol::fs::OpenParams`]) and `O_NOCTTY`. The returned [`Pinned`]
-/// keeps the directory of the entry open (uploads stage their data next to it).
-pub fn open_path(
-    s: &Session,
-    path: &str,
-    flags: &OpenFlags,
-    mode: Option<u32>,
-) -> Result<(File, Pinned), Failure> {
-    if flags.create && crate::sandbox::names_a_directory(path) {
-        // O_CREAT of `x/`: EISDIR, whatever x is.
-        return Err(Errno::new("EISDIR", "open", Some(path)).into());
-    }
-    let follow = if flags.nofollow {
-        Follow::NotLast
-    } else {
-        Follow::All
-    };
-    let r = s.sandbox.pin(path, follow, "open")?;
-    let mut o = OpenOptions::new();
-    o.read(flags.read || !flags.write).write(flags.write);
-    if flags.append {
-        o.append(true);
-    }
-    if flags.exclusive && flags.create {
-        o.create_new(true);
-    } else if flags.create {
-        o.create(true);
-    }
-    if flags.truncate {
-        o.truncate(true);
-    }
-    let mut custom = libc::O_NONBLOCK | libc::O_NOCTTY;
-    for (on, bit) in [
-        (flags.sync, libc::O_SYNC),
-        (flags.dsync, libc::O_DSYNC),
-        (flags.directory, libc::O_DIRECTORY),
-        (flags.noatime, libc::O_NOATIME),
-        // The entry (a missing file, or the link itself): never follow a symlink swapped in
-        // there since the check. The pinned object itself is opened through its
-        // /proc/self/fd link, which must be followed.
-        (flags.nofollow || !r.is_object(), libc::O_NOFOLLOW),
-    ] {
-        if on {
-            custom |= bit;
-        }
-    }
-    if flags.exclusive && !flags.create {
-        custom |= libc::O_EXCL;
-    }
-    o.custom_flags(custom);
-    if flags.create {
-        o.mode(mode.unwrap_or(0o666) & 0o7777);
-    }
-    if flags.truncate && !flags.write {
-        // O_RDONLY|O_TRUNC: Linux truncates; std refuses the combination, so say it ourselves.
-        let f = OpenOptions::new()
-            .read(true)
-            .custom_flags(custom)
-            .open(&*r)
-            .map_err(|e| os(&e, "open", path))?;
-        let rc = unsafe { libc::ftruncate(f.as_raw_fd(), 0) };
-        if rc != 0 {
-            return Err(os(&io::Error::last_os_error(), "open", path));
-        }
-        return Ok((f, r));
-    }
-    let f = o.open(&*r).map_err(|e| os(&e, "open", path))?;
-    Ok((f, r))
-}
-
 fn write(s: &Session, p: WriteParams) -> Result<Empty, Failure> {
     if p.data.0.len() > MAX_CHUNK {
         return Err(Failure::Code(
@@ -572,7 +354,7 @@ fn write(s: &Session, p: WriteParams) -> Result<Empty, Failure> {
             format!("fs.write carries at most {MAX_CHUNK} bytes; use fs.upload.* for more"),
         ));
     }
-    let (mut f, _pin) = open_path(s, &p.path, &write_flags(p.flag, true), p.mode)?;
+    let (mut f, _pin) = open_path(&s.sandbox, &p.path, &write_flags(p.flag, true), p.mode)?;
     f.write_all(&p.data.0)
         .map_err(|e| Failure::Os(Errno::from_io(&e, "write", None)))?;
     if p.flush {
@@ -582,102 +364,8 @@ fn write(s: &Session, p: WriteParams) -> Result<Empty, Failure> {
     Ok(Empty)
 }
 
-/// An anonymous file for staging data, in the temp directory (never in the project: even an
-/// unnamed `O_TMPFILE` there shows in inotify as `#<inode>`, which a watch would report and Node's
-/// own write never causes): `O_TMPFILE` (no name anyone could open), or, where the file system
-/// lacks it, a fresh 0600 file unlinked at once.
-fn anonymous_file() -> io::Result<File> {
-    let tmp = std::env::temp_dir();
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(&tmp);
-    if let Ok(f) = f {
-        return Ok(f);
-    }
-    for _ in 0..100 {
-        let name = tmp.join(format!(".pi-bridge-stage-{}.tmp", random_suffix(16)));
-        match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&name)
-        {
-            Ok(f) => {
-                let _ = std::fs::remove_file(&name);
-                return Ok(f);
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::from_raw_os_error(libc::EEXIST))
-}
-
-/// A large write in progress: the target, open since `fs.upload.begin` (not truncated yet), and
-/// the data so far, staged in an anonymous file.
-struct Upload {
-    staged: Arc<Mutex<File>>,
-    target: File,
-    append: bool,
-    flush: bool,
-    path: String,
-}
-
-/// Open uploads by id; their staged data disappears with them (it has no name).
-#[derive(Default)]
-pub struct Uploads {
-    map: Mutex<HashMap<String, Upload>>,
-}
-
-impl Uploads {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Upload>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn unknown(id: &str) -> Failure {
-        Failure::Os(
-            Errno::new("EBADF", "write", None).with_detail(format!("no upload with id '{id}'")),
-        )
-    }
-
-    /// Copy the staged data into the target in one step (truncating it first, unless
-    /// appending): a link that drops before this leaves the target as it was.
-    fn commit(&self, id: &str) -> Result<Empty, Failure> {
-        let mut up = self.lock().remove(id).ok_or_else(|| Self::unknown(id))?;
-        let mut staged = up.staged.lock().unwrap_or_else(|p| p.into_inner());
-        let werr = |e: io::Error| Failure::Os(Errno::from_io(&e, "write", None));
-        staged.seek(io::SeekFrom::Start(0)).map_err(werr)?;
-        if !up.append {
-            up.target
-                .set_len(0)
-                .map_err(|e| Failure::Os(Errno::from_io(&e, "ftruncate", None)))?;
-        }
-        io::copy(&mut *staged, &mut up.target).map_err(werr)?;
-        if up.flush {
-            up.target
-                .sync_all()
-                .map_err(|e| os(&e, "fsync", &up.path))?;
-        }
-        Ok(Empty)
-    }
-
-    fn abort(&self, id: &str) {
-        self.lock().remove(id);
-    }
-
-    /// Drop every unfinished upload (the agent is exiting); their targets are untouched.
-    pub fn abort_all(&self) {
-        self.lock().clear();
-    }
-}
-
 fn upload_begin(a: &Agent, s: &Session, p: UploadBeginParams) -> Result<UploadId, Failure> {
-    let (target, _pin) = open_path(s, &p.path, &write_flags(p.flag, false), p.mode)?;
+    let (target, _pin) = open_path(&s.sandbox, &p.path, &write_flags(p.flag, false), p.mode)?;
     let staged = anonymous_file().map_err(|e| os(&e, "open", &p.path))?;
     let id = format!("u{}", random_suffix(16));
     a.uploads.lock().insert(
@@ -714,30 +402,6 @@ async fn upload_chunk(a: Arc<Agent>, p: UploadChunkParams) -> Result<Empty, Fail
     })
     .await?;
     Ok(Empty)
-}
-
-/// Length of the random part of a temp file's name.
-const TEMP_SUFFIX: usize = 8;
-
-/// Marks the temp name of a write that creates its target (none existed), so that a watch can
-/// report the rename as Node reports a new file ('rename', then 'change').
-const TEMP_NEW: &str = "new-";
-
-/// If `name` is a temp file name of an atomic write of earlier agents (`.<target>.pi-bridge-
-/// [new-]<8 letters or digits>.tmp`; this agent writes in place and stages uploads in anonymous
-/// files): the target's name, and whether the write creates it. Watches and the change feed
-/// never report these, so a session running next to an older agent sees its writes as Node's.
-pub fn temp_target(name: &str) -> Option<(&str, bool)> {
-    let rest = name.strip_prefix('.')?.strip_suffix(".tmp")?;
-    let (target, suffix) = rest.rsplit_once(".pi-bridge-")?;
-    let (creates, random) = match suffix.strip_prefix(TEMP_NEW) {
-        Some(r) => (true, r),
-        None => (false, suffix),
-    };
-    let ours = !target.is_empty()
-        && random.len() == TEMP_SUFFIX
-        && random.bytes().all(|b| b.is_ascii_alphanumeric());
-    ours.then_some((target, creates))
 }
 
 fn mkdir(s: &Session, p: MkdirParams) -> Result<MkdirResult, Failure> {
@@ -883,37 +547,15 @@ fn copy_file(s: &Session, p: CopyFileParams) -> Result<Empty, Failure> {
 
 fn utimes(s: &Session, p: UtimesParams) -> Result<Empty, Failure> {
     let (follow, syscall, flags) = if p.lstat {
-        (Follow::NotLast, "lutime", libc::AT_SYMLINK_NOFOLLOW)
+        (Follow::NotLast, "lutime", AtFlags::SYMLINK_NOFOLLOW)
     } else {
-        (Follow::All, "utime", 0)
+        (Follow::All, "utime", AtFlags::empty())
     };
     let r = s.sandbox.pin(&p.path, follow, syscall)?;
     let ts = timespecs(p.atime, p.mtime, syscall, Some(&p.path))?;
-    let c = cpath(&r).map_err(|e| os(&e, syscall, &p.path))?;
-    // SAFETY: valid C string and a two-element timespec array.
-    if unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), ts.as_ptr(), flags) } != 0 {
-        return Err(os(&io::Error::last_os_error(), syscall, &p.path));
-    }
+    rustix::fs::utimensat(rustix::fs::CWD, &*r, &ts, flags)
+        .map_err(|e| os(&e.into(), syscall, &p.path))?;
     Ok(Empty)
-}
-
-/// The `[atime, mtime]` of utimensat(2)/futimens(2); nanoseconds out of range are EINVAL.
-pub fn timespecs(
-    atime: Time,
-    mtime: Time,
-    syscall: &str,
-    path: Option<&str>,
-) -> Result<[libc::timespec; 2], Failure> {
-    if atime.1 >= 1_000_000_000 || mtime.1 >= 1_000_000_000 {
-        return Err(Errno::new("EINVAL", syscall, path)
-            .with_detail("nanoseconds out of range")
-            .into());
-    }
-    let ts = |t: Time| libc::timespec {
-        tv_sec: t.0 as _,
-        tv_nsec: t.1 as _,
-    };
-    Ok([ts(atime), ts(mtime)])
 }
 
 fn mkdtemp(s: &Session, p: MkdtempParams) -> Result<String, Failure> {
@@ -934,14 +576,6 @@ fn mkdtemp(s: &Session, p: MkdtempParams) -> Result<String, Failure> {
         }
     }
     Err(Errno::new("EEXIST", "mkdtemp", Some(&shown)).into())
-}
-
-/// `n` random characters from `[A-Za-z0-9]`.
-pub fn random_suffix(n: usize) -> String {
-    let mut rng = rand::thread_rng();
-    (0..n)
-        .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
-        .collect()
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::sandbox::{Follow, Sandbox};
 use protocol::methods::*;
 use protocol::{FrameError, FrameReader, Method, Subscription};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};
 
@@ -56,21 +56,14 @@ pub fn frame(data: &[u8]) {
     }
 }
 
-/// What the agent reads of a request before dispatching it.
-#[derive(Deserialize)]
-struct Request<'a> {
-    #[serde(borrow)]
-    method: Option<&'a str>,
-    #[serde(borrow)]
-    params: Option<&'a RawValue>,
-}
-
+/// A frame as the agent reads it ([`protocol::rpc::Message`]); a request's params as its
+/// method's type.
 fn request(line: &str) {
-    let Ok(r) = serde_json::from_str::<Request>(line) else {
+    let Ok(protocol::rpc::Message::Request(r)) = protocol::rpc::Message::parse(line) else {
         return;
     };
-    let params = r.params.map(RawValue::get).unwrap_or("null");
-    match r.method.unwrap_or("") {
+    let params = r.params.as_deref().map(RawValue::get).unwrap_or("null");
+    match r.method.as_str() {
         HelloCall::NAME => params_of::<HelloCall>(params),
         SessionInfo::NAME => params_of::<SessionInfo>(params),
         Stat::NAME => params_of::<Stat>(params),

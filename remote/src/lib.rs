@@ -9,14 +9,19 @@
 
 extern crate pi_bridge_protocol as protocol;
 
+mod agent;
 mod changes;
 mod facts;
 mod fds;
 mod fs;
+mod methods;
+mod out;
 mod proc;
-mod resume;
+pub mod resume;
+mod rpc;
 pub mod sandbox;
 pub mod server;
+mod session;
 mod watch;
 
 #[doc(hidden)]

@@ -4,6 +4,7 @@
 //! after announcing itself with the magic line. Nothing else is ever written to stdout: logs go to
 //! stderr, and only when `PI_BRIDGE_AGENT_LOG` is set (to a `tracing` filter such as `debug`).
 
+use pi_bridge_agent::resume::{BoxRead, BoxWrite};
 use pi_bridge_agent::server;
 use pi_bridge_protocol as protocol;
 
@@ -69,12 +70,9 @@ fn run() -> anyhow::Result<()> {
         .read(true)
         .write(true)
         .open("/dev/null")?;
-    // SAFETY: dup2 onto the standard fds with a valid fd; nothing else holds raw copies of them.
-    unsafe {
-        use std::os::fd::AsRawFd;
-        libc::dup2(devnull.as_raw_fd(), 0);
-        libc::dup2(devnull.as_raw_fd(), 1);
-    }
+    // Nothing else holds raw copies of the standard fds.
+    let _ = rustix::stdio::dup2_stdin(&devnull);
+    let _ = rustix::stdio::dup2_stdout(&devnull);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -84,9 +82,6 @@ fn run() -> anyhow::Result<()> {
         server::serve_with_nonce(reader, writer, nonce).await
     })
 }
-
-type BoxRead = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
-type BoxWrite = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
 
 /// What an inherited stdio fd is: pipes and sockets get tokio's non-blocking wrappers,
 /// anything else (a file, /dev/null) goes through the blocking pool.

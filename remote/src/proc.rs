@@ -10,127 +10,29 @@
 //! made to the project was handed on as `fs.changed` (`changes`). Processes outlive their
 //! subscription; they end when killed or when the agent exits ([`Procs::kill_all`]).
 
+pub(crate) mod table;
+
+use crate::agent::{Agent, Session, Table};
+use crate::rpc::{Events, Failure, Host};
 use crate::sandbox::Follow;
-use crate::server::{register, Agent, Events, Failure, Session, Table};
 use protocol::methods::*;
 use protocol::proc::*;
 use protocol::{Bytes, Empty, Errno};
-use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use table::{Entry, KILL_GRACE};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::{Child, ChildStdin};
+use tokio::process::Child;
 
 /// The most bytes one `stdout`/`stderr` event carries.
 pub const CHUNK: usize = 64 * 1024;
-/// How long the agent waits after SIGTERM before SIGKILL when it exits.
-const KILL_GRACE: Duration = Duration::from_secs(2);
-
 pub fn register_all(t: &mut Table) {
-    register::<Run, _, _>(t, run);
-    register::<Stdin, _, _>(t, stdin);
-    register::<Kill, _, _>(t, |agent: Arc<Agent>, p| async move { kill(&agent, p) });
-}
-
-type StdinHandle = Arc<tokio::sync::Mutex<Option<ChildStdin>>>;
-
-struct Entry {
-    stdin: Option<StdinHandle>,
-    /// The leader was reaped; its group may live on.
-    exited: bool,
-}
-
-/// Every process (group) this agent started, by pid.
-#[derive(Default)]
-pub struct Procs {
-    map: Mutex<HashMap<i32, Entry>>,
-}
-
-impl Procs {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn exited(&self, pid: i32) {
-        let mut map = self.lock();
-        if let Some(e) = map.get_mut(&pid) {
-            e.exited = true;
-            e.stdin = None;
-        }
-        // Forget the group once it is empty, so a reused pid is never signalled.
-        // SAFETY: signal 0 only checks existence.
-        if unsafe { libc::kill(-pid, 0) } != 0 {
-            map.remove(&pid);
-        }
-    }
-
-    /// SIGTERM every group, SIGKILL what is left after [`KILL_GRACE`].
-    pub async fn kill_all(&self) {
-        let pids: Vec<i32> = self.lock().keys().copied().collect();
-        if pids.is_empty() {
-            return;
-        }
-        for &pid in &pids {
-            // SAFETY: plain signal to a group we created.
-            unsafe { libc::killpg(pid, libc::SIGTERM) };
-        }
-        let deadline = tokio::time::Instant::now() + KILL_GRACE;
-        loop {
-            let alive: Vec<i32> = pids.iter().copied().filter(|&p| group_alive(p)).collect();
-            if alive.is_empty() {
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                for &pid in &alive {
-                    // SAFETY: as above.
-                    unsafe { libc::killpg(pid, libc::SIGKILL) };
-                }
-                // SIGKILL is delivered asynchronously: wait (briefly) until the groups are
-                // really gone, so that "the agent exited" means "nothing is left running".
-                let until = tokio::time::Instant::now() + Duration::from_secs(1);
-                while alive.iter().any(|&p| group_alive(p)) && tokio::time::Instant::now() < until {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-/// Whether process group `pgid` has a member that is not a zombie.
-pub fn group_alive(pgid: i32) -> bool {
-    // SAFETY: signal 0 only checks existence.
-    if unsafe { libc::kill(-pgid, 0) } != 0 {
-        return false;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return true;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str() else { continue };
-        if !name.bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
-            continue;
-        };
-        let Some(close) = stat.rfind(')') else {
-            continue;
-        };
-        let mut fields = stat[close + 1..].split_whitespace();
-        let state = fields.next().unwrap_or("");
-        let _ppid = fields.next();
-        let pgrp: i32 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        if pgrp == pgid && state != "Z" && state != "X" {
-            return true;
-        }
-    }
-    false
+    t.method::<Run, _, _>(run);
+    t.method::<Stdin, _, _>(stdin);
+    t.method::<Kill, _, _>(|agent: Arc<Agent>, p| async move { kill(&agent, p) });
 }
 
 const SIGNALS: &[(&str, i32)] = &[
@@ -402,7 +304,8 @@ fn kill(agent: &Agent, p: KillParams) -> Result<bool, Failure> {
         Some(true) if !p.group => return Err(Errno::new("ESRCH", "kill", None).into()),
         _ => {}
     }
-    // SAFETY: plain signal to a pid/group this agent started.
+    // SAFETY: plain signal to a pid/group this agent started. (Raw libc: the client may name any
+    // signal number 0..=64, real-time ones included, which rustix's Signal cannot carry.)
     let rc = unsafe {
         if p.group {
             libc::killpg(p.pid, sig)
@@ -477,7 +380,8 @@ async fn run(agent: Arc<Agent>, p: RunParams) -> Result<RunResult, Failure> {
     let hard = tokio::time::sleep_until(far);
     tokio::pin!(hard);
     let send_kill = |sig: i32| {
-        // SAFETY: signal to the group this call started.
+        // SAFETY: signal to the group this call started (`kill_signal` may be any number, as
+        // above, so raw libc).
         unsafe { libc::killpg(pid, sig) };
     };
     while out.is_some() || err.is_some() || status.is_none() {

@@ -1,11 +1,6 @@
-//! Surviving a dropped link (the contract is `protocol::session`).
+//! Surviving a dropped link (the contract is `protocol::session`; the output that keeps and
+//! replays notifications is `out`).
 //!
-//! - [`Out`]: every frame the agent sends goes through one router task. Notifications get the
-//!   session-wide `seq` and stay in a replay buffer until the client acknowledges them; at most
-//!   [`REPLAY_BOUND`] bytes wait unacknowledged, after which producers wait for credit (a
-//!   process then blocks on its pipe: output is paused, never dropped). The router writes to the
-//!   CURRENT connection, which a resume swaps; on a swap it first writes the resume's `hello`
-//!   answer, then replays every kept notification after the client's `lastSeq`.
 //! - [`Life`]: after `hello`, the agent holding a session listens on a Unix socket
 //!   `<home>/.cache/pi-bridge/run/<id>.sock` (dir 0700, socket 0600, peer uid checked, no TCP).
 //!   A connection there must open with `hello` carrying the session's [`Resume`] secret; it then
@@ -14,183 +9,30 @@
 //!   connects to that socket and relays frames both ways; if the session is gone it answers
 //!   [`ErrorCode::SessionGone`] and serves as a fresh agent instead.
 
-use protocol::session::{Resume, SessionTicket, REPLAY_BOUND};
-use protocol::{ErrorCode, Hello, HelloResult};
-use rand::RngCore;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use std::collections::VecDeque;
+use crate::out::Out;
+use protocol::methods::HelloCall;
+use protocol::rpc::{ErrorObject, Id, Message, Request, Response};
+use protocol::session::{Resume, SessionTicket};
+use protocol::{ErrorCode, Hello, HelloResult, Method};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
 
-pub type BoxRead = Box<dyn AsyncRead + Unpin + Send>;
-pub type BoxWrite = Box<dyn AsyncWrite + Unpin + Send>;
+pub use protocol::frame::{BoxRead, BoxWrite};
 pub type Frames = protocol::FrameReader<BufReader<BoxRead>>;
 
 /// How long a socket connection may take to present its resuming `hello`.
 const AUTH_DEADLINE: Duration = Duration::from_secs(5);
-
-/// One frame for a connection's writer: a JSON line (written with its `\n`) or an encoded
-/// binary frame (`protocol::frame::encode_binary`, written as is).
-pub enum Wire {
-    Text(Box<str>),
-    Binary(Vec<u8>),
-}
-
-pub type ConnTx = mpsc::UnboundedSender<Wire>;
-
-enum HubMsg {
-    Frame(Wire),
-    Note(Box<str>, OwnedSemaphorePermit),
-    Ack(u64),
-    Attach {
-        conn: ConnTx,
-        first: Option<Box<str>>,
-        replay_after: Option<u64>,
-    },
-    Detach,
-}
-
-/// The agent's output: responses and notifications, routed to the current connection.
-#[derive(Clone)]
-pub struct Out {
-    tx: mpsc::Sender<HubMsg>,
-    credit: Arc<Semaphore>,
-    unacked: Arc<AtomicU64>,
-}
-
-impl Out {
-    pub fn start() -> Out {
-        let (tx, rx) = mpsc::channel(256);
-        let unacked = Arc::new(AtomicU64::new(0));
-        tokio::spawn(router(rx, unacked.clone()));
-        Out {
-            tx,
-            credit: Arc::new(Semaphore::new(REPLAY_BOUND)),
-            unacked,
-        }
-    }
-
-    /// A response (or heartbeat echo): to the current connection, not kept.
-    pub async fn frame(&self, f: Box<str>) -> bool {
-        self.tx.send(HubMsg::Frame(Wire::Text(f))).await.is_ok()
-    }
-
-    /// A response as an encoded binary frame: like [`Out::frame`] (a response is never
-    /// replayed, so notifications' seq and replay are not involved).
-    pub async fn binary(&self, f: Vec<u8>) -> bool {
-        self.tx.send(HubMsg::Frame(Wire::Binary(f))).await.is_ok()
-    }
-
-    /// A notification: numbered, kept until acknowledged; waits while the bound is reached.
-    pub async fn note(&self, f: Box<str>) -> bool {
-        let n = f.len().clamp(1, REPLAY_BOUND) as u32;
-        let Ok(permit) = self.credit.clone().acquire_many_owned(n).await else {
-            return false;
-        };
-        self.tx.send(HubMsg::Note(f, permit)).await.is_ok()
-    }
-
-    /// The client has everything up to `seq`.
-    pub async fn ack(&self, seq: u64) {
-        let _ = self.tx.send(HubMsg::Ack(seq)).await;
-    }
-
-    /// Make `conn` the current connection: `first` goes out first, then (with `replay_after`)
-    /// every kept notification after that seq.
-    pub async fn attach(&self, conn: ConnTx, first: Option<Box<str>>, replay_after: Option<u64>) {
-        let _ = self
-            .tx
-            .send(HubMsg::Attach {
-                conn,
-                first,
-                replay_after,
-            })
-            .await;
-    }
-
-    /// Forget the current connection (its writer then finishes).
-    pub async fn detach(&self) {
-        let _ = self.tx.send(HubMsg::Detach).await;
-    }
-
-    /// Notifications kept, waiting for an ack.
-    pub fn unacked(&self) -> u64 {
-        self.unacked.load(Ordering::Relaxed)
-    }
-}
-
-async fn router(mut rx: mpsc::Receiver<HubMsg>, unacked: Arc<AtomicU64>) {
-    let mut conn: Option<ConnTx> = None;
-    let mut next = 1u64;
-    let mut kept: VecDeque<(u64, Box<str>, OwnedSemaphorePermit)> = VecDeque::new();
-    let send = |conn: &mut Option<ConnTx>, f: Wire| {
-        if let Some(c) = conn {
-            if c.send(f).is_err() {
-                *conn = None;
-            }
-        }
-    };
-    while let Some(m) = rx.recv().await {
-        match m {
-            HubMsg::Frame(f) => send(&mut conn, f),
-            HubMsg::Note(f, permit) => {
-                let seq = next;
-                next += 1;
-                let f: Box<str> = match protocol::session::with_seq(&f, seq) {
-                    Some(s) => s.into(),
-                    None => {
-                        tracing::error!("notification without params object: {f:.200}");
-                        f
-                    }
-                };
-                send(&mut conn, Wire::Text(f.clone()));
-                kept.push_back((seq, f, permit));
-            }
-            HubMsg::Ack(n) => {
-                while kept.front().is_some_and(|(s, _, _)| *s <= n) {
-                    kept.pop_front();
-                }
-            }
-            HubMsg::Attach {
-                conn: c,
-                first,
-                replay_after,
-            } => {
-                let mut c = Some(c);
-                if let Some(f) = first {
-                    send(&mut c, Wire::Text(f));
-                }
-                if let Some(after) = replay_after {
-                    while kept.front().is_some_and(|(s, _, _)| *s <= after) {
-                        kept.pop_front();
-                    }
-                    tracing::info!(
-                        "resumed: replaying {} notifications after seq {after}",
-                        kept.len()
-                    );
-                    for (_, f, _) in &kept {
-                        send(&mut c, Wire::Text(f.clone()));
-                    }
-                }
-                conn = c;
-            }
-            HubMsg::Detach => conn = None,
-        }
-        unacked.store(kept.len() as u64, Ordering::Relaxed);
-    }
-}
 
 /// A socket connection that presented the right secret: the session's next connection.
 pub struct Incoming {
     pub frames: Frames,
     pub writer: BoxWrite,
     /// The id of the resuming `hello` (answered first, with `resumed: true`).
-    pub hello_id: Box<RawValue>,
+    pub hello_id: Id,
     pub last_seq: u64,
 }
 
@@ -259,8 +101,8 @@ impl Life {
         }
         let incoming = st.incoming.clone()?;
         let ticket = SessionTicket {
-            id: hex(16),
-            secret: hex(32),
+            id: protocol::secret::random_hex(16),
+            secret: protocol::secret::random_hex(32),
             grace_ms: grace,
         };
         let dir = run_dir(home);
@@ -304,12 +146,6 @@ impl Life {
     }
 }
 
-fn hex(n: usize) -> String {
-    let mut b = vec![0u8; n];
-    rand::rngs::OsRng.fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
 /// `<home>/.cache/pi-bridge/run`.
 pub fn run_dir(home: &str) -> PathBuf {
     Path::new(home).join(".cache/pi-bridge/run")
@@ -325,7 +161,7 @@ fn make_run_dir(dir: &Path) -> std::io::Result<()> {
         .create(dir)?;
     let md = std::fs::symlink_metadata(dir)?;
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     if !md.is_dir() || md.uid() != me {
         return Err(std::io::Error::other(format!(
             "{} is not a directory owned by uid {me}",
@@ -383,22 +219,6 @@ async fn accept_loop(
     }
 }
 
-/// A `hello` request, as far as resuming needs it.
-#[derive(Deserialize)]
-struct HelloRequest {
-    id: Box<RawValue>,
-    method: String,
-    params: Hello,
-}
-
-fn equal_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
 /// Check the peer's uid and the session's secret, then hand the connection to `serve`.
 async fn authenticate(
     stream: tokio::net::UnixStream,
@@ -406,7 +226,7 @@ async fn authenticate(
     incoming: &mpsc::Sender<Incoming>,
 ) -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let me = rustix::process::geteuid().as_raw();
     match stream.peer_cred() {
         Ok(c) if c.uid() == me => {}
         Ok(c) => return Err(format!("peer uid {} is not {me}", c.uid())),
@@ -418,58 +238,59 @@ async fn authenticate(
         Ok(Ok(Some(l))) => l,
         _ => return Err("no hello within 5 s".into()),
     };
-    let req: HelloRequest =
-        serde_json::from_str(&line).map_err(|e| format!("not a hello request: {e}"))?;
-    let ok = req.method == "hello"
-        && req.params.protocol == protocol::PROTOCOL_VERSION
-        && req.params.resume.as_ref().is_some_and(|r: &Resume| {
-            equal_secret(&r.session, &ticket.id) & equal_secret(&r.secret, &ticket.secret)
+    let (id, hello) = match Message::parse(&line) {
+        Ok(Message::Request(r)) if r.method == HelloCall::NAME => {
+            let h = r
+                .params::<Hello>()
+                .map_err(|e| format!("not a hello request: {e}"))?;
+            (r.id, h)
+        }
+        _ => return Err("not a hello request".into()),
+    };
+    let ok = hello.protocol == protocol::PROTOCOL_VERSION
+        && hello.resume.as_ref().is_some_and(|r: &Resume| {
+            protocol::secret::matches(&ticket.id, r.session.as_bytes())
+                & protocol::secret::matches(&ticket.secret, r.secret.as_bytes())
         });
     if !ok {
-        let f = crate::server::error_reply(
-            Some(&req.id),
-            ErrorCode::SessionGone,
-            "no such session".to_string(),
+        let refusal = Response::err(
+            id,
+            ErrorObject::new(ErrorCode::SessionGone, "no such session"),
         );
-        let _ = w.write_all(format!("{f}\n").as_bytes()).await;
+        if let Ok(f) = Message::Response(refusal).to_frame() {
+            let _ = w.write_all(&f).await;
+        }
         return Err("wrong session id or secret".into());
     }
-    let last_seq = req.params.resume.map(|r| r.last_seq).unwrap_or(0);
+    let last_seq = hello.resume.map(|r| r.last_seq).unwrap_or(0);
     incoming
         .send(Incoming {
             frames,
             writer: Box::new(w),
-            hello_id: req.id,
+            hello_id: id,
             last_seq,
         })
         .await
         .map_err(|_| "the session is closing".to_string())
 }
 
-/// The `hello` answer frame for a resume (`id` is the raw request id), or `None` if this agent
-/// holds no session.
-pub fn resumed_hello_frame(life: &Life, id: &RawValue) -> Option<Box<str>> {
-    let h = life.resumed_hello()?;
-    let result = serde_json::to_string(&h).ok()?;
-    Some(
-        format!(
-            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{result}}}",
-            id.get()
-        )
-        .into(),
-    )
+/// The `hello` answer for a resume, or `SessionGone` if this agent holds no session any more.
+pub fn resumed_hello(life: &Life, id: Id) -> Response {
+    match life.resumed_hello() {
+        Some(h) => Response::ok(id, &h),
+        None => Response::err(
+            id,
+            ErrorObject::new(ErrorCode::SessionGone, "the session is closing"),
+        ),
+    }
 }
 
-/// If `line` is a `hello` with `resume`: its id and resume.
-pub fn resume_request(line: &str) -> Option<(Box<RawValue>, Resume)> {
-    if !line.contains("\"resume\"") {
+/// If `req` is a `hello` with `resume`: the resume.
+pub fn resume_request(req: &Request) -> Option<Resume> {
+    if req.method != HelloCall::NAME {
         return None;
     }
-    let req: HelloRequest = serde_json::from_str(line).ok()?;
-    if req.method != "hello" {
-        return None;
-    }
-    Some((req.id, req.params.resume?))
+    req.params::<Hello>().ok()?.resume
 }
 
 /// How a relay attempt ended.
@@ -481,9 +302,9 @@ pub enum Relay {
 }
 
 /// Relay this connection (`frames` from the client, `out` to it) to the agent holding the
-/// session, starting with the resuming `hello` in `line`.
+/// session, starting with the resuming `hello` (`req`).
 pub async fn relay(
-    line: &str,
+    req: &Request,
     resume: &Resume,
     home: &str,
     frames: &mut Frames,
@@ -504,14 +325,20 @@ pub async fn relay(
         Err(e) => return Relay::Gone(format!("session {} not found ({e})", resume.session)),
     };
     let (r, mut w) = stream.into_split();
-    if w.write_all(format!("{line}\n").as_bytes()).await.is_err() {
+    let Ok(hello) = Message::Request(req.clone()).to_frame() else {
+        return Relay::Gone("the resuming hello is too large".into());
+    };
+    if w.write_all(&hello).await.is_err() {
         return Relay::Gone("the session's agent closed the connection".into());
     }
     let mut down: Frames = protocol::FrameReader::new(BufReader::new(Box::new(r) as BoxRead));
     // The owner's answer to the hello decides: a result → relay; an error → fresh agent.
     match tokio::time::timeout(AUTH_DEADLINE * 2, down.next_frame()).await {
         Ok(Ok(Some(first))) => {
-            if first.contains("\"error\"") && !first.contains("\"result\"") {
+            if !matches!(
+                Message::parse(&first),
+                Ok(Message::Response(Response { result: Ok(_), .. }))
+            ) {
                 return Relay::Gone("the session's agent refused the resume".into());
             }
             if !out.frame(first.into()).await {
@@ -527,7 +354,7 @@ pub async fn relay(
                 Ok(Some(protocol::frame::Frame::Text(f))) => out.frame(f.into()).await,
                 Ok(Some(protocol::frame::Frame::Binary { header, payload })) => {
                     match protocol::frame::encode_binary(&header, &payload) {
-                        Ok(b) => out.binary(b).await,
+                        Ok(b) => out.encoded(b).await,
                         Err(_) => false,
                     }
                 }

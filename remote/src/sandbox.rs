@@ -26,9 +26,9 @@
 //! canonical path is used as before (and the race stays open).
 
 use protocol::Errno;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::OnceLock;
@@ -173,12 +173,7 @@ impl Sandbox {
             Ok(obj) => {
                 // With O_PATH|O_NOFOLLOW a symlink opens as itself: the check followed it, so
                 // it was swapped in since.
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                // SAFETY: valid fd and a stat buffer of the right type.
-                if unsafe { libc::fstat(obj.as_raw_fd(), &mut st) } != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                if is_symlink(&obj)? {
                     return Err(io::Error::from_raw_os_error(libc::ELOOP));
                 }
                 Ok(Pinned {
@@ -378,27 +373,26 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 
 /// `openat(dir, name, O_PATH|O_CLOEXEC|flags)` (`dir` `None`: an absolute `name`).
 fn open_at(dir: Option<&OwnedFd>, name: &OsStr, flags: libc::c_int) -> io::Result<OwnedFd> {
-    let c =
-        CString::new(name.as_bytes()).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let dirfd = dir.map(|d| d.as_raw_fd()).unwrap_or(libc::AT_FDCWD);
-    // SAFETY: valid C string; the returned fd is owned by the OwnedFd.
-    let fd = unsafe { libc::openat(dirfd, c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | flags) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: a fresh descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::PATH | OFlags::CLOEXEC | OFlags::from_bits_retain(flags as u32);
+    let fd = match dir {
+        Some(d) => rustix::fs::openat(d, name, flags, Mode::empty()),
+        None => rustix::fs::openat(rustix::fs::CWD, name, flags, Mode::empty()),
+    };
+    Ok(fd?)
+}
+
+/// Whether `fd` (opened `O_PATH|O_NOFOLLOW`) is a symlink itself.
+fn is_symlink(fd: &OwnedFd) -> io::Result<bool> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok(rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink)
 }
 
 /// `ENOTDIR` from `O_DIRECTORY|O_NOFOLLOW` on a symlink means it was swapped in: `ELOOP`.
 fn not_a_dir_or_swapped(dir: &OwnedFd, name: &OsStr, e: io::Error) -> io::Error {
     if e.raw_os_error() == Some(libc::ENOTDIR) {
         if let Ok(fd) = open_at(Some(dir), name, libc::O_NOFOLLOW) {
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: valid fd and stat buffer.
-            if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } == 0
-                && st.st_mode & libc::S_IFMT == libc::S_IFLNK
-            {
+            if is_symlink(&fd).unwrap_or(false) {
                 return io::Error::from_raw_os_error(libc::ELOOP);
             }
         }

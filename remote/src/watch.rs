@@ -18,9 +18,10 @@
 //! (`IN_MOVED_FROM` temp + `IN_MOVED_TO` target, paired by cookie) is a `change` of the target,
 //! preceded by a `rename` when the write created it (its temp name says so), as for a new file.
 
-use crate::fs::temp_target;
+use crate::agent::{Agent, Session};
+use crate::fs::sys::temp_target;
+use crate::rpc::{Events, Pending};
 use crate::sandbox::Follow;
-use crate::server::{Agent, Events, Pending, Session};
 use futures::StreamExt;
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use protocol::methods::Watch;

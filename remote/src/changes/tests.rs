@@ -3,10 +3,13 @@
 //! shows up in the feed" or "until a process's exit / answer", and the 10 s frame guard of the
 //! shared [`Client`] only turns a hang into a failure.
 
+use super::tracker::{coalesce, COALESCE};
+use super::tree::{shared_fs, shared_fs_kind};
 use super::*;
 use crate::server::tests::Client;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 
 /// What the feed reported, in arrival order.
 #[derive(Default, Debug)]
@@ -809,14 +812,14 @@ fn shared_filesystems_are_never_watched() {
         (0x6573_5546, "fuse"),
         (0x0102_1997, "9p"),
     ] {
-        assert_eq!(super::shared_fs_kind(magic), Some(kind));
+        assert_eq!(shared_fs_kind(magic), Some(kind));
     }
     // ext4, tmpfs, xfs, btrfs, overlayfs: local, watched.
     for magic in [0xef53, 0x0102_1994, 0x5846_5342, 0x9123_683e, 0x794c_7630] {
-        assert_eq!(super::shared_fs_kind(magic), None, "{magic:#x}");
+        assert_eq!(shared_fs_kind(magic), None, "{magic:#x}");
     }
     // The directories these tests use are local: their answers get flagged (the other tests
     // rely on that), and a shared filesystem would be named here.
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(super::shared_fs(dir.path()), None);
+    assert_eq!(shared_fs(dir.path()), None);
 }

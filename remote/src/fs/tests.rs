@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::facts::LoginEnv;
+use crate::sandbox::Sandbox;
 use std::os::unix::fs::symlink;
 
 struct Fx {

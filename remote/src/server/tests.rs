@@ -2,6 +2,7 @@
 //! [`Client`] is shared with other modules' tests (`changes`).
 
 use super::*;
+use crate::{facts, proc};
 use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
@@ -553,7 +554,7 @@ async fn kill_group_leaves_no_process() {
         .await;
     let pid = c.notification(&sub).await["pid"].as_i64().unwrap() as i32;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(proc::group_alive(pid));
+    assert!(proc::table::group_alive(pid));
     let e = c
         .err("proc.kill", json!({"pid": 1, "signal": "SIGKILL"}))
         .await;
@@ -571,7 +572,7 @@ async fn kill_group_leaves_no_process() {
         ev,
         json!({"type": "exit", "code": null, "signal": "SIGKILL"})
     );
-    assert!(!proc::group_alive(pid), "group {pid} survived");
+    assert!(!proc::table::group_alive(pid), "group {pid} survived");
 }
 
 #[tokio::test]
@@ -590,7 +591,7 @@ async fn eof_kills_running_processes() {
         .await;
     let pid2 = c.notification(&sub2).await["pid"].as_i64().unwrap() as i32;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(proc::group_alive(pid) && proc::group_alive(pid2));
+    assert!(proc::table::group_alive(pid) && proc::table::group_alive(pid2));
     // A clean close: `session.end`, then the end of input.
     assert_eq!(c.ok("session.end", json!(null)).await, json!(null));
     c.wr.shutdown().await.unwrap();
@@ -601,8 +602,8 @@ async fn eof_kills_running_processes() {
         .unwrap()
         .unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5));
-    assert!(!proc::group_alive(pid), "group {pid} survived EOF");
-    assert!(!proc::group_alive(pid2), "group {pid2} survived EOF");
+    assert!(!proc::table::group_alive(pid), "group {pid} survived EOF");
+    assert!(!proc::table::group_alive(pid2), "group {pid2} survived EOF");
 }
 
 /// A hello'd client with a short grace period; returns it and its session ticket.
@@ -648,7 +649,7 @@ async fn a_dropped_link_keeps_processes_for_the_grace_period_only() {
     c.wr.shutdown().await.unwrap(); // no session.end: a drop
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        proc::group_alive(pid),
+        proc::table::group_alive(pid),
         "killed before the grace period ended"
     );
     assert!(sock.exists());
@@ -658,7 +659,7 @@ async fn a_dropped_link_keeps_processes_for_the_grace_period_only() {
         .unwrap()
         .unwrap();
     assert!(
-        !proc::group_alive(pid),
+        !proc::table::group_alive(pid),
         "group {pid} survived the grace period"
     );
     assert!(!sock.exists(), "socket {} left behind", sock.display());
@@ -1020,13 +1021,13 @@ async fn own_writes_show_as_node_writes() {
 
 #[test]
 fn every_protocol_method_is_served() {
-    let t = table();
+    let t = crate::methods::table();
     for (name, _) in protocol::METHODS {
         if *name == "session.info" {
-            assert!(!t.map.contains_key(name));
+            assert!(!t.has_method(name));
         } else {
-            assert!(t.map.contains_key(name), "{name} missing");
+            assert!(t.has_method(name), "{name} missing");
         }
     }
-    assert_eq!(t.map.len(), protocol::METHODS.len() - 1);
+    assert_eq!(t.methods(), protocol::METHODS.len() - 1);
 }
