@@ -19,7 +19,7 @@
 pub(crate) mod table;
 
 use crate::agent::{Agent, Table};
-use crate::fs::sys::{read_at_most, to_stat};
+use crate::fs::sys::{owner_ids, read_at_most, to_stat};
 use crate::rpc::{on_blocking_pool, Failure, Host};
 use protocol::fs::*;
 use protocol::methods as m;
@@ -186,15 +186,7 @@ pub fn register_all(t: &mut Table) {
         })
     });
     register_fd_mutation::<m::Fchown, _>(t, |a, p| {
-        // None (or -1, u32::MAX) leaves an id as it is.
-        let uid = p
-            .uid
-            .filter(|&u| u != u32::MAX)
-            .map(rustix::fs::Uid::from_raw);
-        let gid = p
-            .gid
-            .filter(|&g| g != u32::MAX)
-            .map(rustix::fs::Gid::from_raw);
+        let (uid, gid) = owner_ids(p.uid, p.gid);
         raw(a, &p.fd, "fchown", |fd| rustix::fs::fchown(fd, uid, gid))
     });
     register_fd_mutation::<m::Futimes, _>(t, futimes);

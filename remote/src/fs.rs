@@ -133,16 +133,9 @@ fn chown(s: &Session, p: ChownParams) -> Result<Empty, Failure> {
         (Follow::All, "chown")
     };
     let r = s.sandbox.pin(&p.path, follow, syscall)?;
-    // None (or -1, u32::MAX) leaves an id as it is. A pinned object is reached through its
-    // /proc/self/fd link (followed); lchown gets the entry itself.
-    let uid = p
-        .uid
-        .filter(|&u| u != u32::MAX)
-        .map(rustix::fs::Uid::from_raw);
-    let gid = p
-        .gid
-        .filter(|&g| g != u32::MAX)
-        .map(rustix::fs::Gid::from_raw);
+    // A pinned object is reached through its /proc/self/fd link (followed); lchown gets the
+    // entry itself.
+    let (uid, gid) = owner_ids(p.uid, p.gid);
     let flags = if p.lstat {
         AtFlags::SYMLINK_NOFOLLOW
     } else {

@@ -40,6 +40,19 @@ pub(crate) fn two(
     Ok((a, b))
 }
 
+/// chown's ids: `None` (or -1, `u32::MAX`, as Node passes it) leaves an id as it is.
+pub(crate) fn owner_ids(
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> (Option<rustix::fs::Uid>, Option<rustix::fs::Gid>) {
+    (
+        uid.filter(|&u| u != u32::MAX)
+            .map(rustix::fs::Uid::from_raw),
+        gid.filter(|&g| g != u32::MAX)
+            .map(rustix::fs::Gid::from_raw),
+    )
+}
+
 pub(crate) fn time_of(secs: i64, nsecs: i64) -> Time {
     Time(secs, nsecs.clamp(0, 999_999_999) as u32)
 }
