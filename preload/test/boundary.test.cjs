@@ -58,6 +58,40 @@ test("the guard blocks pi's tools on local paths, in every spelling pi resolves"
   assert.strictEqual(blocked('mcp__x__fetch', { q: 'hello world' }), null);
 });
 
+test('a guard that cannot register in pi stops the process (pi would go on without it)', () => {
+  const { spawnSync } = require('child_process');
+  const guard = path.join(__dirname, '..', 'pi-bridge-guard.cjs');
+  // A child node with the preload's boundary stand-in: the guard is called as pi calls an
+  // extension's factory, with pi's extension API as this pi release has it.
+  const run = (api) =>
+    spawnSync(process.execPath, ['-e', `
+      globalThis[Symbol.for('pi-bridge.boundary')] = { toolCall: (tool) => (tool === 'read' ? 'is on this machine' : null) };
+      const api = ${api};
+      require(${JSON.stringify(guard)})(api);
+      const h = api.handlers && api.handlers.tool_call;
+      console.log(JSON.stringify(h ? [h({ toolName: 'read', input: {} }, {}), h({ toolName: 'bash', input: {} }, {})] : 'registered'));
+    `], { encoding: 'utf8' });
+  // Today's API: the handler blocks what boundary.toolCall refuses.
+  const ok = run("{ handlers: {}, on(ev, h) { this.handlers[ev] = h; } }");
+  assert.strictEqual(ok.status, 0, ok.stderr);
+  assert.deepStrictEqual(JSON.parse(ok.stdout), [{ block: true, reason: 'is on this machine' }, null]);
+  for (const [api, why] of [
+    ['{}', /has no on\(\)/],
+    ['{ on: 1 }', /has no on\(\)/],
+    ["{ on(ev) { throw new Error('unknown event ' + ev); } }", /threw: unknown event tool_call/],
+  ]) {
+    const r = run(api);
+    assert.strictEqual(r.status, 78, `${api}: ${r.stderr}`);
+    assert.match(r.stderr, /tool guard could not register/, api);
+    assert.match(r.stderr, why, api);
+    assert.strictEqual(r.stdout, '', `${api}: pi went on`);
+  }
+  // Outside pii it refuses to load (throws: there is no pi under the bridge to protect).
+  const bare = spawnSync(process.execPath, ['-e', `require(${JSON.stringify(guard)})({ on() {} })`], { encoding: 'utf8' });
+  assert.notStrictEqual(bare.status, 0);
+  assert.match(bare.stderr, /runs only under pii/);
+});
+
 test('local writes to read-only kinds fail with EROFS; config and temp are writable', () => {
   boundary.installOps(OPS);
   const denied = (name, args) => boundary.writeDenied(OPS[name], args);
