@@ -10,8 +10,9 @@
 //! watches. The queue overflowing (`IN_Q_OVERFLOW`) re-walks the whole tree and reports `All`.
 //! A directory the kernel will not watch (`ENOSPC`: `max_user_watches` reached) is left out with
 //! its subtree: nothing under it is ever flagged cacheable. So is a directory on a shared
-//! filesystem (NFS, SMB, FUSE, 9p, cluster filesystems…: [`shared_fs`]), where inotify sees only
-//! this machine's own changes and another machine's write would leave a client's cache stale.
+//! filesystem (NFS, SMB, FUSE, 9p, cluster filesystems…: [`crate::inotify::shared_fs`]), where
+//! inotify sees only this machine's own changes and another machine's write would leave a
+//! client's cache stale.
 //!
 //! Ordering. One lock ([`Tracker::inner`]) covers reading the inotify queue and handing the
 //! resulting `fs.changed` notifications to the session's ordered output ([`Out`]). The reader
@@ -33,9 +34,9 @@
 //! path is dropped. The agent's own atomic-write temp files are not reported (their rename over
 //! the target is, as the target).
 //!
-//! The inotify syscalls are made through `libc` rather than the `inotify` crate (used by
-//! `watch`): the reader waits for readiness while `flush` reads the same descriptor, which needs
-//! reads through a shared reference, and the crate's `read_events` takes `&mut`.
+//! The watches and the walk are the agent's one inotify walker ([`crate::inotify`], shared with
+//! `watch`), with this feed's rules; `tree` turns what it reads into batches. The reader task
+//! waits for the walker's descriptor to be readable while `flush` reads it on a blocking thread.
 
 pub(crate) mod tracker;
 mod tree;

@@ -14,6 +14,7 @@ mod changes;
 mod facts;
 mod fds;
 mod fs;
+mod inotify;
 mod methods;
 mod out;
 mod proc;

@@ -17,75 +17,40 @@
 //! write in place: the temp names are never reported, and a rename of one of them over a target
 //! (`IN_MOVED_FROM` temp + `IN_MOVED_TO` target, paired by cookie) is a `change` of the target,
 //! preceded by a `rename` when the write created it (its temp name says so), as for a new file.
+//!
+//! The watches are the agent's one inotify walker ([`crate::inotify`], shared with `changes`),
+//! with this module's rules: libuv's mask, no shared-filesystem or atime rule (Node has none),
+//! the temp files never walked into.
 
 use crate::agent::{Agent, Session};
 use crate::fs::sys::temp_target;
+use crate::inotify::{Event, Rules, Walker};
 use crate::rpc::{Events, Pending};
 use crate::sandbox::Follow;
-use futures::StreamExt;
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use protocol::methods::Watch;
 use protocol::watch::{WatchEvent, WatchParams};
 use protocol::Errno;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-fn mask() -> WatchMask {
-    WatchMask::ATTRIB
-        | WatchMask::CREATE
-        | WatchMask::MODIFY
-        | WatchMask::DELETE
-        | WatchMask::DELETE_SELF
-        | WatchMask::MOVE_SELF
-        | WatchMask::MOVED_FROM
-        | WatchMask::MOVED_TO
-}
+/// libuv's mask.
+const MASK: u32 = libc::IN_ATTRIB
+    | libc::IN_CREATE
+    | libc::IN_MODIFY
+    | libc::IN_DELETE
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO;
 
-/// Watch descriptors and the relative directory each one covers ("" for the root).
-struct Tree {
-    watches: Watches,
-    dirs: HashMap<WatchDescriptor, String>,
-}
+/// Bytes read from the queue at a time.
+const READ_BUF: usize = 64 * 1024;
 
-impl Tree {
-    /// Watch `abs` (a directory whose relative name is `rel`) and, recursively, its
-    /// subdirectories. Returns the relative names of every entry found below `abs`.
-    fn add_recursive(&mut self, abs: &Path, rel: &str, found: &mut Vec<String>) {
-        match self
-            .watches
-            .add(abs, mask() | WatchMask::ONLYDIR | WatchMask::DONT_FOLLOW)
-        {
-            Ok(wd) => {
-                self.dirs.insert(wd, rel.to_string());
-            }
-            Err(e) => {
-                tracing::debug!("watch {}: {e}", abs.display());
-                return;
-            }
-        }
-        let Ok(rd) = std::fs::read_dir(abs) else {
-            return;
-        };
-        let mut entries: Vec<_> = rd.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if temp_target(&name).is_some() {
-                continue;
-            }
-            let child_rel = if rel.is_empty() {
-                name
-            } else {
-                format!("{rel}/{name}")
-            };
-            found.push(child_rel.clone());
-            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                self.add_recursive(&abs.join(e.file_name()), &child_rel, found);
-            }
-        }
-    }
+/// Whether `name` is one of the agent's temp files (never walked into nor reported).
+fn is_temp(name: &OsStr) -> bool {
+    temp_target(&name.to_string_lossy()).is_some()
 }
 
 /// Cookies of our temp files' `IN_MOVED_FROM`s still waiting for their `IN_MOVED_TO` (bounded:
@@ -114,171 +79,190 @@ pub async fn run(
 
 /// A watch whose inotify descriptors are in place: every change from now on is queued.
 struct Armed {
-    abs: PathBuf,
     is_dir: bool,
     own_name: Option<String>,
-    tree: Tree,
-    root_wd: WatchDescriptor,
-    stream: inotify::EventStream<Vec<u8>>,
+    walker: Walker,
+    root_wd: i32,
+    /// (cookie, whether the write creates its target)
+    temp_moves: VecDeque<(u32, bool)>,
 }
 
 fn arm(session: &Session, p: &WatchParams) -> Result<Armed, Errno> {
     let abs = session.sandbox.resolve(&p.path, Follow::All, "watch")?;
     let md = std::fs::metadata(&abs).map_err(|e| Errno::from_io(&e, "watch", Some(&p.path)))?;
-    let inotify = Inotify::init().map_err(|e| Errno::from_io(&e, "watch", Some(&p.path)))?;
     let own_name = abs.file_name().map(|n| n.to_string_lossy().into_owned());
-    let mut tree = Tree {
-        watches: inotify.watches(),
-        dirs: HashMap::new(),
+    let rules = Rules {
+        name: "watch",
+        mask: MASK,
+        skip_shared: false,
+        noatime: false,
+        skip: is_temp,
+        read_buf: READ_BUF,
     };
+    let mut walker = Walker::new(abs, rules, None)
+        .map_err(|(_, e)| Errno::from_io(&e, "watch", Some(&p.path)))?;
+    let root = Path::new("");
     let root_wd = if md.is_dir() && p.recursive {
-        let mut found = Vec::new();
-        tree.add_recursive(&abs, "", &mut found);
-        tree.dirs
-            .iter()
-            .find(|(_, rel)| rel.is_empty())
-            .map(|(wd, _)| wd.clone())
+        // The entries already there are not reported.
+        let _ = walker.add_tree(root, Some(&mut Vec::new()));
+        walker.wd(root)
     } else {
-        let wd = tree
-            .watches
-            .add(&abs, mask())
+        let wd = walker
+            .add(root)
             .map_err(|e| Errno::from_io(&e, "watch", Some(&p.path)))?;
-        tree.dirs.insert(wd.clone(), String::new());
         Some(wd)
     };
     let Some(root_wd) = root_wd else {
         return Err(Errno::new("ENOENT", "watch", Some(&p.path)));
     };
-    let stream = inotify
-        .into_event_stream(vec![0u8; 64 * 1024])
-        .map_err(|e| Errno::from_io(&e, "watch", Some(&p.path)))?;
     Ok(Armed {
-        abs,
         is_dir: md.is_dir(),
         own_name,
-        tree,
+        walker,
         root_wd,
-        stream,
+        temp_moves: VecDeque::new(),
     })
 }
 
+/// What the subscription does after an event.
+enum Next {
+    Go,
+    /// The client is gone.
+    Stop,
+    /// The watched path is gone.
+    Gone,
+}
+
 impl Armed {
-    async fn run(self, p: &WatchParams, events: &Events<Watch>) -> Result<(), Errno> {
-        let Armed {
-            abs,
-            is_dir,
-            own_name,
-            mut tree,
-            root_wd,
-            mut stream,
-        } = self;
-        // (cookie, whether the write creates its target)
-        let mut temp_moves: VecDeque<(u32, bool)> = VecDeque::new();
+    async fn run(mut self, p: &WatchParams, events: &Events<Watch>) -> Result<(), Errno> {
+        let fd = self.walker.fd();
+        let gone = || {
+            Err(Errno::new("ENOENT", "watch", Some(&p.path))
+                .with_detail("the watched path is gone"))
+        };
         loop {
-            let ev = tokio::select! {
-                ev = stream.next() => ev,
+            let guard = tokio::select! {
+                g = fd.readable() => g,
                 _ = events.closed() => return Ok(()),
             };
-            let ev = match ev {
-                Some(Ok(ev)) => ev,
-                Some(Err(e)) => return Err(Errno::from_io(&e, "watch", Some(&p.path))),
-                None => return Ok(()),
-            };
-            if ev.mask.contains(EventMask::Q_OVERFLOW) {
-                tracing::debug!("inotify queue overflow on {}", p.path);
-                continue;
-            }
-            if ev.mask.contains(EventMask::IGNORED) {
-                tree.dirs.remove(&ev.wd);
-                if ev.wd == root_wd {
-                    return Err(Errno::new("ENOENT", "watch", Some(&p.path))
-                        .with_detail("the watched path is gone"));
+            let mut guard = guard.map_err(|e| Errno::from_io(&e, "watch", Some(&p.path)))?;
+            let batch = match self.walker.read() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    guard.clear_ready();
+                    continue;
                 }
-                continue;
-            }
-            let self_gone = ev
-                .mask
-                .intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF);
-            if self_gone && ev.wd != root_wd {
-                // A subdirectory: its parent already reported it.
-                continue;
-            }
-            let Some(rel_dir) = tree.dirs.get(&ev.wd).cloned() else {
-                continue;
+                Err(e) => return Err(Errno::from_io(&e, "watch", Some(&p.path))),
             };
-            if let Some((_, creates)) = ev
-                .name
-                .as_deref()
-                .and_then(OsStr::to_str)
-                .and_then(temp_target)
-            {
-                // One of our atomic writes: only its final rename is reported (below).
-                if ev.mask.contains(EventMask::MOVED_FROM) {
-                    if temp_moves.len() == TEMP_MOVES {
-                        temp_moves.pop_front();
-                    }
-                    temp_moves.push_back((ev.cookie, creates));
+            drop(guard);
+            for ev in batch {
+                match self.event(ev, p, events).await {
+                    Next::Go => {}
+                    Next::Stop => return Ok(()),
+                    Next::Gone => return gone(),
                 }
-                continue;
             }
-            let filename = match &ev.name {
-                Some(name) => {
-                    let name = name.to_string_lossy();
-                    Some(if rel_dir.is_empty() {
-                        name.into_owned()
-                    } else {
-                        format!("{rel_dir}/{name}")
-                    })
-                }
-                None => own_name.clone(),
-            };
-            // `Some(creates)` when this is one of our writes landing.
-            let written = if ev.mask.contains(EventMask::MOVED_TO) {
-                let at = temp_moves.iter().position(|&(c, _)| c == ev.cookie);
-                at.and_then(|i| temp_moves.remove(i))
-                    .map(|(_, creates)| creates)
+        }
+    }
+
+    /// Report one event as Node would, and follow a new directory of a recursive watch.
+    async fn event(&mut self, ev: Event, p: &WatchParams, events: &Events<Watch>) -> Next {
+        if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+            tracing::debug!("inotify queue overflow on {}", p.path);
+            return Next::Go;
+        }
+        if ev.mask & libc::IN_IGNORED != 0 {
+            self.walker.ignored(ev.wd);
+            return if ev.wd == self.root_wd {
+                Next::Gone
             } else {
-                None
+                Next::Go
             };
-            let types: &[&str] = match written {
-                Some(true) => &["rename", "change"],
-                Some(false) => &["change"],
-                None if ev.mask.intersects(EventMask::MODIFY | EventMask::ATTRIB) => &["change"],
-                None => &["rename"],
-            };
-            for t in types {
-                let item = WatchEvent::Event {
-                    event_type: (*t).into(),
-                    filename: filename.clone(),
-                };
-                if !events.send(&item).await {
-                    return Ok(());
+        }
+        let self_gone = ev.mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0;
+        if self_gone && ev.wd != self.root_wd {
+            // A subdirectory: its parent already reported it.
+            return Next::Go;
+        }
+        let Some(rel_dir) = self
+            .walker
+            .dir(ev.wd)
+            .map(|d| d.to_string_lossy().into_owned())
+        else {
+            return Next::Go;
+        };
+        if let Some((_, creates)) = ev
+            .name
+            .as_deref()
+            .and_then(OsStr::to_str)
+            .and_then(temp_target)
+        {
+            // One of our atomic writes: only its final rename is reported (below).
+            if ev.mask & libc::IN_MOVED_FROM != 0 {
+                if self.temp_moves.len() == TEMP_MOVES {
+                    self.temp_moves.pop_front();
                 }
+                self.temp_moves.push_back((ev.cookie, creates));
             }
-            if self_gone {
-                return Err(Errno::new("ENOENT", "watch", Some(&p.path))
-                    .with_detail("the watched path is gone"));
+            return Next::Go;
+        }
+        let filename = match &ev.name {
+            Some(name) => {
+                let name = name.to_string_lossy();
+                Some(if rel_dir.is_empty() {
+                    name.into_owned()
+                } else {
+                    format!("{rel_dir}/{name}")
+                })
             }
-            if p.recursive
-                && is_dir
-                && ev.mask.contains(EventMask::ISDIR)
-                && ev.mask.intersects(EventMask::CREATE | EventMask::MOVED_TO)
-            {
-                if let Some(rel) = filename {
-                    let mut found = Vec::new();
-                    let dir: PathBuf = abs.join(&rel);
-                    tree.add_recursive(&dir, &rel, &mut found);
-                    for f in found {
-                        let ev = WatchEvent::Event {
-                            event_type: "rename".into(),
-                            filename: Some(f),
-                        };
-                        if !events.send(&ev).await {
-                            return Ok(());
-                        }
+            None => self.own_name.clone(),
+        };
+        // `Some(creates)` when this is one of our writes landing.
+        let written = if ev.mask & libc::IN_MOVED_TO != 0 {
+            let at = self.temp_moves.iter().position(|&(c, _)| c == ev.cookie);
+            at.and_then(|i| self.temp_moves.remove(i))
+                .map(|(_, creates)| creates)
+        } else {
+            None
+        };
+        let types: &[&str] = match written {
+            Some(true) => &["rename", "change"],
+            Some(false) => &["change"],
+            None if ev.mask & (libc::IN_MODIFY | libc::IN_ATTRIB) != 0 => &["change"],
+            None => &["rename"],
+        };
+        for t in types {
+            let item = WatchEvent::Event {
+                event_type: (*t).into(),
+                filename: filename.clone(),
+            };
+            if !events.send(&item).await {
+                return Next::Stop;
+            }
+        }
+        if self_gone {
+            return Next::Gone;
+        }
+        if p.recursive
+            && self.is_dir
+            && ev.mask & libc::IN_ISDIR != 0
+            && ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0
+        {
+            if let Some(rel) = filename {
+                // What the new directory already holds is reported as created.
+                let mut found = Vec::new();
+                let _ = self.walker.add_tree(&PathBuf::from(rel), Some(&mut found));
+                for f in found {
+                    let ev = WatchEvent::Event {
+                        event_type: "rename".into(),
+                        filename: Some(f.to_string_lossy().into_owned()),
+                    };
+                    if !events.send(&ev).await {
+                        return Next::Stop;
                     }
                 }
             }
         }
+        Next::Go
     }
 }

@@ -199,10 +199,7 @@ impl Inner {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Call `method` with raw params. If `sink` is given and `method` is a subscription, a
-    /// successful response is written to `sink` (with `client_id`) followed by the
-    /// notifications, and [`Reply::Delivered`] is returned. Never panics, never hangs past the
-    /// rpc timeout (except `proc.run` without `timeoutMs`, which may run as long as it runs).
+    /// `Session::call` (its contract is documented there).
     pub async fn call(
         &self,
         method: &str,

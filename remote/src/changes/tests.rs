@@ -4,8 +4,8 @@
 //! shared [`Client`] only turns a hang into a failure.
 
 use super::tracker::{coalesce, COALESCE};
-use super::tree::{shared_fs, shared_fs_kind};
 use super::*;
+use crate::inotify::{shared_fs, shared_fs_kind};
 use crate::server::tests::Client;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;

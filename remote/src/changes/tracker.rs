@@ -8,7 +8,8 @@ use protocol::{Errno, Subscription};
 use serde_json::value::RawValue;
 use std::collections::{HashMap, HashSet};
 
-use super::tree::{Batch, Tree, Watched};
+use super::tree::{Batch, Tree};
+use crate::inotify::Watched;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -208,23 +209,12 @@ impl Tracker {
 
     /// Create the inotify instance, watch the tree (blocking thread), start the reader.
     async fn start(self: &Arc<Self>, inner: &mut Inner) -> Result<(), Errno> {
-        use rustix::fs::inotify;
-        let fd = inotify::init(inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC)
-            .map_err(|e| Errno::from_io(&e.into(), "inotify_init", None))?;
-        // Registered before the walk: what happens meanwhile makes it readable at once.
-        // SAFETY: the OwnedFd stays open, and the same descriptor, for as long as the AsyncFd
-        // that owns it lives (tokio has no safe constructor since its I/O-safety fix).
-        let fd = unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-        let fd = fd.map_err(|e| {
-            let (_, e) = e.into_parts();
-            Errno::from_io(&e, "epoll_ctl", None)
-        })?;
-        let fd = Arc::new(fd);
-        let mut tree = Tree::new(fd.clone(), self.root.clone(), self.watched.clone());
-        let root = self.root.clone();
+        let mut tree = Tree::new(self.root.clone(), self.watched.clone())
+            .map_err(|(syscall, e)| Errno::from_io(&e, syscall, None))?;
+        let fd = tree.fd();
         let t0 = std::time::Instant::now();
         let tree = tokio::task::spawn_blocking(move || {
-            let ok = tree.add_tree(&root);
+            let ok = tree.arm();
             (tree, ok)
         })
         .await;
@@ -243,7 +233,7 @@ impl Tracker {
         };
         tracing::debug!(
             "fs.changes: {} directories watched in {:?}",
-            tree.wds.len(),
+            tree.walker.watch_count(),
             t0.elapsed()
         );
         let (stop_tx, stop_rx) = oneshot::channel();
