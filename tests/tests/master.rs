@@ -240,7 +240,7 @@ fn an_unsafe_socket_directory_is_refused() {
     set(&w.socket_dir(), 0o755).unwrap();
     run_fail("mode 755", "mode 755");
     set(&w.socket_dir(), 0o700).unwrap();
-    std::os::unix::fs::chown(&w.socket_dir(), Some(65534), None).unwrap();
+    std::os::unix::fs::chown(w.socket_dir(), Some(65534), None).unwrap();
     run_fail("another owner", "owned by uid 65534");
     std::fs::remove_dir(w.socket_dir()).unwrap();
     let elsewhere = w.dir.path().join("elsewhere");
