@@ -206,7 +206,9 @@ impl Env {
         let log = std::env::var_os("BENCH_PII_LOG")
             .map(PathBuf::from)
             .unwrap_or_else(|| self.logdir.path().join("pii.log"));
-        cmd.arg("--ssh")
+        // pii's ssh master sockets (`controlPersist`) in the bench's own directory.
+        cmd.env("XDG_RUNTIME_DIR", self.logdir.path())
+            .arg("--ssh")
             .arg(self.sshd.dest())
             .arg("-F")
             .arg(cfg)
@@ -562,13 +564,27 @@ fn first_line_only(pii: PathBuf, rtts: &[u64], n: usize) -> Result<()> {
     for &rtt in rtts {
         let proxy = DelayProxy::start(env.sshd.addr(), Duration::from_micros(rtt * 500));
         let cfg = env.sshd.ssh_config_via(proxy.port());
-        let xs = (0..n)
-            .map(|_| first_line(&env, &cfg))
+        // pii's own master (`controlPersist`): off; set up by the timed run (a fresh socket
+        // directory each time); kept by a first, untimed run (the second `pii` within minutes).
+        let off = (0..n)
+            .map(|_| first_line_in(&env, &cfg, &Master::Off))
             .collect::<Result<Vec<_>>>()?;
+        let cold = (0..n)
+            .map(|_| first_line_in(&env, &cfg, &Master::Fresh))
+            .collect::<Result<Vec<_>>>()?;
+        let kept = tempfile::tempdir()?;
+        first_line_in(&env, &cfg, &Master::Kept(kept.path()))?;
+        let warm = (0..n)
+            .map(|_| first_line_in(&env, &cfg, &Master::Kept(kept.path())))
+            .collect::<Result<Vec<_>>>()?;
+        stop_masters(&env, kept.path());
         let mux = first_line_mux(&env, &cfg, n)?;
         println!(
-            "+{rtt} ms: pii start → first line ({n} runs): {}; with a ControlMaster: {}",
-            fmt_med_p99(&xs),
+            "+{rtt} ms: pii start → first line ({n} runs): no master {}; starting pii's master {}; \
+             second pii (pii's master kept) {}; the user's own ControlMaster {}",
+            fmt_med_p99(&off),
+            fmt_med_p99(&cold),
+            fmt_med_p99(&warm),
             fmt_med_p99(&mux)
         );
         drop(proxy);
@@ -781,7 +797,10 @@ fn big_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
 
 /// ms from spawning pii to the first line of a script.
 fn first_line(env: &Env, cfg: &Path) -> Result<f64> {
-    let mut cmd = env.pii(cfg, &bench_js("first-line.cjs"), &[]);
+    time_first_line(env.pii(cfg, &bench_js("first-line.cjs"), &[]))
+}
+
+fn time_first_line(mut cmd: Command) -> Result<f64> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -797,6 +816,60 @@ fn first_line(env: &Env, cfg: &Path) -> Result<f64> {
         bail!("first-line script: {line:?} {status}: {err}");
     }
     Ok(dt)
+}
+
+/// Which ssh master of pii's own a timed start has (`controlPersist`, `XDG_RUNTIME_DIR`).
+enum Master<'a> {
+    /// `"controlPersist": false` (a config file in pii's current directory).
+    Off,
+    /// A new socket directory: the run starts a master (stopped after it).
+    Fresh,
+    /// This runtime directory, whose master a previous run started.
+    Kept(&'a Path),
+}
+
+/// [`first_line`] with pii's master as `m` says.
+fn first_line_in(env: &Env, cfg: &Path, m: &Master) -> Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let mut cmd = env.pii(cfg, &bench_js("first-line.cjs"), &[]);
+    match m {
+        Master::Off => {
+            std::fs::write(
+                dir.path().join("pi-bridge.config.json"),
+                r#"{"controlPersist": false}"#,
+            )?;
+            cmd.current_dir(dir.path());
+        }
+        Master::Fresh => {
+            cmd.env("XDG_RUNTIME_DIR", dir.path());
+        }
+        Master::Kept(run) => {
+            cmd.env("XDG_RUNTIME_DIR", run);
+        }
+    }
+    let dt = time_first_line(cmd)?;
+    if matches!(m, Master::Fresh) {
+        stop_masters(env, dir.path());
+    }
+    Ok(dt)
+}
+
+/// `ssh -O exit` to every master socket under the runtime directory `run`.
+fn stop_masters(env: &Env, run: &Path) {
+    let Ok(d) = std::fs::read_dir(run.join("pi-bridge/cm")) else {
+        return;
+    };
+    for e in d.flatten() {
+        let _ = Command::new("ssh")
+            .arg("-S")
+            .arg(e.path())
+            .args(["-O", "exit"])
+            .arg(env.sshd.alias())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 /// [`first_line`] for a user whose ssh config shares connections (ControlMaster): a master is

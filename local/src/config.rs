@@ -3,7 +3,9 @@
 //! Keys (all optional): `sandboxRoot` (string), `authTokenLength` (integer >= 32),
 //! `rpcTimeout` (ms, > 0), `sshOptions` (array of
 //! strings, each passed as `-o <option>` before the command line's `-o`), `localPaths` (array of
-//! paths pi may use on this machine). Command-line flags win over the file. An unknown key or a
+//! paths pi may use on this machine), `controlPersist` (how long pii keeps an ssh connection for the
+//! next `pii` to the same host, ssh's time format like `"5m"`, or `false`: `crate::master`).
+//! Command-line flags win over the file. An unknown key or a
 //! bad value is an error naming the file and the key.
 //!
 //! Trust, as ssh treats `~/.ssh/config`: a file is read only when it is owned by the user and
@@ -56,6 +58,8 @@ pub struct Config {
     pub ssh_options: Vec<String>,
     /// Paths that stay on this machine for pi and its tools (`localPaths`, user config only).
     pub local_paths: Vec<PathBuf>,
+    /// ssh's `ControlPersist` for pii's own master (`controlPersist`); None = no master.
+    pub control_persist: Option<String>,
     /// The file this came from, if any.
     pub source: Option<PathBuf>,
 }
@@ -68,6 +72,7 @@ impl Default for Config {
             rpc_timeout_ms: 30_000,
             ssh_options: Vec::new(),
             local_paths: Vec::new(),
+            control_persist: Some(crate::master::DEFAULT_PERSIST.into()),
             source: None,
         }
     }
@@ -175,12 +180,13 @@ fn read_trusted(file: &Path) -> Result<Option<String>, ConfigError> {
 }
 
 /// The keys of a config file, as [`File`] names them (the unknown-key error lists them).
-pub const KEYS: [&str; 5] = [
+pub const KEYS: [&str; 6] = [
     "sandboxRoot",
     "authTokenLength",
     "rpcTimeout",
     "sshOptions",
     "localPaths",
+    "controlPersist",
 ];
 
 /// A config file as written: every key optional, no other key allowed. Each value type checks
@@ -194,6 +200,49 @@ struct File {
     rpc_timeout: Option<Millis>,
     ssh_options: Option<SshOptionList>,
     local_paths: Option<LocalPathList>,
+    control_persist: Option<Persist>,
+}
+
+/// `controlPersist`: `false` (no master), a number of seconds, or ssh's time format (`"90"`,
+/// `"5m"`, `"1h30m"`). Not `0`/`yes` (a master that never exits) nor `no`.
+#[derive(Deserialize)]
+#[serde(try_from = "serde_json::Value")]
+struct Persist(Option<String>);
+
+impl TryFrom<serde_json::Value> for Persist {
+    type Error = String;
+    fn try_from(v: serde_json::Value) -> Result<Self, String> {
+        let bad = || {
+            format!("expected false, a positive number of seconds, or a time like \"90s\", \"5m\", \"1h30m\" (ssh's ControlPersist format), got {v}")
+        };
+        let text = match &v {
+            serde_json::Value::Bool(false) => return Ok(Persist(None)),
+            serde_json::Value::Number(n) => {
+                n.as_u64().filter(|n| *n > 0).ok_or_else(bad)?.to_string()
+            }
+            serde_json::Value::String(s) => s.clone(),
+            _ => return Err(bad()),
+        };
+        // ssh's convtime: (digits unit?)+ with units s m h d w, any case; not all zero.
+        let mut digits = false;
+        let mut nonzero = false;
+        for c in text.chars() {
+            match c {
+                '0'..='9' => {
+                    digits = true;
+                    nonzero |= c != '0';
+                }
+                's' | 'S' | 'm' | 'M' | 'h' | 'H' | 'd' | 'D' | 'w' | 'W' if digits => {
+                    digits = false
+                }
+                _ => return Err(bad()),
+            }
+        }
+        if text.is_empty() || !nonzero || text.len() > 16 {
+            return Err(bad());
+        }
+        Ok(Persist(Some(text)))
+    }
 }
 
 #[derive(Deserialize)]
@@ -338,6 +387,15 @@ pub fn parse(text: &str, file: &Path, origin: Origin) -> Result<Config, ConfigEr
         }
     })?;
     let defaults = Config::default();
+    // A master kept alive is the user's choice: a file in the current directory may only turn it
+    // off.
+    if origin == Origin::Cwd && matches!(&f.control_persist, Some(Persist(Some(_)))) {
+        return Err(ConfigError::NotHere {
+            file: file.to_path_buf(),
+            what: "`controlPersist` other than false".into(),
+            hint: String::new(),
+        });
+    }
     let ssh_options = f.ssh_options.map(|o| o.0).unwrap_or_default();
     if origin == Origin::Cwd {
         if let Some(o) = ssh_options
@@ -359,6 +417,7 @@ pub fn parse(text: &str, file: &Path, origin: Origin) -> Result<Config, ConfigEr
         rpc_timeout_ms: f.rpc_timeout.map_or(defaults.rpc_timeout_ms, |m| m.0),
         ssh_options,
         local_paths: f.local_paths.map(|p| p.0).unwrap_or_default(),
+        control_persist: f.control_persist.map_or(defaults.control_persist, |p| p.0),
         source: Some(file.to_path_buf()),
     })
 }
@@ -382,6 +441,24 @@ mod tests {
         assert_eq!(c.auth_token_length, 64);
         assert_eq!(c.rpc_timeout_ms, 5000);
         assert_eq!(c.ssh_options, vec!["Compression=yes".to_string()]);
+    }
+
+    #[test]
+    fn control_persist_values() {
+        assert_eq!(Config::default().control_persist.as_deref(), Some("5m"));
+        let c = |t: &str| p(t).unwrap().control_persist;
+        assert_eq!(c(r#"{"controlPersist":false}"#), None);
+        assert_eq!(c(r#"{"controlPersist":90}"#).as_deref(), Some("90"));
+        assert_eq!(c(r#"{"controlPersist":"1h30m"}"#).as_deref(), Some("1h30m"));
+        assert_eq!(c(r#"{"controlPersist":"60S"}"#).as_deref(), Some("60S"));
+        // From the current directory: only off.
+        let cwd = |t: &str| parse(t, Path::new("/p/pi-bridge.config.json"), Origin::Cwd);
+        assert_eq!(
+            cwd(r#"{"controlPersist":false}"#).unwrap().control_persist,
+            None
+        );
+        let e = cwd(r#"{"controlPersist":"1w"}"#).unwrap_err().to_string();
+        assert!(e.contains("controlPersist"), "{e}");
     }
 
     #[test]
@@ -418,6 +495,15 @@ mod tests {
             r#"{"sandboxRoot":3}"#,
             r#"{"sshOptions":"x"}"#,
             r#"{"sshOptions":[1]}"#,
+            r#"{"controlPersist":true}"#,
+            r#"{"controlPersist":0}"#,
+            r#"{"controlPersist":"0"}"#,
+            r#"{"controlPersist":"yes"}"#,
+            r#"{"controlPersist":"no"}"#,
+            r#"{"controlPersist":"5x"}"#,
+            r#"{"controlPersist":"m"}"#,
+            r#"{"controlPersist":""}"#,
+            r#"{"controlPersist":"5m;ls"}"#,
         ] {
             let e = p(bad).unwrap_err();
             assert!(matches!(e, ConfigError::BadValue { .. }), "{bad}: {e}");

@@ -295,8 +295,28 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
         ),
     }
 
+    // The master pii keeps (as `pii` would): doctor's own connection uses it.
+    let master = match crate::master::prepare(
+        &opts,
+        &dest,
+        cfg.control_persist.as_deref(),
+        crate::master_dir().as_deref(),
+    )
+    .await
+    {
+        Ok((_, m)) => m,
+        Err(e) => {
+            r.fail(
+                format!("{e}"),
+                "remove that directory (pii recreates it 0700) or set \"controlPersist\": false",
+            );
+            return;
+        }
+    };
+    let mut with = opts.clone();
+    with.options.splice(0..0, master.options());
     let started = Instant::now();
-    let link = install::connect_ssh(&opts, &dest, args.tools.agent.as_deref(), false).await;
+    let link = install::connect_ssh(&with, &dest, args.tools.agent.as_deref(), false, None).await;
     let took = started.elapsed();
     let (mut child, reader, _tail) = match link {
         Ok(l) => l,
@@ -327,6 +347,22 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
     let timing = session::Timing::new(Duration::from_millis(cfg.rpc_timeout_ms));
     let sess = session::Session::start(reader, stdin, None, timing);
     remote_checks(r, &sess, &path).await;
+    match &master {
+        crate::master::Master::Ours { socket, .. } => {
+            match crate::master::check(socket, &dest).await {
+                Some(pid) => r.ok(format!("{} (running, pid {pid})", master.describe())),
+                None => r.warn(
+                    format!("{}: no master answers there", master.describe()),
+                    "ssh could not start one (see ssh -v); pii runs without it",
+                ),
+            }
+        }
+        crate::master::Master::Cannot(_) => r.warn(
+            master.describe(),
+            "set XDG_RUNTIME_DIR (or XDG_CACHE_HOME) to a short private directory",
+        ),
+        _ => r.ok(master.describe()),
+    }
     sess.close();
     let _ = tokio::time::timeout(Duration::from_secs(3), child.wait()).await;
 }

@@ -182,12 +182,14 @@ impl Progress {
 }
 
 /// Run ssh with the bootstrap, install the agent if asked, and return the link positioned
-/// after the agent's magic line.
+/// after the agent's magic line. `preset`: the keys of `ssh::DEFAULTS` the user's config sets,
+/// if already known (else one `ssh -G` asks).
 pub async fn connect_ssh(
     opts: &SshOptions,
     dest: &str,
     agent: Option<&Path>,
     verbose: bool,
+    preset: Option<&[String]>,
 ) -> Result<Connected, InstallError> {
     let known = known_agents(agent);
     let mut table: Vec<(String, String, u64)> = known
@@ -205,7 +207,10 @@ pub async fn connect_ssh(
         protocol::hello::NONCE_ENV,
         bootstrap_script(&table)
     );
-    let preset = crate::ssh::preset_keys(opts, dest).await;
+    let preset = match preset {
+        Some(p) => p.to_vec(),
+        None => crate::ssh::preset_keys(opts, dest).await,
+    };
     let args = crate::ssh::argv(opts, dest, &script, &preset);
     let shown = crate::ssh::display("ssh", &args[..args.len() - 1]) + " 'sh -c <bootstrap>'";
     tracing::info!("running {}", crate::ssh::display("ssh", &args));
@@ -317,20 +322,34 @@ pub async fn bootstrap(
 /// an option), so a reconnect never asks for a password, passphrase or host key on the terminal
 /// while pi's TUI owns it: it fails and is retried instead. ssh's stdin is the agent pipe, never
 /// the terminal.
+///
+/// A reconnect never goes through pii's own master (`crate::master`): the dead link may be the
+/// master's connection, which ssh notices only after ServerAlive's 90 s. The first attempt tells
+/// that master to stop taking sessions (`ssh -O stop`: its socket goes, it exits after its last
+/// session), then every attempt connects directly; the next `pii` starts a fresh master.
 pub struct SshReconnect {
     opts: SshOptions,
     dest: String,
     agent: Option<PathBuf>,
+    /// pii's master socket, to stop before the first attempt (taken then).
+    master: std::sync::Mutex<Option<PathBuf>>,
 }
 
 impl SshReconnect {
-    pub fn new(opts: &SshOptions, dest: &str, agent: Option<PathBuf>) -> Self {
+    /// `opts`: the user's options (without pii's master options).
+    pub fn new(
+        opts: &SshOptions,
+        dest: &str,
+        agent: Option<PathBuf>,
+        master: Option<PathBuf>,
+    ) -> Self {
         let mut opts = opts.clone();
         opts.options.insert(0, "BatchMode=yes".into());
         SshReconnect {
             opts,
             dest: dest.to_string(),
             agent,
+            master: std::sync::Mutex::new(master),
         }
     }
 
@@ -348,8 +367,12 @@ impl crate::session::Reconnect for SshReconnect {
         Box<dyn std::future::Future<Output = Result<crate::session::Link, String>> + Send + '_>,
     > {
         Box::pin(async move {
+            let stop = self.master.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(socket) = stop {
+                crate::master::stop(&socket, &self.dest).await;
+            }
             let (mut child, reader, _tail) =
-                connect_ssh(&self.opts, &self.dest, self.agent.as_deref(), false)
+                connect_ssh(&self.opts, &self.dest, self.agent.as_deref(), false, None)
                     .await
                     .map_err(|e| e.to_string())?;
             let stdin = child.stdin.take().ok_or("ssh has no stdin pipe")?;

@@ -8,6 +8,7 @@ mod doctor;
 mod endpoint;
 mod install;
 mod launch;
+mod master;
 mod pi;
 mod prefetch;
 mod session;
@@ -51,7 +52,9 @@ Environment:
 Config: ./pi-bridge.config.json, else ~/.config/pi-bridge/config.json (yours, writable by no one
 else), keys sandboxRoot, authTokenLength, rpcTimeout (ms),
 sshOptions (array of -o values; in ./pi-bridge.config.json connection tuning only), localPaths
-(~/.config only). Flags win over the file.
+(~/.config only), controlPersist (how long pii keeps its ssh connection for the next pii to the
+same host: \"5m\" by default, false = off; never when your ssh config has a ControlMaster).
+Flags win over the file.
 
 Boundary: every path pi names is the remote's except pi's own (its agent dir, its installation,
 pii's private scratch and temp dirs, the terminal, and localPaths of ~/.config/pi-bridge/config.json);
@@ -189,6 +192,12 @@ fn cache_dir() -> Option<PathBuf> {
     Some(cache.join("pi-bridge"))
 }
 
+/// Where pii's ssh master sockets live (`crate::master::socket_dir`).
+fn master_dir() -> Option<PathBuf> {
+    let runtime = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from);
+    master::socket_dir(runtime.as_deref(), cache_dir().as_deref())
+}
+
 fn default_log_file() -> Option<PathBuf> {
     Some(cache_dir()?.join("pii.log"))
 }
@@ -254,6 +263,25 @@ async fn reap(
     }
 }
 
+/// The ssh master pii keeps for the next `pii` (`crate::master`), with the keys of
+/// `ssh::DEFAULTS` the user's config sets (both from one `ssh -G`).
+async fn keep_connection(
+    opts: ssh::SshOptions,
+    dest: String,
+    persist: Option<String>,
+    verbose: bool,
+) -> Result<(Vec<String>, master::Master)> {
+    let (preset, m) =
+        master::prepare(&opts, &dest, persist.as_deref(), master_dir().as_deref()).await?;
+    tracing::info!("{}", m.describe());
+    if verbose {
+        eprintln!("pii: {}", m.describe());
+    } else if let master::Master::Cannot(why) = &m {
+        eprintln!("pii: not keeping the ssh connection for the next pii: {why}");
+    }
+    Ok((preset, m))
+}
+
 /// How pii reaches the agent.
 enum Route {
     Local {
@@ -264,6 +292,9 @@ enum Route {
         dest: String,
         path: String,
         opts: ssh::SshOptions,
+        /// [`keep_connection`], started before the local checks (its `ssh -G` is local work
+        /// that would otherwise sit on the way to the connection).
+        master: tokio::task::JoinHandle<Result<(Vec<String>, master::Master)>>,
     },
 }
 
@@ -324,10 +355,24 @@ async fn connect(
                 None,
             )
         }
-        Route::Ssh { dest, path, opts } => {
-            let (child, reader, tail) =
-                install::connect_ssh(&opts, &dest, cli.tools.agent.as_deref(), cli.verbose).await?;
-            (child, reader, path, tail, Some((dest, opts)))
+        Route::Ssh {
+            dest,
+            path,
+            opts,
+            master,
+        } => {
+            let (preset, master) = master.await.context("the ssh -G task")??;
+            let mut with = opts.clone();
+            with.options.splice(0..0, master.options());
+            let (child, reader, tail) = install::connect_ssh(
+                &with,
+                &dest,
+                cli.tools.agent.as_deref(),
+                cli.verbose,
+                Some(&preset),
+            )
+            .await?;
+            (child, reader, path, tail, Some((dest, opts, master)))
         }
     };
 
@@ -378,9 +423,13 @@ async fn connect(
             eprintln!("pii: logging to {}", l.display());
         }
     }
-    if let Some((dest, opts)) = dest {
+    if let Some((dest, opts, master)) = dest {
         // From now on a dropped ssh is replaced and the agent's session resumed.
-        let r = install::SshReconnect::new(&opts, &dest, cli.tools.agent.clone());
+        let socket = match master {
+            master::Master::Ours { socket, .. } => Some(socket),
+            _ => None,
+        };
+        let r = install::SshReconnect::new(&opts, &dest, cli.tools.agent.clone(), socket);
         session.set_reconnect(std::sync::Arc::new(r));
     }
     if !cli.trust_project {
@@ -406,6 +455,19 @@ async fn run(cli: Cli) -> Result<i32> {
         cfg.source
     );
 
+    // ssh's reading of its config (`ssh -G`: no connection) runs while the local checks do.
+    let mut early_probe = cli
+        .ssh
+        .as_deref()
+        .and_then(|t| ssh::parse_target(t).ok())
+        .map(|(dest, _)| {
+            tokio::spawn(keep_connection(
+                cli.ssh_flags.options(&cfg.ssh_options),
+                dest,
+                cfg.control_persist.clone(),
+                cli.verbose,
+            ))
+        });
     // Everything local first, so a bad setup fails before any connection.
     let pi = launch::find_pi(cli.tools.pi.as_deref())?;
     let package = pi::Package::of(&pi);
@@ -443,7 +505,15 @@ async fn run(cli: Cli) -> Result<i32> {
             let target = cli.ssh.as_deref().expect("clap requires --ssh or --local");
             let (dest, path) = ssh::parse_target(target)?;
             let opts = cli.ssh_flags.options(&cfg.ssh_options);
-            Route::Ssh { dest, path, opts }
+            let master = early_probe
+                .take()
+                .expect("started for --ssh with a valid target");
+            Route::Ssh {
+                dest,
+                path,
+                opts,
+                master,
+            }
         }
     };
 

@@ -187,13 +187,18 @@ fn passthrough(opts: &SshOptions) -> Vec<OsString> {
 /// Which of [`DEFAULTS`] the user's ssh configuration already sets for `dest` (asked with
 /// `ssh -G`, which reads the config without connecting). Empty if ssh cannot tell.
 pub async fn preset_keys(opts: &SshOptions, dest: &str) -> Vec<String> {
-    let mut args = passthrough(opts);
-    args.push("--".into());
-    args.push(dest.into());
-    match effective_config(args).await {
+    match effective_config(probe_args(opts, dest)).await {
         Ok(effective) => preset_in(&effective),
         Err(_) => vec![],
     }
+}
+
+/// The arguments of `ssh -G` for a connection: the user's flags and DEST.
+pub fn probe_args(opts: &SshOptions, dest: &str) -> Vec<OsString> {
+    let mut args = passthrough(opts);
+    args.push("--".into());
+    args.push(dest.into());
+    args
 }
 
 /// `ssh -G <args>` (ssh reads its configuration and prints the result, never connects): the
@@ -484,7 +489,7 @@ mod tests {
             port: Some(2222),
             ..Default::default()
         };
-        let r = crate::install::SshReconnect::new(&user, "h", None);
+        let r = crate::install::SshReconnect::new(&user, "h", None, None);
         let a = s(&argv(r.options(), "h", "x", &[]));
         let first_batch = a
             .iter()
