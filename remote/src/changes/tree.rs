@@ -4,7 +4,7 @@
 
 use crate::fs::sys::temp_target;
 use rustix::fs::inotify;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::OwnedFd;
@@ -48,6 +48,8 @@ pub(crate) struct Tree {
     /// Ordered by components, so a directory's subtree is one contiguous range.
     dirs: BTreeMap<PathBuf, i32>,
     watched: Watched,
+    /// Directories found but not watched yet, for [`Tree::arm_some`] (breadth first).
+    queued: VecDeque<PathBuf>,
     full_logged: bool,
     shared_logged: bool,
     buf: Vec<u8>,
@@ -61,6 +63,7 @@ impl Tree {
             wds: HashMap::new(),
             dirs: BTreeMap::new(),
             watched,
+            queued: VecDeque::new(),
             full_logged: false,
             shared_logged: false,
             buf: vec![0u8; READ_BUF],
@@ -89,54 +92,93 @@ impl Tree {
         let mut added: Vec<Box<[u8]>> = Vec::new();
         let mut first = true;
         while let Some(dir) = stack.pop() {
-            if let Some(kind) = shared_fs(&dir) {
-                // Other machines change these without an inotify event here: never cached.
-                if !self.shared_logged {
-                    self.shared_logged = true;
-                    tracing::info!(
-                        "fs.changes: {} is on a shared filesystem ({kind}); changes made from \
-                         other machines raise no inotify event, so nothing there is cached",
-                        dir.display()
-                    );
+            match self.watch_dir(&dir, &mut added) {
+                Ok(true) => stack.extend(subdirs(&dir)),
+                Ok(false) => {}
+                Err(e) if first => {
+                    self.publish(added);
+                    return Err(e);
                 }
-                first = false;
-                continue;
+                Err(_) => {}
             }
-            let wd = match self.add_watch(&dir) {
-                Ok(wd) => wd,
-                Err(e) => {
-                    if e.raw_os_error() == Some(libc::ENOSPC) && !self.full_logged {
-                        self.full_logged = true;
-                        tracing::warn!(
-                            "fs.changes: the inotify watch limit is reached \
-                             (fs.inotify.max_user_watches); {} and other directories are not \
-                             watched and their answers are never cached",
-                            dir.display()
-                        );
-                    }
-                    if first {
-                        self.publish(added);
-                        return Err(e);
-                    }
-                    continue;
-                }
-            };
             first = false;
-            // The same inode under another name (a move we saw only half of): the new name wins.
-            if let Some(old) = self.wds.insert(wd, dir.clone()) {
-                if old != dir && self.dirs.get(&old) == Some(&wd) {
-                    self.dirs.remove(&old);
-                    if let Ok(mut w) = self.watched.write() {
-                        w.remove(old.as_os_str().as_bytes());
-                    }
-                }
-            }
-            self.dirs.insert(dir.clone(), wd);
-            added.push(dir.as_os_str().as_bytes().into());
-            stack.extend(subdirs(&dir));
         }
         self.publish(added);
         Ok(())
+    }
+
+    /// Watch the root alone (its error is the walk's) and queue its subdirectories for
+    /// [`Tree::arm_some`]: the project is then armed breadth first, a step at a time.
+    pub(crate) fn arm_root(&mut self) -> io::Result<()> {
+        let root = self.root.clone();
+        let mut added = Vec::new();
+        let watched = self.watch_dir(&root, &mut added);
+        self.publish(added);
+        if watched? {
+            self.queued.extend(subdirs(&root));
+        }
+        Ok(())
+    }
+
+    /// Watch up to `n` queued directories, shallowest first, queueing their subdirectories
+    /// (each is listed after its own watch exists, so nothing created meanwhile is missed; a
+    /// queued directory's parent is always watched). Whether any remain queued.
+    pub(crate) fn arm_some(&mut self, n: usize) -> bool {
+        let mut added = Vec::new();
+        for _ in 0..n {
+            let Some(dir) = self.queued.pop_front() else {
+                break;
+            };
+            #[cfg(test)]
+            if super::tracker::test_hold::held(&dir) {
+                self.queued.push_front(dir);
+                break;
+            }
+            if let Ok(true) = self.watch_dir(&dir, &mut added) {
+                self.queued.extend(subdirs(&dir));
+            }
+        }
+        self.publish(added);
+        !self.queued.is_empty()
+    }
+
+    /// Watch `dir` itself and note it in `added` (published by the caller). `Ok(false)`: on a
+    /// shared filesystem, left out with its subtree.
+    fn watch_dir(&mut self, dir: &Path, added: &mut Vec<Box<[u8]>>) -> io::Result<bool> {
+        if let Some(kind) = shared_fs(dir) {
+            // Other machines change these without an inotify event here: never cached.
+            if !self.shared_logged {
+                self.shared_logged = true;
+                tracing::info!(
+                    "fs.changes: {} is on a shared filesystem ({kind}); changes made from \
+                     other machines raise no inotify event, so nothing there is cached",
+                    dir.display()
+                );
+            }
+            return Ok(false);
+        }
+        let wd = match self.add_watch(dir) {
+            Ok(wd) => wd,
+            Err(e) => {
+                if e.raw_os_error() == Some(libc::ENOSPC) && !self.full_logged {
+                    self.full_logged = true;
+                    full_notice(dir, self.wds.len());
+                }
+                return Err(e);
+            }
+        };
+        // The same inode under another name (a move we saw only half of): the new name wins.
+        if let Some(old) = self.wds.insert(wd, dir.to_path_buf()) {
+            if old != dir && self.dirs.get(&old) == Some(&wd) {
+                self.dirs.remove(&old);
+                if let Ok(mut w) = self.watched.write() {
+                    w.remove(old.as_os_str().as_bytes());
+                }
+            }
+        }
+        self.dirs.insert(dir.to_path_buf(), wd);
+        added.push(dir.as_os_str().as_bytes().into());
+        Ok(true)
     }
 
     fn publish(&self, added: Vec<Box<[u8]>>) {
@@ -177,6 +219,7 @@ impl Tree {
     /// mapped afresh; watches of what is gone are removed.
     fn rescan(&mut self) {
         let old: Vec<i32> = self.wds.keys().copied().collect();
+        self.queued.clear();
         self.wds.clear();
         self.dirs.clear();
         if let Ok(mut w) = self.watched.write() {
@@ -283,6 +326,21 @@ impl Tree {
         }
         batch.paths.push(path);
     }
+}
+
+/// The one line (on the agent's stderr, which pii writes to its log, whatever the log level)
+/// saying that the watch limit left `dir` and other directories uncached.
+fn full_notice(dir: &Path, watched: usize) {
+    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .map(|l| format!(" = {}", l.trim()))
+        .unwrap_or_default();
+    eprintln!(
+        "pi-bridge-agent: the inotify watch limit (fs.inotify.max_user_watches{limit}, for all of \
+         this user's processes) is reached with {watched} directories of the project watched; {} \
+         and the other directories left out are answered by a round trip every time, never from \
+         the cache",
+        dir.display()
+    );
 }
 
 /// The kind of filesystem `dir` is on if other machines (or a VM host) can change it behind the
