@@ -49,6 +49,8 @@
 //! `watch`): the reader waits for readiness while `flush` reads the same descriptor, which needs
 //! reads through a shared reference, and the crate's `read_events` takes `&mut`.
 
+#[cfg(test)]
+pub(crate) mod test_hold;
 pub(crate) mod tracker;
 mod tree;
 

@@ -835,7 +835,7 @@ async fn nothing_is_flagged_under_a_directory_not_armed_yet() {
     std::fs::create_dir_all(c.p("a/p/d/e")).unwrap();
     std::fs::write(c.p("a/p/d/f"), b"one").unwrap();
     std::fs::write(c.p("a/p/g"), b"g").unwrap();
-    let hold = super::tracker::test_hold::hold(Path::new(&c.p("a/p/d")));
+    let hold = super::test_hold::hold(Path::new(&c.p("a/p/d")));
     let sub = subscribe(&mut c).await;
     let yes = |v: &Value, what: &str| assert!(stat_cache(v), "{what} should be cacheable: {v}");
     let no = |v: &Value, what: &str| assert!(!stat_cache(v), "{what} must not be cached: {v}");

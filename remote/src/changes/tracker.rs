@@ -350,7 +350,7 @@ impl Tracker {
 async fn arm(tracker: Arc<Tracker>, fd: Arc<AsyncFd<OwnedFd>>, t0: std::time::Instant) {
     loop {
         #[cfg(test)]
-        test_hold::released(&tracker.root).await;
+        super::test_hold::released(&tracker.root).await;
         let mut inner = tracker.inner.lock().await;
         let Some(run) = inner.run.as_mut().filter(|r| Arc::ptr_eq(&r.fd, &fd)) else {
             return;
@@ -490,45 +490,4 @@ pub(crate) fn is_normal(path: &str) -> bool {
         && path[1..]
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..")
-}
-
-/// Tests: stop the arming right before a given directory until it is released, so that a test
-/// can look at the state where its parent is watched and it is not yet (the background arming
-/// of a big project, made to last).
-#[cfg(test)]
-pub(crate) mod test_hold {
-    use std::path::{Path, PathBuf};
-    use std::sync::Mutex;
-
-    static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-
-    fn with<T>(f: impl FnOnce(&mut Vec<PathBuf>) -> T) -> T {
-        f(&mut HELD.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-
-    /// Held until the guard is dropped.
-    pub(crate) struct Hold(PathBuf);
-
-    impl Drop for Hold {
-        fn drop(&mut self) {
-            with(|h| h.retain(|d| *d != self.0));
-        }
-    }
-
-    pub(crate) fn hold(dir: &Path) -> Hold {
-        with(|h| h.push(dir.to_path_buf()));
-        Hold(dir.to_path_buf())
-    }
-
-    /// The arming stops before `dir`.
-    pub(crate) fn held(dir: &Path) -> bool {
-        with(|h| h.iter().any(|d| d == dir))
-    }
-
-    /// Returns once no directory under `root` is held.
-    pub(crate) async fn released(root: &Path) {
-        while with(|h| h.iter().any(|d| d.starts_with(root))) {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
-    }
 }

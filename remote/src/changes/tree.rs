@@ -130,7 +130,7 @@ impl Tree {
                 break;
             };
             #[cfg(test)]
-            if super::tracker::test_hold::held(&dir) {
+            if super::test_hold::held(&dir) {
                 self.queued.push_front(dir);
                 break;
             }
