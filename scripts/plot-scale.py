@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Plots `pi-bridge-bench --only scale`'s rows (bench/scale.tsv) as docs/scale.png: pii start to
-pi's first tool result, and the agent's peak RSS, against the project's directory count.
+pi's first tool result (and to every directory watched, where the rows have it), and the agent's
+peak RSS, against the project's directory count.
 Usage: python3 scripts/plot-scale.py [bench/scale.tsv] [docs/scale.png]  (needs matplotlib)."""
 import csv
 import sys
@@ -22,11 +23,14 @@ rss = [float(r["agent_rss_mb"]) for r in rows]
 watches = [float(r["watches"]) for r in rows]
 
 fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-a.plot(dirs, first, "o-")
+a.plot(dirs, first, "o-", label="first tool result")
+if rows[0].get("armed_ms"):
+    a.plot(dirs, [float(r["armed_ms"]) for r in rows], "s--", label="every directory watched (background)")
+    a.legend(loc="upper left", fontsize=8)
 a.set_xscale("log")
 a.set_xlabel("directories in the project (≈5 files each)")
 a.set_ylabel("ms")
-a.set_title("pii start → pi's first tool result")
+a.set_title("ms from pii's start")
 a.set_ylim(bottom=0)
 a.grid(True, which="both", alpha=0.3)
 b.plot(dirs, rss, "o-", label="agent peak RSS (VmHWM), MB")

@@ -5,7 +5,8 @@
 //! - `runs` scripted pi sessions through pii at +0 ms (pi's fake LLM asks for one `read`): ms from
 //!   pii's start to the LLM's second request, which carries the tool's result, and to pii's exit;
 //!   the agent's peak RSS (VmHWM) and the inotify watches it holds (its `fdinfo`), sampled every
-//!   20 ms;
+//!   20 ms, and when the watches reached their peak (ms from pii's start: the agent arms a big
+//!   project in the background, so this may come after the first tool result);
 //! - one run of `bench/js/scale-check.cjs` with `fs.inotify.max_user_watches` set below the
 //!   directory count (restored right after, also on failure): the agent cannot watch the whole
 //!   project, and listings and stats of directories on both ends of the tree, changed by a child
@@ -57,6 +58,7 @@ struct Row {
     gen_s: f64,
     first_result: Vec<f64>,
     exit: Vec<f64>,
+    armed: Vec<f64>,
     rss_mb: Vec<f64>,
     watches: Vec<f64>,
     limited: String,
@@ -110,8 +112,18 @@ fn agent_sample(ns: &Option<PathBuf>) -> (u64, u64) {
     (rss, wds)
 }
 
-/// One scripted pi session: (ms to the first tool result, ms to exit, peak agent kB, peak watches).
-fn session(env: &Env, cfg: &Path) -> Result<(f64, f64, u64, u64)> {
+/// One scripted pi session's figures.
+struct Session {
+    first_result: f64,
+    exit: f64,
+    rss_kb: u64,
+    watches: u64,
+    /// ms from pii's start to the first sample with the peak watch count.
+    armed: f64,
+}
+
+/// One scripted pi session.
+fn session(env: &Env, cfg: &Path) -> Result<Session> {
     let llm = FakeLlm::start(json!([
         llm::tool("read", json!({"path": "README.md"})),
         llm::text("SCALE-DONE"),
@@ -122,7 +134,8 @@ fn session(env: &Env, cfg: &Path) -> Result<(f64, f64, u64, u64)> {
     let mut cmd = env.pii(cfg, &paths::pi_cli(), &args);
     cmd.envs(vars);
     let stop = Arc::new(AtomicBool::new(false));
-    let peaks = Arc::new(Mutex::new((0u64, 0u64)));
+    let peaks = Arc::new(Mutex::new((0u64, 0u64, 0f64)));
+    let t = Instant::now();
     let ns = std::fs::read_link(format!("/proc/{}/ns/pid", env.sshd.sshd_pid())).ok();
     let sampler = {
         let (stop, peaks) = (stop.clone(), peaks.clone());
@@ -131,13 +144,15 @@ fn session(env: &Env, cfg: &Path) -> Result<(f64, f64, u64, u64)> {
                 let (r, w) = agent_sample(&ns);
                 let mut p = peaks.lock().unwrap();
                 p.0 = p.0.max(r);
-                p.1 = p.1.max(w);
+                if w > p.1 {
+                    p.1 = w;
+                    p.2 = ms(t.elapsed());
+                }
                 drop(p);
                 std::thread::sleep(Duration::from_millis(20));
             }
         })
     };
-    let t = Instant::now();
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -168,7 +183,13 @@ fn session(env: &Env, cfg: &Path) -> Result<(f64, f64, u64, u64)> {
         bail!("pi's read did not return README.md: {result:?}");
     }
     let p = *peaks.lock().unwrap();
-    Ok((first_result.unwrap_or(exit), exit, p.0, p.1))
+    Ok(Session {
+        first_result: first_result.unwrap_or(exit),
+        exit,
+        rss_kb: p.0,
+        watches: p.1,
+        armed: p.2,
+    })
 }
 
 /// `bench/js/scale-check.cjs` with the watch limit at `limit`: its verdict line.
@@ -223,16 +244,18 @@ pub fn scale_only(pii: PathBuf, sizes: &[usize], runs: usize, out: &Path) -> Res
             gen_s,
             first_result: vec![],
             exit: vec![],
+            armed: vec![],
             rss_mb: vec![],
             watches: vec![],
             limited: String::new(),
         };
         for _ in 0..runs {
-            let (first, exit, rss, wds) = session(&env, &cfg)?;
-            row.first_result.push(first);
-            row.exit.push(exit);
-            row.rss_mb.push(rss as f64 / 1024.0);
-            row.watches.push(wds as f64);
+            let s = session(&env, &cfg)?;
+            row.first_result.push(s.first_result);
+            row.exit.push(s.exit);
+            row.armed.push(s.armed);
+            row.rss_mb.push(s.rss_kb as f64 / 1024.0);
+            row.watches.push(s.watches as f64);
         }
         // Below the directory count (and above what the user's other sessions hold now).
         let limit = (dirs / 2).max(64);
@@ -244,9 +267,10 @@ pub fn scale_only(pii: PathBuf, sizes: &[usize], runs: usize, out: &Path) -> Res
             .map(|v| format!("limit {limit}: {v}"))
             .unwrap_or_else(|e| format!("limit {limit}: FAILED: {e:#}"));
         println!(
-            "{dirs} dirs / {files} files (generated in {gen_s:.1} s): first tool result {} (median of {runs}), exit {}, agent VmHWM {}, watches {}; {}",
+            "{dirs} dirs / {files} files (generated in {gen_s:.1} s): first tool result {} (median of {runs}), exit {}, all watched at {}, agent VmHWM {}, watches {}; {}",
             fmt_col(&row.first_result, " ms"),
             fmt_col(&row.exit, " ms"),
+            fmt_col(&row.armed, " ms"),
             median(&row.rss_mb).map_or("–".into(), |m| format!("{m:.1} MB")),
             fmt_col(&row.watches, ""),
             row.limited
@@ -254,17 +278,18 @@ pub fn scale_only(pii: PathBuf, sizes: &[usize], runs: usize, out: &Path) -> Res
         rows.push(row);
     }
     let mut tsv = String::from(
-        "dirs\tfiles\tgen_s\tfirst_result_ms\texit_ms\tagent_rss_mb\twatches\tlimited\n",
+        "dirs\tfiles\tgen_s\tfirst_result_ms\texit_ms\tarmed_ms\tagent_rss_mb\twatches\tlimited\n",
     );
     for r in &rows {
         let m = |xs: &[f64]| median(xs).unwrap_or(f64::NAN);
         tsv += &format!(
-            "{}\t{}\t{:.1}\t{:.0}\t{:.0}\t{:.1}\t{:.0}\t{}\n",
+            "{}\t{}\t{:.1}\t{:.0}\t{:.0}\t{:.0}\t{:.1}\t{:.0}\t{}\n",
             r.dirs,
             r.files,
             r.gen_s,
             m(&r.first_result),
             m(&r.exit),
+            m(&r.armed),
             m(&r.rss_mb),
             m(&r.watches),
             r.limited

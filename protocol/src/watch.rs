@@ -72,8 +72,9 @@ impl<'de> Deserialize<'de> for ChangesParams {
 }
 
 /// One prefetched path: what `fs.stat {lstat: true}` and, for a small regular file, a whole-file
-/// `fs.read` would have answered, with the same `cache` flags (computed after the watcher armed
-/// the project). Exactly one of `lstat` and `error` is present.
+/// `fs.read` would have answered, with the same `cache` flags (computed after the answer, by the
+/// watches existing then: in a big project still being armed, a deep path's may be false).
+/// Exactly one of `lstat` and `error` is present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrefetchEntry {
@@ -96,11 +97,14 @@ pub struct PrefetchEntry {
 ///
 /// The contract:
 /// - The agent watches the project recursively with inotify (every directory it can; new ones as
-///   they appear). Answers that stay true until a change is reported carry `cache: true`
+///   they appear; a big project's in the background after the answer, shallowest first).
+///   Answers that stay true until a change is reported carry `cache: true`
 ///   ([`crate::fs::Stat::cache`], [`crate::fs::ReadResult::cache`], [`crate::Errno::cache`]):
-///   the path's parent directory is watched and was reached without symlinks, and a following
-///   stat or a read did not go through a symlink at the path itself. Anything else is
-///   `cache: false` (absent) and must not be cached.
+///   the path's parent directory was watched before the lookup (and, for a stat that found a
+///   directory, that directory too) and was reached without symlinks, and a following stat or
+///   a read did not go through a symlink at the path itself. Anything else is `cache: false`
+///   (absent) and must not be cached. So coverage that grows while a client runs is learned
+///   answer by answer; nothing else announces it.
 /// - Every change under the project is reported on every open feed as [`Change::Paths`]: for each
 ///   path, the path itself, everything under it, and the stat and listing of its parent may have
 ///   changed. The agent may report a directory instead of many of its children.

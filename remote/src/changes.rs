@@ -2,17 +2,23 @@
 //! contract is [`protocol::watch::Change`]).
 //!
 //! One recursive inotify instance per session ([`Tracker`]), armed on the first subscription
-//! (on a blocking thread: a big tree takes a while) and stopped when the last one ends. Every
+//! and stopped when the last one ends. The root and the first 1024 directories (all of a small
+//! project) are watched before the subscription is answered; the rest in the background,
+//! breadth first (the root's neighbourhood, which a client touches first, before the depths of
+//! `node_modules`), a step of 256 directories per hold of the lock, on a blocking thread: a
+//! project of 10⁵ directories takes seconds, which no answer waits for. Until a directory's
+//! watch exists nothing in it is flagged cacheable (see Flags), so the client makes round trips
+//! there meanwhile and caches from then on. Every
 //! real directory under the canonical project root gets a watch; symlinks are never followed
 //! (`IN_DONT_FOLLOW|IN_ONLYDIR`, and the walk descends by `d_type` only). A directory created or
 //! moved in is watched with its subtree BEFORE its path is reported, so whatever a client cached
 //! under it before the watch existed is dropped; a directory moved away or deleted loses its
 //! watches. The queue overflowing (`IN_Q_OVERFLOW`) re-walks the whole tree and reports `All`.
 //! A directory the kernel will not watch (`ENOSPC`: `max_user_watches` reached) is left out with
-//! its subtree: nothing under it is ever flagged cacheable. So is a directory on a shared
-//! filesystem (NFS, SMB, FUSE, 9p, cluster filesystems…: [`crate::inotify::shared_fs`]), where
-//! inotify sees only this machine's own changes and another machine's write would leave a
-//! client's cache stale.
+//! its subtree: nothing under it is ever flagged cacheable, and one line on the agent's stderr
+//! (pii's log) says so. So is a directory on a shared
+//! filesystem (NFS, SMB, FUSE, 9p, cluster filesystems…: [`crate::inotify::shared_fs`]), where inotify sees only
+//! this machine's own changes and another machine's write would leave a client's cache stale.
 //!
 //! Ordering. One lock ([`Tracker::inner`]) covers reading the inotify queue and handing the
 //! resulting `fs.changed` notifications to the session's ordered output ([`Out`]). The reader
@@ -27,7 +33,12 @@
 //! Flags. [`Tracker::watched_parent`] is the cheap check the fs handlers make BEFORE their
 //! syscall: the literal parent of the (already normal) path the client sent is a watched
 //! directory. The handlers add that the canonical path equals the literal one (no symlink on the
-//! way, nor at the end for a following call).
+//! way, nor at the end for a following call). A stat that finds a directory needs that
+//! directory's own watch too ([`tracker::Covered`]): an entry created in it changes its mtime,
+//! size and link count, and only its own watch reports that (its parent's does not). Both checks
+//! are made before the syscall, so a flag is only ever given by a watch that existed before the
+//! answer was read: coverage that grows meanwhile (the background arming) is learned by the
+//! client answer by answer.
 //!
 //! Coalescing: per batch read from the kernel, paths are deduplicated, more than [`COALESCE`]
 //! children of one directory are reported as the directory, and a path under another reported
@@ -38,6 +49,8 @@
 //! `watch`), with this feed's rules; `tree` turns what it reads into batches. The reader task
 //! waits for the walker's descriptor to be readable while `flush` reads it on a blocking thread.
 
+#[cfg(test)]
+pub(crate) mod test_hold;
 pub(crate) mod tracker;
 mod tree;
 

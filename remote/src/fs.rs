@@ -192,16 +192,19 @@ pub(crate) fn stat(s: &Session, p: StatParams) -> Result<protocol::fs::Stat, Fai
     } else {
         (Follow::All, "stat")
     };
-    let watched = s.changes.watched_parent(&p.path);
+    let covered = s.changes.covered(&p.path);
     let r = s.sandbox.pin(&p.path, follow, syscall)?;
-    let plain = plain(watched, &r, &p.path);
     let md = if p.lstat {
         std::fs::symlink_metadata(&r)
     } else {
         std::fs::metadata(&r)
     };
-    let mut st = to_stat(&md.map_err(|e| cacheable(os(&e, syscall, &p.path), plain))?);
-    st.cache = plain;
+    let md = md.map_err(|e| {
+        let plain = plain(covered.stat(false), &r, &p.path);
+        cacheable(os(&e, syscall, &p.path), plain)
+    })?;
+    let mut st = to_stat(&md);
+    st.cache = plain(covered.stat(md.is_dir()), &r, &p.path);
     Ok(st)
 }
 

@@ -10,6 +10,8 @@
 //! is returned; below it, a directory that cannot be watched is left out with its subtree. The
 //! same directory reached under a new name (a move seen only half) keeps its descriptor and takes
 //! the new name. A watch the kernel dropped (`IN_IGNORED`) leaves the table ([`Walker::ignored`]).
+//! A big tree can instead be armed a step at a time, breadth first ([`Walker::arm_root`], then
+//! [`Walker::arm_some`]), each directory still watched before it is listed.
 //!
 //! Each user's own rules ([`Rules`]), which differ on purpose:
 //! - `changes` asks for `IN_EXCL_UNLINK` too (an unlinked file still open raises nothing), leaves
@@ -26,7 +28,7 @@
 //!   directory moved away until the kernel drops them.
 
 use rustix::fs::inotify as sys;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
@@ -53,6 +55,9 @@ pub(crate) struct Rules {
     pub(crate) skip: fn(&OsStr) -> bool,
     /// Bytes read from the queue at a time.
     pub(crate) read_buf: usize,
+    /// Told once when the kernel refuses a watch for `max_user_watches` (the directory refused,
+    /// how many are watched).
+    pub(crate) on_full: fn(&Path, usize),
 }
 
 /// One decoded inotify event.
@@ -74,6 +79,8 @@ pub(crate) struct Walker {
     /// Ordered by components, so a directory's subtree is one contiguous range.
     dirs: BTreeMap<PathBuf, i32>,
     watched: Option<Watched>,
+    /// Directories found but not watched yet ([`Walker::arm_some`]), shallowest first.
+    queued: VecDeque<PathBuf>,
     full_logged: bool,
     shared_logged: bool,
     buf: Vec<u8>,
@@ -102,6 +109,7 @@ impl Walker {
             wds: HashMap::new(),
             dirs: BTreeMap::new(),
             watched,
+            queued: VecDeque::new(),
             full_logged: false,
             shared_logged: false,
         })
@@ -167,7 +175,6 @@ impl Walker {
         top: &Path,
         mut found: Option<&mut Vec<PathBuf>>,
     ) -> io::Result<()> {
-        let flags = libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW;
         // (relative name, is a directory, is `top`), last to visit first.
         let mut stack = vec![(top.to_path_buf(), true, true)];
         let mut added: Vec<Box<[u8]>> = Vec::new();
@@ -181,43 +188,15 @@ impl Walker {
                 continue;
             }
             let dir = self.abs(&rel);
-            if self.rules.skip_shared {
-                if let Some(kind) = shared_fs(&dir) {
-                    if !self.shared_logged {
-                        self.shared_logged = true;
-                        tracing::info!(
-                            "{}: {} is on a shared filesystem ({kind}); changes made from other \
-                             machines raise no inotify event, so nothing there is watched",
-                            self.rules.name,
-                            dir.display()
-                        );
-                    }
-                    continue;
+            match self.watch_dir(&rel, &mut added) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) if first => {
+                    self.publish(added);
+                    return Err(e);
                 }
+                Err(_) => continue,
             }
-            let wd = match self.add_watch(&dir, flags) {
-                Ok(wd) => wd,
-                Err(e) => {
-                    tracing::debug!("{}: watch {}: {e}", self.rules.name, dir.display());
-                    if e.raw_os_error() == Some(libc::ENOSPC) && !self.full_logged {
-                        self.full_logged = true;
-                        tracing::warn!(
-                            "{}: the inotify watch limit is reached \
-                             (fs.inotify.max_user_watches); {} and other directories are not \
-                             watched",
-                            self.rules.name,
-                            dir.display()
-                        );
-                    }
-                    if first {
-                        self.publish(added);
-                        return Err(e);
-                    }
-                    continue;
-                }
-            };
-            self.map(wd, rel.clone());
-            added.push(dir.as_os_str().as_bytes().into());
             let mut entries = list(&dir, self.rules.noatime, found.is_some());
             if found.is_some() {
                 entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -230,6 +209,87 @@ impl Walker {
         }
         self.publish(added);
         Ok(())
+    }
+
+    /// Watch the directory `rel` itself (`IN_ONLYDIR|IN_DONT_FOLLOW` added) and note it in
+    /// `added` (the caller publishes). `Ok(false)`: on a shared filesystem and left out (with its
+    /// subtree) by the rules.
+    fn watch_dir(&mut self, rel: &Path, added: &mut Vec<Box<[u8]>>) -> io::Result<bool> {
+        let dir = self.abs(rel);
+        if self.rules.skip_shared {
+            if let Some(kind) = shared_fs(&dir) {
+                if !self.shared_logged {
+                    self.shared_logged = true;
+                    tracing::info!(
+                        "{}: {} is on a shared filesystem ({kind}); changes made from other \
+                         machines raise no inotify event, so nothing there is watched",
+                        self.rules.name,
+                        dir.display()
+                    );
+                }
+                return Ok(false);
+            }
+        }
+        let wd = match self.add_watch(&dir, libc::IN_ONLYDIR | libc::IN_DONT_FOLLOW) {
+            Ok(wd) => wd,
+            Err(e) => {
+                tracing::debug!("{}: watch {}: {e}", self.rules.name, dir.display());
+                if e.raw_os_error() == Some(libc::ENOSPC) && !self.full_logged {
+                    self.full_logged = true;
+                    (self.rules.on_full)(&dir, self.wds.len());
+                }
+                return Err(e);
+            }
+        };
+        self.map(wd, rel.to_path_buf());
+        added.push(dir.as_os_str().as_bytes().into());
+        Ok(true)
+    }
+
+    /// The subdirectories of `rel` the walk descends into, as relative names.
+    fn subdirs(&self, rel: &Path) -> impl Iterator<Item = PathBuf> + '_ {
+        let rel = rel.to_path_buf();
+        list(&self.abs(&rel), self.rules.noatime, false)
+            .into_iter()
+            .filter(|(name, _)| !(self.rules.skip)(name))
+            .map(move |(name, _)| rel.join(name))
+    }
+
+    /// Watch the root alone (its error is returned) and queue its subdirectories for
+    /// [`Walker::arm_some`]: the tree is then armed breadth first, a step at a time, instead of
+    /// all at once by [`Walker::add_tree`].
+    pub(crate) fn arm_root(&mut self) -> io::Result<()> {
+        let mut added = Vec::new();
+        let watched = self.watch_dir(Path::new(""), &mut added);
+        self.publish(added);
+        if watched? {
+            let subs: Vec<PathBuf> = self.subdirs(Path::new("")).collect();
+            self.queued.extend(subs);
+        }
+        Ok(())
+    }
+
+    /// Watch up to `n` queued directories, shallowest first, queueing their subdirectories; each
+    /// is listed after its own watch exists, so nothing created meanwhile is missed, and a queued
+    /// directory's parent is always watched. `stop_before` (absolute path) ends the step before
+    /// that directory (tests hold the arming with it). Whether any remain queued.
+    pub(crate) fn arm_some(&mut self, n: usize, stop_before: &dyn Fn(&Path) -> bool) -> bool {
+        let mut added = Vec::new();
+        for _ in 0..n {
+            let Some(rel) = self.queued.pop_front() else {
+                break;
+            };
+            if stop_before(&self.abs(&rel)) {
+                self.queued.push_front(rel);
+                break;
+            }
+            if let Ok(true) = self.watch_dir(&rel, &mut added) {
+                let subs: Vec<PathBuf> = self.subdirs(&rel).collect();
+                self.queued.extend(subs);
+            }
+        }
+        self.publish(added);
+        !self.queued.is_empty()
     }
 
     fn publish(&self, added: Vec<Box<[u8]>>) {
@@ -285,6 +345,7 @@ impl Walker {
     /// every path is mapped afresh; watches of what is gone are removed.
     pub(crate) fn rescan(&mut self) {
         let old: Vec<i32> = self.wds.keys().copied().collect();
+        self.queued.clear();
         self.wds.clear();
         self.dirs.clear();
         if let Some(Ok(mut w)) = self.watched.as_ref().map(|w| w.write()) {

@@ -98,6 +98,13 @@ fn arm(session: &Session, p: &WatchParams) -> Result<Armed, Errno> {
         noatime: false,
         skip: is_temp,
         read_buf: READ_BUF,
+        on_full: |dir, _| {
+            tracing::warn!(
+                "watch: the inotify watch limit is reached (fs.inotify.max_user_watches); {} and \
+                 other directories are not watched",
+                dir.display()
+            )
+        },
     };
     let mut walker = Walker::new(abs, rules, None)
         .map_err(|(_, e)| Errno::from_io(&e, "watch", Some(&p.path)))?;

@@ -8,6 +8,10 @@
 //!   of the script's own, through the agent's inotify feed.
 //! - What a program looked up when it started is prefetched in its next run (learned per
 //!   package version).
+//! - In a project big enough that the agent is still arming its watches (in the background,
+//!   shallowest first) when the script starts, a directory at the bottom of the tree, changed by
+//!   a command in every round, is never answered stale: before its watch exists by round trips,
+//!   after from the cache.
 
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -259,4 +263,70 @@ fn what_a_program_looked_up_at_startup_is_prefetched_next_time() {
     version("1.0.1");
     let other = run("another version of the package");
     assert_eq!(other["misses"], first["misses"], "{other}");
+}
+
+/// Directories of the big project: the agent needs well over a second to watch them all.
+const BIG_DIRS: usize = 60_000;
+
+/// `deep` is the last directory the agent watches (the only one at depth 4). Each round reads
+/// its stat, its listing, a file's stat and bytes twice (so the cache holds whatever may be
+/// cached), has a command change all of them and print the truth, and compares. A round counts
+/// as served from the cache when its second listing of `deep` was a hit.
+const ARMING_SCRIPT: &str = r#"
+const fs = require('fs');
+const cp = require('child_process');
+const stats = globalThis[Symbol.for('pi-bridge.cache')];
+const D = 'big/g000/d00000/deep';
+function view() {
+  const st = fs.statSync(D), f = fs.statSync(D + '/f');
+  return { size: st.size, nlink: st.nlink, mtimeMs: st.mtimeMs, list: fs.readdirSync(D).sort(), data: fs.readFileSync(D + '/f', 'utf8'), fsize: f.size };
+}
+const mismatches = [], cached = [];
+const t0 = Date.now();
+for (let i = 0; i < 400 && Date.now() - t0 < 60000; i++) {
+  const hits = stats.listHits;
+  view(); view();
+  cached.push(stats.listHits > hits);
+  const out = cp.execSync(`printf r${i} > ${D}/f && mkdir ${D}/s${i} && stat -c '%s %h %.9Y' ${D} && ls -A ${D}`, { encoding: 'utf8' }).trim().split('\n');
+  const [size, nlink, mtime] = out[0].split(' ');
+  const want = { size: +size, nlink: +nlink, mtimeMs: Math.round(parseFloat(mtime) * 1000), list: out.slice(1).sort(), data: `r${i}`, fsize: `r${i}`.length };
+  const got = view();
+  got.mtimeMs = Math.round(got.mtimeMs);
+  if (JSON.stringify(got) !== JSON.stringify(want)) mismatches.push({ round: i, got, want });
+  if (cached.length >= 20 && cached.slice(-10).every(Boolean)) break;
+}
+console.log(JSON.stringify({ mismatches: mismatches.slice(0, 5), count: mismatches.length, cached }));
+"#;
+
+#[test]
+fn a_directory_not_watched_yet_is_never_answered_stale() {
+    let sshd = Sshd::builder().empty_project().no_git().start();
+    sshd.run_remote_ok(&format!(
+        "seq 0 {} | awk '{{ printf \"big/g%03d/d%05d\\n\", $1 / 200, $1 }}' | xargs mkdir -p && \
+         mkdir big/g000/d00000/deep && printf x > big/g000/d00000/deep/f",
+        BIG_DIRS - 1
+    ));
+    let v = run_json_script(&sshd, "arming", ARMING_SCRIPT);
+    let cached: Vec<bool> = v["cached"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no rounds: {v}"))
+        .iter()
+        .map(|c| c.as_bool() == Some(true))
+        .collect();
+    let first_hit = cached.iter().position(|c| *c);
+    eprintln!(
+        "{} rounds, the first served from the cache: {first_hit:?}",
+        cached.len()
+    );
+    assert_eq!(v["count"], 0, "stale answers: {v}");
+    // The rounds ran while `deep` was not watched yet (round trips), and after (the cache).
+    assert!(
+        !cached[0],
+        "deep was already watched when the script began: arming was not in progress, so this \
+         proved nothing: {v}"
+    );
+    assert!(
+        first_hit.is_some(),
+        "deep was never served from the cache: {v}"
+    );
 }

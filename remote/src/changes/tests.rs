@@ -9,7 +9,7 @@ use crate::inotify::{shared_fs, shared_fs_kind};
 use crate::server::tests::Client;
 use serde_json::{json, Value};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What the feed reported, in arrival order.
 #[derive(Default, Debug)]
@@ -822,4 +822,100 @@ fn shared_filesystems_are_never_watched() {
     // rely on that), and a shared filesystem would be named here.
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(shared_fs(dir.path()), None);
+}
+
+/// A big project is armed in the background after the answer, shallowest first. Held here right
+/// before one directory (the state a big project is in for seconds): nothing in it is flagged
+/// cacheable, not even its own stat, which its watched parent would not keep true (an entry
+/// created in it changes its mtime and size with an event on its own watch only); its parent's
+/// answers are. Once it is armed, its answers are flagged and its changes reported.
+#[tokio::test]
+async fn nothing_is_flagged_under_a_directory_not_armed_yet() {
+    let mut c = Client::ready().await;
+    std::fs::create_dir_all(c.p("a/p/d/e")).unwrap();
+    std::fs::write(c.p("a/p/d/f"), b"one").unwrap();
+    std::fs::write(c.p("a/p/g"), b"g").unwrap();
+    let hold = super::test_hold::hold(Path::new(&c.p("a/p/d")));
+    let sub = subscribe(&mut c).await;
+    let yes = |v: &Value, what: &str| assert!(stat_cache(v), "{what} should be cacheable: {v}");
+    let no = |v: &Value, what: &str| assert!(!stat_cache(v), "{what} must not be cached: {v}");
+
+    // The parent is watched: its own answers are flagged.
+    yes(&c.ok("fs.stat", json!({"path": c.p("a/p/g")})).await, "p/g");
+    yes(
+        &c.ok("fs.readdir", json!({"path": c.p("a/p")})).await,
+        "p's listing",
+    );
+    yes(&c.ok("fs.stat", json!({"path": c.p("a/p")})).await, "p");
+    // d is not: neither its stat (through its parent) nor anything in it.
+    let d = c.ok("fs.stat", json!({"path": c.p("a/p/d")})).await;
+    no(&d, "d (a directory not armed yet)");
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("a/p/d"), "lstat": true}))
+            .await,
+        "lstat of d",
+    );
+    no(
+        &c.ok("fs.readdir", json!({"path": c.p("a/p/d")})).await,
+        "d's listing",
+    );
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("a/p/d/f")})).await,
+        "d/f",
+    );
+    no(
+        &c.ok("fs.read", json!({"path": c.p("a/p/d/f")})).await,
+        "read of d/f",
+    );
+    no(
+        &c.ok("fs.stat", json!({"path": c.p("a/p/d/e")})).await,
+        "d/e",
+    );
+    let e = c
+        .err("fs.stat", json!({"path": c.p("a/p/d/missing")}))
+        .await;
+    no(&e["data"], "a missing entry of d");
+    let fd = c
+        .ok(
+            "fs.open",
+            json!({"fd": "d", "path": c.p("a/p/d"), "flags": {"read": true}}),
+        )
+        .await;
+    no(&fd["stat"], "the stat of an open of d");
+    c.ok("fs.close", json!({"fd": "d"})).await;
+
+    // Changed meanwhile: the answers (round trips) are the new state.
+    std::fs::write(c.p("a/p/d/f"), b"two!").unwrap();
+    std::fs::write(c.p("a/p/d/new"), b"").unwrap();
+    let d2 = c.ok("fs.stat", json!({"path": c.p("a/p/d")})).await;
+    assert_ne!(
+        (&d["mtime"], &d["size"]),
+        (&d2["mtime"], &d2["size"]),
+        "an entry created in d changes its stat: {d} {d2}"
+    );
+    let r = c.ok("fs.read", json!({"path": c.p("a/p/d/f")})).await;
+    assert_eq!(crate::server::tests::base64_decode(&r["data"]), b"two!");
+
+    // Armed: flagged, and its changes are reported.
+    drop(hold);
+    let mut polls = 0;
+    while !stat_cache(&c.ok("fs.stat", json!({"path": c.p("a/p/d")})).await) {
+        polls += 1;
+        assert!(polls < 2000, "d was never armed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    yes(
+        &c.ok("fs.readdir", json!({"path": c.p("a/p/d")})).await,
+        "d's listing",
+    );
+    yes(
+        &c.ok("fs.stat", json!({"path": c.p("a/p/d/e")})).await,
+        "d/e",
+    );
+    let mut n = 0;
+    std::fs::write(c.p("a/p/d/f"), b"three").unwrap();
+    std::fs::write(c.p("a/p/d/e/x"), b"").unwrap();
+    let s = until_marker(&mut c, &sub, &mut n).await;
+    assert!(s.has(&c.p("a/p/d/f")), "a write in d: {s:?}");
+    assert!(s.has(&c.p("a/p/d/e/x")), "a file created under d: {s:?}");
 }

@@ -28,8 +28,37 @@ const PATHS_PER_NOTE: usize = 2048;
 /// after a quiet spell is still read at once, and `flush` never waits.
 const BURST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// Directories watched before `fs.changes` is answered: all of a small project. A bigger one's
+/// answer does not wait for the rest (10⁵ directories take seconds), which are watched in the
+/// background, shallowest first; until a directory's watch exists, nothing in it is flagged
+/// cacheable, so the client makes round trips there meanwhile.
+const ARM_BEFORE_ANSWER: usize = 1024;
+
+/// Directories watched per background step (one lock hold: what a `flush` may wait for).
+const ARM_STEP: usize = 256;
+
 /// A `flush` reads at most this many batches (a writer that never stops cannot hold it forever).
 const FLUSH_BATCHES: usize = 256;
+
+/// The watches a stat's answer relies on, taken before its syscall ([`Tracker::covered`]). A
+/// stat is cacheable when its path's parent is watched (which reports the path's creation,
+/// removal, moves, writes and attribute changes) and, when the path turns out to be a
+/// directory, the directory itself too: an entry created or removed in it changes its mtime,
+/// size and link count, and only its own watch reports that. While the project is still being
+/// armed (or past `max_user_watches`) a directory can be listed by a watched parent and not
+/// watched yet.
+#[derive(Clone, Copy, Debug)]
+pub struct Covered {
+    parent: bool,
+    itself: bool,
+}
+
+impl Covered {
+    /// Whether a stat (or a lookup failure, `is_dir` false) of the path may be cached.
+    pub fn stat(self, is_dir: bool) -> bool {
+        self.parent && (self.itself || !is_dir)
+    }
+}
 
 /// The session's change tracker (see the module docs).
 pub struct Tracker {
@@ -115,6 +144,15 @@ impl Tracker {
                 .read()
                 .map(|w| w.contains(path.as_bytes()))
                 .unwrap_or(false)
+    }
+
+    /// What a stat of `path` (normal, as for [`Tracker::watched_parent`]) may be flagged with,
+    /// decided before the syscall; see [`Covered`].
+    pub fn covered(&self, path: &str) -> Covered {
+        Covered {
+            parent: self.watched_parent(path),
+            itself: self.watched_dir(path),
+        }
     }
 
     /// The canonical project root (`hello` sets it).
@@ -213,13 +251,15 @@ impl Tracker {
             .map_err(|(syscall, e)| Errno::from_io(&e, syscall, None))?;
         let fd = tree.fd();
         let t0 = std::time::Instant::now();
+        // The root and the first directories (all of a small project) before the answer; the
+        // rest in the background (`arm`), shallowest first.
         let tree = tokio::task::spawn_blocking(move || {
-            let ok = tree.arm();
+            let ok = tree.arm_root().map(|()| tree.arm_some(ARM_BEFORE_ANSWER));
             (tree, ok)
         })
         .await;
-        let tree = match tree {
-            Ok((tree, Ok(()))) => tree,
+        let (tree, more) = match tree {
+            Ok((tree, Ok(more))) => (tree, more),
             Ok((_, Err(e))) => {
                 if let Ok(mut w) = self.watched.write() {
                     w.clear();
@@ -232,9 +272,14 @@ impl Tracker {
             }
         };
         tracing::debug!(
-            "fs.changes: {} directories watched in {:?}",
+            "fs.changes: {} directories watched in {:?} before the answer{}",
             tree.walker.watch_count(),
-            t0.elapsed()
+            t0.elapsed(),
+            if more {
+                "; the rest in the background"
+            } else {
+                ""
+            }
         );
         let (stop_tx, stop_rx) = oneshot::channel();
         inner.run = Some(Running {
@@ -243,6 +288,9 @@ impl Tracker {
             _stop: stop_tx,
         });
         self.live.store(true, Ordering::Release);
+        if more {
+            tokio::spawn(arm(self.clone(), fd.clone(), t0));
+        }
         tokio::spawn(reader(self.clone(), fd, stop_rx));
         Ok(())
     }
@@ -284,6 +332,43 @@ impl Tracker {
         let items = items_of(&batch);
         deliver(inner, &items).await;
         Some(!batch.drained)
+    }
+}
+
+/// Arm the rest of the project (see [`Tree::arm_some`]) a step at a time, each under the lock
+/// on a blocking thread, so `flush` and the reader wait at most one step. Ends when everything
+/// is watched or the watcher `fd` belongs to stopped.
+async fn arm(tracker: Arc<Tracker>, fd: Arc<AsyncFd<OwnedFd>>, t0: std::time::Instant) {
+    loop {
+        #[cfg(test)]
+        super::test_hold::released(&tracker.root).await;
+        let mut inner = tracker.inner.lock().await;
+        let Some(run) = inner.run.as_mut().filter(|r| Arc::ptr_eq(&r.fd, &fd)) else {
+            return;
+        };
+        let Some(mut tree) = run.tree.take() else {
+            return;
+        };
+        let res = tokio::task::spawn_blocking(move || {
+            let more = tree.arm_some(ARM_STEP);
+            (tree, more)
+        })
+        .await;
+        let Ok((tree, more)) = res else {
+            tracing::error!("fs.changes: arming failed; stopping the watcher");
+            tracker.stop_locked(&mut inner);
+            return;
+        };
+        let n = tree.walker.watch_count();
+        if let Some(run) = inner.run.as_mut() {
+            run.tree = Some(tree);
+        }
+        if !more {
+            tracing::debug!("fs.changes: {n} directories watched in {:?}", t0.elapsed());
+            return;
+        }
+        drop(inner);
+        tokio::task::yield_now().await;
     }
 }
 

@@ -39,7 +39,7 @@ pub(crate) struct Tree {
 }
 
 impl Tree {
-    /// A new inotify instance for the tree at `root` (nothing watched yet; [`Tree::arm`]),
+    /// A new inotify instance for the tree at `root` (nothing watched yet; [`Tree::arm_root`]),
     /// publishing its watched directories in `watched`. On error, the syscall that failed.
     pub(crate) fn new(root: PathBuf, watched: Watched) -> Result<Self, (&'static str, io::Error)> {
         let rules = Rules {
@@ -49,6 +49,7 @@ impl Tree {
             noatime: true,
             skip: |_| false,
             read_buf: READ_BUF,
+            on_full: full_notice,
         };
         Ok(Tree {
             walker: Walker::new(root, rules, Some(watched))?,
@@ -60,9 +61,18 @@ impl Tree {
         self.walker.fd()
     }
 
-    /// Watch the root and every real directory under it; the error is the root's own.
-    pub(crate) fn arm(&mut self) -> io::Result<()> {
-        self.walker.add_tree(Path::new(""), None)
+    /// Watch the root (its error is returned) and queue the rest for [`Tree::arm_some`].
+    pub(crate) fn arm_root(&mut self) -> io::Result<()> {
+        self.walker.arm_root()
+    }
+
+    /// Watch up to `n` more directories, shallowest first; whether any remain.
+    pub(crate) fn arm_some(&mut self, n: usize) -> bool {
+        #[cfg(test)]
+        let held = super::test_hold::held;
+        #[cfg(not(test))]
+        let held = |_: &Path| false;
+        self.walker.arm_some(n, &held)
     }
 
     /// Read what is queued (up to one buffer) and apply it to the table.
@@ -126,4 +136,19 @@ impl Tree {
         }
         batch.paths.push(self.walker.abs(&rel));
     }
+}
+
+/// The one line (on the agent's stderr, which pii writes to its log, whatever the log level)
+/// saying that the watch limit left `dir` and other directories uncached.
+fn full_notice(dir: &Path, watched: usize) {
+    let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+        .map(|l| format!(" = {}", l.trim()))
+        .unwrap_or_default();
+    eprintln!(
+        "pi-bridge-agent: the inotify watch limit (fs.inotify.max_user_watches{limit}, for all of \
+         this user's processes) is reached with {watched} directories of the project watched; {} \
+         and the other directories left out are answered by a round trip every time, never from \
+         the cache",
+        dir.display()
+    );
 }

@@ -85,11 +85,11 @@ impl Fds {
                 }
             }
         };
-        let watched = s.changes.watched_parent(&p.path);
+        let covered = s.changes.covered(&p.path);
         let mut plain_path = false;
         let opened = slot.opened.get_or_init(|| {
             let (file, pin) = open_path(&s.sandbox, &p.path, &p.flags, p.mode)?;
-            plain_path = plain(watched, &pin, &p.path);
+            plain_path = plain(true, &pin, &p.path);
             Ok(Arc::new(Entry {
                 file,
                 append: p.flags.append,
@@ -108,11 +108,11 @@ impl Fds {
         };
         // Only the open that did the work knows the path was reached without a symlink; one
         // that creates or truncates changes what it would cache.
-        let cacheable = plain_path && !p.flags.mutates();
         let md = entry
             .file
             .metadata()
             .map_err(|e| os(&e, "fstat", &p.path))?;
+        let cacheable = plain_path && covered.stat(md.is_dir()) && !p.flags.mutates();
         let mut stat = to_stat(&md);
         stat.cache = cacheable;
         let ahead = if p.ahead > 0 && (p.flags.read || !p.flags.write) && md.is_file() {
