@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pi_bridge_tests::{copy_dir, llm, paths, pi_env, trace, DelayProxy, FakeLlm, Sshd, PI_ARGS};
-use serde_json::{json, Value};
+use serde_json::json;
 use stats::{fmt_med_p99, fmt_ms, fmt_ratio, median};
 
 type Samples = BTreeMap<String, Vec<f64>>;
@@ -102,7 +102,8 @@ fn parse_args() -> Result<Opts> {
                      first tool result, agent RSS and inotify watches, and correctness under a lowered max_user_watches.\n\
                      --first-line N: only pii start → first line, N runs per round trip.\n\
                      --only big: only the 100 MB read (bridge, pii --local, ssh cat) with CPU time per process.\n\
-                     --only pi: only the scripted pi session, plain local and through pii (5 runs each).\n\
+                     --only pi: only the scripted pi session, plain local and through pii (5 runs each), its round\n\
+                     trips by phase (start, each tool call, exit); BENCH_PII=<pii> measures another build.\n\
                      --only startup: only pi's start through pii: round trips (PI_BRIDGE_TRACE) and time, the\n\
                      first start (nothing learned) and 5 learned ones; BENCH_PII=<pii> measures another build.\n\
                      Run via `bash scripts/bench.sh` (root, release build, sshfs)."
@@ -1000,6 +1001,7 @@ fn main() -> Result<()> {
         return big_only(pii, &opts.rtts);
     }
     if opts.only_pi {
+        let pii = std::env::var_os("BENCH_PII").map_or(pii, PathBuf::from);
         return pi_only(pii, &opts.rtts);
     }
     if let Some(sizes) = &opts.only_scale {

@@ -9,13 +9,16 @@
 //! last its exit. A round trip is in the phase in which its answer arrived.
 
 /// One round trip of the trace.
+///
+/// `bg` ones (a read-only descriptor's close, the main connection's feed subscription) may
+/// answer in the phase after the one that sent them: nobody waits, so where they land is a race.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoundTrip {
     /// When it was sent, ms since the preload started.
     pub at: f64,
     /// How long its answer took, ms.
     pub took: f64,
-    /// `sync` or `async`.
+    /// `sync`, `async`, or `bg` (sent without anyone waiting for it: not on a critical path).
     pub kind: String,
     /// The protocol method, e.g. `fs.stat`.
     pub method: String,
@@ -71,7 +74,7 @@ pub fn phases(text: &str) -> Vec<(Phase, Vec<RoundTrip>)> {
         }
         let f: Vec<&str> = line.split_whitespace().collect();
         assert!(
-            f.len() >= 4 && (f[1] == "sync" || f[1] == "async"),
+            f.len() >= 4 && ["sync", "async", "bg"].contains(&f[1]),
             "trace: not a round trip line: {line:?}"
         );
         let what = if f.len() >= 5 {
