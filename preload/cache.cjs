@@ -10,7 +10,8 @@
 // and ENOENT/ENOTDIR errors), whole-file fs.read results up to MAX_READ bytes, and non-recursive
 // fs.readdir listings (flagged only when the directory itself is watched and was reached without
 // a symlink). Served from them: fs.stat (a non-symlink's stat answers lstat too, and the other
-// way round), fs.access with mode 0 (F_OK), fs.read at any offset of a cached whole file,
+// way round), fs.access with mode 0 (F_OK), and with R_OK when the remote user may read the
+// path by its owner bits (`ownerMayRead`), fs.read at any offset of a cached whole file,
 // fs.realpath of a path known not to be (or go through) a symlink, and fs.readdir (its listing,
 // or the ENOENT/ENOTDIR of its cached stat). Under a path cached as missing, everything is
 // missing. A listing lives on its directory's node as the directory's own entry: a change named
@@ -71,7 +72,18 @@ const state = {
   prefetchRel: null, // PII_SESSION `prefetch` (relative to the project root)
   prefetchRoot: null,
   prefetchSet: null, // the same, absolute, once the root is known: lookups that wait for it
+  uid: undefined, // the remote user's uid (session.info facts), once known
 };
+
+const R_OK = 4;
+
+// Whether the remote user `uid` may read what `st` describes by its owner bits alone (or is
+// root): then the kernel's access(R_OK) and read-only open grant it (ACLs never narrow the
+// owner's bits; a read-only mount does not stop reading). Anything else (group, other, a
+// refusal) is the agent's to answer.
+function ownerMayRead(st, uid) {
+  return typeof uid === 'number' && (uid === 0 || (st.uid === uid && (st.mode & 0o400) !== 0));
+}
 
 let receive = null; // worker_threads.receiveMessageOnPort, loaded with the first attach
 
@@ -246,7 +258,9 @@ function expectPrefetch(list) {
 }
 
 // index.cjs: the project root is known (the prefetch's relative paths are under it).
-function setRoot(root) {
+// The project root and the remote uid, from `session.info` (index.cjs).
+function setRoot(root, uid) {
+  if (typeof uid === 'number') state.uid = uid;
   if (typeof root === 'string') state.prefetchRoot = root;
   resolvePrefetch();
 }
@@ -303,6 +317,7 @@ function lookup(method, params) {
   let kind;
   if (method === 'fs.stat') kind = 'stat';
   else if (method === 'fs.access' && !params.mode) kind = 'access';
+  else if (method === 'fs.access' && params.mode === R_OK && state.uid !== undefined) kind = 'readable';
   else if (method === 'fs.read') kind = 'read';
   else if (method === 'fs.realpath') kind = 'realpath';
   else if (method === 'fs.readdir' && !params.recursive) kind = 'list';
@@ -325,6 +340,11 @@ function lookup(method, params) {
     } else if (kind === 'access') {
       const e = statEntry(n, true);
       if (e) out = e.ok ? { result: null } : { error: rpcError(e.err, 'access') };
+    } else if (kind === 'readable') {
+      // Granted by the owner bits, or missing: what the kernel answers; else ask the agent.
+      const e = statEntry(n, true);
+      if (e && e.ok && ownerMayRead(e.ok, state.uid)) out = { result: null };
+      else if (e && e.err) out = { error: rpcError(e.err, 'access') };
     } else if (kind === 'list') {
       // A cached failure of the path (ENOENT, or ENOTDIR on the way) is the listing's too.
       const e = statEntry(n, true);
@@ -530,6 +550,6 @@ function issue(method, params, feed = helperFeed) {
 // What a probing call (sync.cjs/rpc.cjs `probe`) answers for a cached failure.
 const MISSING = Symbol('pi-bridge: cached as missing');
 
-const api = { MISSING, state, counters, CTL, MAX_READ, MAX_ENTRIES, fdPaths, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find, expectPrefetch, setRoot };
+const api = { MISSING, state, counters, CTL, MAX_READ, MAX_ENTRIES, fdPaths, lookup, token, store, issue, apply, invalidate, clearAll, attach, poll, find, expectPrefetch, setRoot, ownerMayRead };
 globalThis[Symbol.for('pi-bridge.cache')] = counters;
 module.exports = api;

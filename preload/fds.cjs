@@ -99,6 +99,7 @@ function parseFlags(flags, mode, path) {
 let remoteUid; // the remote user's uid (session.info), once known; null: unknown
 function uid() {
   if (remoteUid !== undefined) return remoteUid;
+  if (cache.state.uid !== undefined) return (remoteUid = cache.state.uid);
   try {
     remoteUid = require('./sync.cjs').call('session.info', {}).facts.uid;
   } catch {
@@ -123,7 +124,7 @@ function predictable(path, f) {
   if (!st || (st.mode & S_IFMT) !== S_IFREG) return null;
   const me = uid();
   if (me === null || me === undefined) return null;
-  return me === 0 || (st.uid === me && (st.mode & 0o400)) ? st : null;
+  return cache.ownerMayRead(st, me) ? st : null;
 }
 
 // Node's mode argument (a number or an octal string, already validated) on the wire.

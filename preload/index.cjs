@@ -86,7 +86,7 @@ function fetchInfo(sync) {
       process.exit(1);
     }
     const root = info.facts.projectRoot;
-    require('./cache.cjs').setRoot(root);
+    require('./cache.cjs').setRoot(root, info.facts.uid);
     return { routes: [info.facts.sandboxRoot], cwd: root };
   }
 }

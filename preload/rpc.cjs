@@ -86,7 +86,7 @@ function subscribeFeed() {
   const s = socket;
   feedEpoch = 0;
   weak++;
-  feedReady = call('fs.changes', {}).then(
+  feedReady = send('fs.changes', {}, false, 'bg').then(
     () => {
       weak--;
       updateRef();
@@ -104,7 +104,7 @@ function settle(msg) {
   if (!p) return;
   pending.delete(msg.id);
   updateRef();
-  trace.end('async', p.method, p.params, p.started);
+  trace.end(p.kind, p.method, p.params, p.started);
   const answer = msg.error ? { error: msg.error } : { result: msg.result };
   cache.store(p.method, p.params, p.tok, answer);
   p.done(answer);
@@ -143,6 +143,16 @@ function connect() {
 
 // `probe`: as sync.cjs's call (a cached failure resolves to cache.MISSING).
 function call(method, params, probe) {
+  return send(method, params, probe, 'async');
+}
+
+// A call nobody waits for when it is sent (a close posted on, the feed subscription): traced as
+// `bg`, so a trace tells the round trips a caller waited for from those it did not.
+function post(method, params) {
+  return send(method, params, false, 'bg');
+}
+
+function send(method, params, probe, kind) {
   if (!session) return Promise.reject(transportError('not configured'));
   if (!socket) connect();
   const hit = cache.lookup(method, params);
@@ -151,7 +161,7 @@ function call(method, params, probe) {
   const id = nextId++;
   return new Promise((resolve, reject) => {
     const done = cache.issue(method, params, socketFeed);
-    pending.set(id, { resolve, reject, method, params, done, tok: cache.token(), started: trace.begin() });
+    pending.set(id, { resolve, reject, method, params, done, tok: cache.token(), started: trace.begin(), kind });
     updateRef();
     socket.write(encode(id, method, params));
   });
@@ -185,4 +195,4 @@ function unsubscribe(sid, method) {
   if (method) call(method, [sid]).catch(() => {});
 }
 
-module.exports = { configure, call, subscribe, unsubscribe, hold };
+module.exports = { configure, call, post, subscribe, unsubscribe, hold };

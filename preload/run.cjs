@@ -60,7 +60,7 @@ async function readRange(q) {
 
 function callAsync(method, params, probe) {
   if (method === '*post') {
-    rpc.call(...params).catch(() => {});
+    rpc.post(...params).catch(() => {});
     return undefined;
   }
   if (method === '*await') return params;

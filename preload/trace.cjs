@@ -1,7 +1,8 @@
 'use strict';
 // PI_BRIDGE_TRACE=<local file>: one line per round trip to the remote, to see what a slow link
 // costs and which calls a cache or prefetch could save:
-//   <ms since start> <sync|async> <method> <path or program> <ms taken>
+//   <ms since start> <sync|async|bg> <method> <path or program> <ms taken>
+// (`bg`: a call nobody waited for when it was sent, e.g. a read-only descriptor's close.)
 // Opened before the fs patches are installed (a local path, appended to). Off by default.
 
 const fs = require('fs');

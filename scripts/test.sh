@@ -41,7 +41,7 @@ lap "macOS check"
 # Every suite on the matrix's first cell (fixtures/matrix.json: what users run today); the
 # suites that run pi or compare with plain node on every other cell. Each cell puts its node
 # first on PATH (pii, the tests and `node --test` all find it there) and names its pi.
-CELL_SUITES=(--test e2e_pi --test interactive --test pi_tools --test trust --test boundary --test doctor --test pi_versions --test conformance --test conformance_watch)
+CELL_SUITES=(--test e2e_pi --test interactive --test pi_tools --test round_trips --test trust --test boundary --test doctor --test pi_versions --test conformance --test conformance_watch)
 mapfile -t cells < <(matrix_cells)
 
 # Name the test files: Node 20's `node --test DIR` would run every script under DIR, helpers too.

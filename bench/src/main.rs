@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use pi_bridge_tests::{copy_dir, llm, paths, pi_env, DelayProxy, FakeLlm, Sshd, PI_ARGS};
-use serde_json::{json, Value};
+use pi_bridge_tests::{copy_dir, llm, paths, pi_env, trace, DelayProxy, FakeLlm, Sshd, PI_ARGS};
+use serde_json::json;
 use stats::{fmt_med_p99, fmt_ms, fmt_ratio, median};
 
 type Samples = BTreeMap<String, Vec<f64>>;
@@ -102,7 +102,8 @@ fn parse_args() -> Result<Opts> {
                      first tool result, agent RSS and inotify watches, and correctness under a lowered max_user_watches.\n\
                      --first-line N: only pii start → first line, N runs per round trip.\n\
                      --only big: only the 100 MB read (bridge, pii --local, ssh cat) with CPU time per process.\n\
-                     --only pi: only the scripted pi session, plain local and through pii (5 runs each).\n\
+                     --only pi: only the scripted pi session, plain local and through pii (5 runs each), its round\n\
+                     trips by phase (start, each tool call, exit); BENCH_PII=<pii> measures another build.\n\
                      --only startup: only pi's start through pii: round trips (PI_BRIDGE_TRACE) and time, the\n\
                      first start (nothing learned) and 5 learned ones; BENCH_PII=<pii> measures another build.\n\
                      Run via `bash scripts/bench.sh` (root, release build, sshfs)."
@@ -393,28 +394,21 @@ impl Drop for Sshfs {
     }
 }
 
-fn pi_script() -> Value {
-    json!([
-        llm::tool("read", json!({"path": "src/hello.txt"})),
-        llm::tool(
-            "bash",
-            json!({"command": "ls; git status --short | head -5"})
-        ),
-        llm::tool(
-            "edit",
-            json!({"path": "notes.md", "edits": [{"oldText": "status: draft", "newText": "status: edited"}]})
-        ),
-        llm::tool(
-            "write",
-            json!({"path": "created/bench.txt", "content": "benchmark\n"})
-        ),
-        llm::text("BENCH-DONE"),
-    ])
-}
-
-/// Wall time of one scripted pi session: plain local (`cwd = Some(dir)`) or through pii.
-fn pi_session(env: &Env, cfg: Option<&Path>, local_dir: &Path) -> Result<f64> {
-    let llm = FakeLlm::start(pi_script());
+/// Wall time of one scripted pi session: plain local (`cwd = Some(dir)`) or through pii; with
+/// `trace`, pii's `PI_BRIDGE_TRACE` goes there, marked by the fake LLM's requests.
+fn pi_session(
+    env: &Env,
+    cfg: Option<&Path>,
+    local_dir: &Path,
+    trace: Option<&Path>,
+) -> Result<f64> {
+    let llm = match trace {
+        Some(t) => {
+            let _ = std::fs::remove_file(t);
+            FakeLlm::start_marking(trace::session_script(), t)
+        }
+        None => FakeLlm::start(trace::session_script()),
+    };
     let (_dir, vars) = pi_env(&llm);
     let mut args = vec!["-p", "do the scripted steps"];
     args.extend(PI_ARGS);
@@ -427,6 +421,9 @@ fn pi_session(env: &Env, cfg: Option<&Path>, local_dir: &Path) -> Result<f64> {
         }
     };
     cmd.envs(vars);
+    if let Some(t) = trace {
+        cmd.env("PI_BRIDGE_TRACE", t);
+    }
     let t = Instant::now();
     let out = output_ok(cmd, "pi session")?;
     let wall = ms(t.elapsed());
@@ -436,7 +433,29 @@ fn pi_session(env: &Env, cfg: Option<&Path>, local_dir: &Path) -> Result<f64> {
     Ok(wall)
 }
 
-/// `--only pi`: the scripted pi session, plain local and through pii, 5 runs each.
+/// A traced session's round trips by phase: `[(phase name, round trips)]`, start, each tool
+/// of [`trace::session_script`], exit.
+fn pi_phases(trace: &Path) -> Result<Vec<(String, Vec<trace::RoundTrip>)>> {
+    let text = std::fs::read_to_string(trace).with_context(|| format!("{}", trace.display()))?;
+    Ok(trace::phases(&text)
+        .into_iter()
+        .map(|(phase, rts)| (trace::session_phase_name(phase), rts))
+        .collect())
+}
+
+/// `start 3, read 1, …, exit 1 = N`.
+fn fmt_phases(phases: &[(String, Vec<trace::RoundTrip>)]) -> String {
+    let total: usize = phases.iter().map(|(_, r)| r.len()).sum();
+    let parts: Vec<String> = phases
+        .iter()
+        .map(|(n, r)| format!("{n} {}", r.len()))
+        .collect();
+    format!("{} = {total} round trips", parts.join(", "))
+}
+
+/// `--only pi`: the scripted pi session, plain local and through pii, 5 runs each; the round
+/// trips of each bridged session by phase (PI_BRIDGE_TRACE), listed in full for the first at
+/// each round trip (for all with `BENCH_LIST_ALL=1`).
 fn pi_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
     let env = Env::plain(pii)?;
     let project = env.local_project.path().join("project");
@@ -447,7 +466,7 @@ fn pi_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
     ));
     let mut local = vec![];
     for _ in 0..5 {
-        local.push(pi_session(&env, None, &project)?);
+        local.push(pi_session(&env, None, &project, None)?);
         sh(&format!(
             "cd {} && rm -rf created && git checkout -q notes.md",
             project.display()
@@ -455,13 +474,25 @@ fn pi_only(pii: PathBuf, rtts: &[u64]) -> Result<()> {
     }
     println!("local pi session: {}", fmt_med_p99(&local));
     first_line(&env, env.sshd.ssh_config())?;
+    let trace = env.local_project.path().join("pi-trace.txt");
     for &rtt in rtts {
+        let mut listed = false;
         let proxy = DelayProxy::start(env.sshd.addr(), Duration::from_micros(rtt * 500));
         let cfg = env.sshd.ssh_config_via(proxy.port());
         let mut xs = vec![];
         for _ in 0..5 {
-            xs.push(pi_session(&env, Some(&cfg), Path::new("/"))?);
+            xs.push(pi_session(&env, Some(&cfg), Path::new("/"), Some(&trace))?);
             reset_pi_changes_remote(&env.sshd);
+            let phases = pi_phases(&trace)?;
+            println!("+{rtt} ms: {}", fmt_phases(&phases));
+            if !listed || std::env::var_os("BENCH_LIST_ALL").is_some() {
+                listed = true;
+                for (name, rts) in &phases {
+                    for rt in rts {
+                        println!("  {name}: {rt}");
+                    }
+                }
+            }
         }
         println!("+{rtt} ms: pi session through pii: {}", fmt_med_p99(&xs));
     }
@@ -1043,6 +1074,7 @@ fn main() -> Result<()> {
         return big_only(pii, &opts.rtts);
     }
     if opts.only_pi {
+        let pii = std::env::var_os("BENCH_PII").map_or(pii, PathBuf::from);
         return pi_only(pii, &opts.rtts);
     }
     if let Some(sizes) = &opts.only_scale {
@@ -1107,6 +1139,7 @@ fn main() -> Result<()> {
             &env,
             None,
             &env.local_project.path().join("project"),
+            None,
         )?);
         sh(&format!(
             "cd {} && rm -rf created && git checkout -q notes.md",
@@ -1154,7 +1187,7 @@ fn main() -> Result<()> {
         eprintln!("   sshfs done");
         for _ in 0..3 {
             run.pi_bridge
-                .push(pi_session(&env, Some(&cfg), Path::new("/"))?);
+                .push(pi_session(&env, Some(&cfg), Path::new("/"), None)?);
             reset_pi_changes_remote(&env.sshd);
         }
         for _ in 0..5 {

@@ -75,6 +75,30 @@ test('unit: nothing is cached before the helper feed is live, flagged answers ar
   assert.strictEqual(cache.lookup('fs.stat', { path: '/p/c', lstat: false }), undefined);
 });
 
+test('unit: access R_OK is answered when the owner bits grant it to the remote user, else asked', () => {
+  const { cache, live } = freshCache();
+  live(1);
+  cache.setRoot('/p', 1000);
+  const put = (p, st) => roundTrip(cache, 'fs.stat', { path: p, lstat: false }, st);
+  put('/p/mine', { result: stat(FILE, { uid: 1000 }) }); // 0644, mine: readable
+  put('/p/noread', { result: stat(0o100244, { uid: 1000 }) }); // mine, no owner read bit
+  put('/p/theirs', { result: stat(FILE, { uid: 1001 }) }); // other's, group/other bits: ask
+  put('/p/gone', { error: enoent('/p/gone') });
+  const rok = (p) => cache.lookup('fs.access', { path: p, mode: 4 });
+  assert.deepStrictEqual(rok('/p/mine'), { result: null });
+  assert.strictEqual(rok('/p/noread'), undefined);
+  assert.strictEqual(rok('/p/theirs'), undefined);
+  assert.strictEqual(rok('/p/gone').error.data.code, 'ENOENT');
+  assert.strictEqual(rok('/p/gone').error.data.syscall, 'access');
+  // W_OK and X_OK are always the agent's (a read-only mount, an immutable file: not in a stat)
+  assert.strictEqual(cache.lookup('fs.access', { path: '/p/mine', mode: 6 }), undefined);
+  assert.strictEqual(cache.lookup('fs.access', { path: '/p/mine', mode: 1 }), undefined);
+  // root reads anything
+  cache.setRoot('/p', 0);
+  assert.deepStrictEqual(rok('/p/theirs'), { result: null });
+  assert.deepStrictEqual(rok('/p/noread'), { result: null });
+});
+
 test('unit: negative entries answer stat, lstat and access with their own syscall', () => {
   const { cache, live } = freshCache();
   live(1);

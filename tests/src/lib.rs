@@ -14,6 +14,7 @@ pub mod pi;
 pub mod pii;
 pub mod proxy;
 pub mod sshd;
+pub mod trace;
 
 pub use llm::FakeLlm;
 pub use pi::{local_pi, models_json, pi_env, prompt_cwd, PI_ARGS};

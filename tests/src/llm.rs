@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -78,6 +78,17 @@ impl FakeLlm {
     /// `{"tool_calls": […]}` / `"delay_ms"` steps as `server.mjs` documents), and waits until it
     /// listens.
     pub fn start(script: Value) -> FakeLlm {
+        FakeLlm::spawn(script, None)
+    }
+
+    /// [`FakeLlm::start`], appending `llm request <step>` to `mark` as each request arrives
+    /// (`FAKE_LLM_MARK`): given pi-bridge's `PI_BRIDGE_TRACE` file, it splits the round trips
+    /// there into pi's start, each step's tool calls and the exit ([`crate::trace`]).
+    pub fn start_marking(script: Value, mark: &Path) -> FakeLlm {
+        FakeLlm::spawn(script, Some(mark))
+    }
+
+    fn spawn(script: Value, mark: Option<&Path>) -> FakeLlm {
         assert!(
             script.is_array(),
             "FakeLlm::start wants a JSON array of steps, got {script}"
@@ -92,7 +103,11 @@ impl FakeLlm {
         fs::write(&script_path, script.to_string()).unwrap();
         fs::write(&record, "").unwrap();
         let server = paths::fake_llm_server();
-        let mut child = Command::new(paths::node())
+        let mut cmd = Command::new(paths::node());
+        if let Some(mark) = mark {
+            cmd.env("FAKE_LLM_MARK", mark);
+        }
+        let mut child = cmd
             .arg(&server)
             .arg(&script_path)
             .arg(&record)
