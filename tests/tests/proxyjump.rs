@@ -2,6 +2,9 @@
 //! default) through a jump host, once with `-J` and once with `ProxyJump` in the ssh config file.
 //! Both sshd fixtures run here, each with its own private home; the bytes a script writes land in
 //! the target's project only, and the jump host's log shows the login that carried them.
+//! Each run keeps its connection (pii's `controlPersist` master) in a runtime directory of its
+//! own, so the second run logs in afresh through the jump host; the masters are stopped at the
+//! end, and then no ssh of either run may be left.
 
 use std::path::Path;
 
@@ -17,7 +20,7 @@ const branch = execFileSync('git', ['rev-parse', '--abbrev-ref', 'HEAD'], { enco
 console.log(`cwd=${process.cwd()} branch=${branch} files=${fs.readdirSync('.').sort().join(',')}`);
 "#;
 
-fn run(config: &Path, dest: &str, jump: Option<&str>, tag: &str) -> String {
+fn run(config: &Path, runtime: &Path, dest: &str, jump: Option<&str>, tag: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let script = dir.path().join("tool.js");
     std::fs::write(&script, SCRIPT).unwrap();
@@ -35,6 +38,7 @@ fn run(config: &Path, dest: &str, jump: Option<&str>, tag: &str) -> String {
         .arg(&script)
         .arg("--")
         .arg(tag)
+        .env("XDG_RUNTIME_DIR", runtime)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
@@ -47,6 +51,27 @@ fn run(config: &Path, dest: &str, jump: Option<&str>, tag: &str) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The master sockets pii made under the runtime directory `runtime`.
+fn masters(runtime: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(runtime.join("pi-bridge/cm"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Ask every master under `runtime` to exit.
+fn stop_masters(config: &Path, runtime: &Path) {
+    for socket in masters(runtime) {
+        let _ = std::process::Command::new("ssh")
+            .arg("-F")
+            .arg(config)
+            .arg("-S")
+            .arg(&socket)
+            .args(["-O", "exit", "unused"])
+            .stdin(std::process::Stdio::null())
+            .output();
+    }
 }
 
 fn logins(sshd: &Sshd) -> usize {
@@ -95,10 +120,17 @@ fn pii_reaches_a_locked_down_host_through_a_jump_host() {
         .unwrap();
     assert!(!refused.status.success(), "the target allowed forwarding");
 
+    let runtimes: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
     let before = logins(&jump);
     let project = target.project().to_string();
     let dest = format!("{}:{project}", target.alias());
-    let out = run(&config, &dest, Some(jump.alias()), "dash-j");
+    let out = run(
+        &config,
+        runtimes[0].path(),
+        &dest,
+        Some(jump.alias()),
+        "dash-j",
+    );
     assert!(
         out.contains(&format!(
             "cwd={project} branch=behind-bastion files=.git,.gitignore,AGENTS.md,dash-j.txt,"
@@ -115,6 +147,7 @@ fn pii_reaches_a_locked_down_host_through_a_jump_host() {
     let before = logins(&jump);
     let out = run(
         &config,
+        runtimes[1].path(),
         &format!("{via}:{project}"),
         None,
         "proxyjump-config",
@@ -129,7 +162,17 @@ fn pii_reaches_a_locked_down_host_through_a_jump_host() {
         "ProxyJump from the config file did not use the jump host"
     );
 
-    // Nothing landed on the jump host, and no ssh is left behind.
+    // Nothing landed on the jump host; each run kept its connection (through the jump host) and
+    // nothing else: once the masters are stopped, no ssh is left behind.
     assert!(!jump.remote_exists(&format!("{}/bastion/dash-j.txt", jump.remote_home())));
-    assert!(local_processes_matching(jump.alias()).is_empty());
+    for r in &runtimes {
+        assert_eq!(masters(r.path()).len(), 1, "one kept connection per run");
+        stop_masters(&config, r.path());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !local_processes_matching(jump.alias()).is_empty() && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(local_processes_matching(jump.alias()), Vec::<String>::new());
 }
