@@ -316,6 +316,17 @@ fn sh_child(home: &Path, script: &str) -> Child {
         .unwrap()
 }
 
+/// [`bootstrap`] of `script` run by `sh` in `home`, as the tests call it (no ssh, quiet, [`NONCE`]).
+#[cfg(target_os = "linux")]
+async fn bootstrap_sh(
+    home: &Path,
+    script: &str,
+    known: &[Upload],
+    agent: Option<&Path>,
+) -> Result<Connected, InstallError> {
+    bootstrap(sh_child(home, script), known, agent, "test", false, NONCE).await
+}
+
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn pii_uploads_through_the_bootstrap() {
@@ -331,16 +342,9 @@ async fn pii_uploads_through_the_bootstrap() {
         size,
     }];
     let script = bootstrap_script(&[(u, dir_name(&sha), size)]);
-    let (mut child, _reader, _tail) = bootstrap(
-        sh_child(home.path(), &script),
-        &known,
-        None,
-        "test",
-        false,
-        NONCE,
-    )
-    .await
-    .unwrap();
+    let (mut child, _reader, _tail) = bootstrap_sh(home.path(), &script, &known, None)
+        .await
+        .unwrap();
     let installed = home
         .path()
         .join(".cache/pi-bridge/agent")
@@ -350,16 +354,9 @@ async fn pii_uploads_through_the_bootstrap() {
     drop(child.stdin.take());
     assert!(child.wait().await.unwrap().success());
     // Second time: no upload needed (an empty table would still find it).
-    let (mut child, _r, _t) = bootstrap(
-        sh_child(home.path(), &bootstrap_script(&[])),
-        &[],
-        None,
-        "test",
-        false,
-        NONCE,
-    )
-    .await
-    .unwrap();
+    let (mut child, _r, _t) = bootstrap_sh(home.path(), &bootstrap_script(&[]), &[], None)
+        .await
+        .unwrap();
     drop(child.stdin.take());
     child.wait().await.unwrap();
 }
@@ -368,13 +365,11 @@ async fn pii_uploads_through_the_bootstrap() {
 #[tokio::test]
 async fn no_binary_for_the_arch_says_how_to_build_one() {
     let home = tempfile::tempdir().unwrap();
-    let e = match bootstrap(
-        sh_child(home.path(), &bootstrap_script(&[])),
+    let e = match bootstrap_sh(
+        home.path(),
+        &bootstrap_script(&[]),
         &[],
         Some(Path::new("/nonexistent/agent")),
-        "test",
-        false,
-        NONCE,
     )
     .await
     {
@@ -447,16 +442,7 @@ async fn an_agent_of_another_release_is_never_uploaded() {
             size,
         }];
         let script = bootstrap_script(&[(u.clone(), dir_name(&sha), size)]);
-        let e = match bootstrap(
-            sh_child(home.path(), &script),
-            &known,
-            None,
-            "test",
-            false,
-            NONCE,
-        )
-        .await
-        {
+        let e = match bootstrap_sh(home.path(), &script, &known, None).await {
             Err(e) => e.to_string(),
             Ok(_) => panic!("{name} was uploaded and answered"),
         };
