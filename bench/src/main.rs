@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
+use pi_bridge_tests::pii::stop_masters;
 use pi_bridge_tests::{copy_dir, llm, paths, pi_env, trace, DelayProxy, FakeLlm, Sshd, PI_ARGS};
 use serde_json::json;
 use stats::{fmt_med_p99, fmt_ms, fmt_ratio, median};
@@ -608,7 +609,7 @@ fn first_line_only(pii: PathBuf, rtts: &[u64], n: usize) -> Result<()> {
         let warm = (0..n)
             .map(|_| first_line_in(&env, &cfg, &Master::Kept(kept.path())))
             .collect::<Result<Vec<_>>>()?;
-        stop_masters(&env, kept.path());
+        stop_masters(kept.path());
         let mux = first_line_mux(&env, &cfg, n)?;
         println!(
             "+{rtt} ms: pii start → first line ({n} runs): no master {}; starting pii's master {}; \
@@ -880,27 +881,9 @@ fn first_line_in(env: &Env, cfg: &Path, m: &Master) -> Result<f64> {
     }
     let dt = time_first_line(cmd)?;
     if matches!(m, Master::Fresh) {
-        stop_masters(env, dir.path());
+        stop_masters(dir.path());
     }
     Ok(dt)
-}
-
-/// `ssh -O exit` to every master socket under the runtime directory `run`.
-fn stop_masters(env: &Env, run: &Path) {
-    let Ok(d) = std::fs::read_dir(run.join("pi-bridge/cm")) else {
-        return;
-    };
-    for e in d.flatten() {
-        let _ = Command::new("ssh")
-            .arg("-S")
-            .arg(e.path())
-            .args(["-O", "exit"])
-            .arg(env.sshd.alias())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
 }
 
 /// [`first_line`] for a user whose ssh config shares connections (ControlMaster): a master is
@@ -1240,7 +1223,7 @@ fn main() -> Result<()> {
             run.first_line_kept
                 .push(first_line_in(&env, &cfg, &Master::Kept(kept.path()))?);
         }
-        stop_masters(&env, kept.path());
+        stop_masters(kept.path());
         run.first_line_mux = first_line_mux(&env, &cfg, 5)?;
         eprintln!("   pi and first line done");
         runs.push(run);

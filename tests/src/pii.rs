@@ -71,6 +71,29 @@ pub fn assert_success(what: &str, out: &Output, log: &Path) {
     }
 }
 
+/// The ssh master sockets pii keeps (`controlPersist`) under the runtime directory `runtime`
+/// (pii's `$XDG_RUNTIME_DIR`).
+pub fn masters(runtime: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(runtime.join("pi-bridge/cm"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// `ssh -O exit` to every master under `runtime` ([`masters`]); the host name is not used
+/// with `-S`.
+pub fn stop_masters(runtime: &Path) {
+    for socket in masters(runtime) {
+        let _ = Command::new("ssh")
+            .arg("-S")
+            .arg(&socket)
+            .args(["-O", "exit", "pi-bridge-master"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// Local processes whose command line contains `needle` (excluding this test process).
 pub fn local_processes_matching(needle: &str) -> Vec<String> {
     let me = std::process::id();

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use pi_bridge_tests::pii::{assert_success, local_processes_matching};
+use pi_bridge_tests::pii::{assert_success, local_processes_matching, masters, stop_masters};
 use pi_bridge_tests::{paths, Sshd};
 
 const SCRIPT: &str = r#"
@@ -51,27 +51,6 @@ fn run(config: &Path, runtime: &Path, dest: &str, jump: Option<&str>, tag: &str)
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The master sockets pii made under the runtime directory `runtime`.
-fn masters(runtime: &Path) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(runtime.join("pi-bridge/cm"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default()
-}
-
-/// Ask every master under `runtime` to exit.
-fn stop_masters(config: &Path, runtime: &Path) {
-    for socket in masters(runtime) {
-        let _ = std::process::Command::new("ssh")
-            .arg("-F")
-            .arg(config)
-            .arg("-S")
-            .arg(&socket)
-            .args(["-O", "exit", "unused"])
-            .stdin(std::process::Stdio::null())
-            .output();
-    }
 }
 
 fn logins(sshd: &Sshd) -> usize {
@@ -167,7 +146,7 @@ fn pii_reaches_a_locked_down_host_through_a_jump_host() {
     assert!(!jump.remote_exists(&format!("{}/bastion/dash-j.txt", jump.remote_home())));
     for r in &runtimes {
         assert_eq!(masters(r.path()).len(), 1, "one kept connection per run");
-        stop_masters(&config, r.path());
+        stop_masters(r.path());
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !local_processes_matching(jump.alias()).is_empty() && std::time::Instant::now() < deadline
