@@ -37,6 +37,9 @@ function components(abs) {
 function isHidden(p) {
   const g = state.gate;
   if (g === null || typeof p !== 'string') return false;
+  // Every component of a normalised absolute path is a substring of it: no config dir's name in
+  // the string, nothing to hide (the common case, without resolving the path).
+  if (p.startsWith('/') && !g.configDirs.some((d) => p.includes(d))) return false;
   const c = components(p);
   for (let i = 0; i + 1 < c.length; i++) if (g.configDirs.includes(c[i]) && g.hidden.includes(c[i + 1])) return true;
   return false;
@@ -59,9 +62,20 @@ function hiddenIn(params) {
 
 // fs.readdir results ({entries}): drop entries (names relative to the listed dir, `a/b` when
 // recursive) that are hidden. A new object: the one given may be the cache's.
+// The dir's own components are split once: a plain name (no `/`, not `.` or `..`: what a
+// non-recursive listing holds) is hidden when the dir is, or when the dir is a config dir and the
+// name one of its hidden entries. Any other name (recursive `a/b`, or something odd from the
+// remote) is joined and checked whole. Listings are the hot path of a cached `readdirSync`.
 function filterEntries(dir, result) {
   if (!result || !Array.isArray(result.entries)) throw new Error('pi-bridge: fs.readdir answered without entries');
-  return { ...result, entries: result.entries.filter((e) => !(e && typeof e.name === 'string' && isHidden(path.join(dir, e.name)))) };
+  const g = state.gate;
+  if (g === null) return { ...result, entries: result.entries.slice() };
+  const c = components(dir);
+  const dirHidden = isHidden(dir);
+  const configDir = c.length > 0 && g.configDirs.includes(c[c.length - 1]);
+  const plainHidden = (name) => dirHidden || (configDir && g.hidden.includes(name));
+  const hidden = (name) => (name.includes('/') || name === '.' || name === '..' || name === '' ? isHidden(path.join(dir, name)) : plainHidden(name));
+  return { ...result, entries: result.entries.filter((e) => !(e && typeof e.name === 'string' && hidden(e.name))) };
 }
 
 // Wrap one operation's generator: refuse hidden paths, filter listings.
@@ -209,4 +223,4 @@ function installWatch(fs, fsp) {
   };
 }
 
-module.exports = { install, installWatch, isHidden, isSettings, state };
+module.exports = { install, installWatch, isHidden, isSettings, filterEntries, state };
