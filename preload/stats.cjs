@@ -57,29 +57,31 @@ function shape(bigint) {
     throw new Error(`pi-bridge: this Node's fs.Stats has fields the bridge does not know (${unknown.join(', ')}); refusing to build remote stats without them`);
   }
   const symbols = symbolFields(real, bigint ? real : statSync(__filename, { bigint: true }));
-  shapes[kind] = { proto, keys, symbols, dates: new Set(TIMES.filter((t) => !hasAccessor(proto, t))) };
+  const dates = new Set(TIMES.filter((t) => !hasAccessor(proto, t)));
+  // The own fields to set, in order, each with how to compute it: decided once per shape, since
+  // a cached statSync builds one of these per call.
+  const fields = keys.filter((k) => !(TIMES.includes(k) && !dates.has(k))).map((k) => [k, field(k, bigint)]);
+  shapes[kind] = { proto, keys, symbols, dates, fields };
   return shapes[kind];
 }
 
-// The value of Stats field `k` for the wire stat `s`.
-function field(s, k, bigint) {
-  if (NUMBERS.includes(k)) return bigint ? BigInt(s[k]) : Number(s[k]);
+// How to compute Stats field `k` from a wire stat `s`.
+function field(k, bigint) {
+  if (NUMBERS.includes(k)) return bigint ? (s) => BigInt(s[k]) : (s) => Number(s[k]);
   const t = k.replace(/(Ms|Ns)$/, '');
-  const [sec, nsec] = s[t];
-  if (k.endsWith('Ns')) return BigInt(sec) * 1_000_000_000n + BigInt(nsec);
-  if (k.endsWith('Ms')) return bigint ? BigInt(sec) * 1000n + BigInt(nsec) / 1_000_000n : sec * 1e3 + nsec / 1e6;
+  if (k.endsWith('Ns')) return (s) => BigInt(s[t][0]) * 1_000_000_000n + BigInt(s[t][1]);
+  if (k.endsWith('Ms')) {
+    return bigint ? (s) => BigInt(s[t][0]) * 1000n + BigInt(s[t][1]) / 1_000_000n : (s) => s[t][0] * 1e3 + s[t][1] / 1e6;
+  }
   // A Date own property (Node 20): Node's dateFromMs rounds the milliseconds.
-  const ms = bigint ? Number(BigInt(sec) * 1000n + BigInt(nsec) / 1_000_000n) : sec * 1e3 + nsec / 1e6;
-  return new Date(Math.round(ms));
+  const ms = bigint ? (s) => Number(BigInt(s[t][0]) * 1000n + BigInt(s[t][1]) / 1_000_000n) : (s) => s[t][0] * 1e3 + s[t][1] / 1e6;
+  return (s) => new Date(Math.round(ms(s)));
 }
 
 function makeStats(s, bigint) {
-  const { proto, keys, symbols, dates } = shape(!!bigint);
+  const { proto, symbols, fields } = shape(!!bigint);
   const st = Object.create(proto);
-  for (const k of keys) {
-    if (TIMES.includes(k) && !dates.has(k)) continue; // never an own property on this Node
-    st[k] = field(s, k, !!bigint);
-  }
+  for (const [k, f] of fields) st[k] = f(s);
   for (const [sym, t] of symbols) {
     Object.defineProperty(st, sym, { value: s[t][1], writable: true, configurable: true, enumerable: false });
   }
