@@ -201,8 +201,10 @@ fn a_wrong_token_executes_nothing_and_the_right_one_does() {
     let dir = tempfile::tempdir().unwrap();
     let marker = format!("token-test-{}", std::process::id());
     let script: PathBuf = dir.path().join(format!("{marker}.cjs"));
-    // Keeps the session open while the test talks to the endpoint.
-    std::fs::write(&script, "setTimeout(() => {}, 20000);\n").unwrap();
+    // Keeps the session open while the test talks to the endpoint: longer than the right
+    // token's answer may take (90 s below; on a loaded machine the debug agent's upload alone
+    // took over 20 s, and pii ends a session whose node has exited).
+    std::fs::write(&script, "setTimeout(() => {}, 120000);\n").unwrap();
     let log = dir.path().join("pii.log");
     let mut child = pii_ssh(&sshd, &log, &script, &[], &[]).spawn().unwrap();
     let node = find_node(
