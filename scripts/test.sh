@@ -53,16 +53,28 @@ run_cell() { # pi node scope(all|cell)
   # shellcheck disable=SC2155 # cell_node_bin cannot fail once ensure_matrix ran
   local -x PATH="$(cell_node_bin "$node"):$PATH" PI_BRIDGE_PI="$pi" PI_BRIDGE_NODE="$node"
   section "pi $pi on node $(node --version): ${scope} suites"
+  # The preload's tests (~35 s, mostly waiting on child processes, 4 files at a time) run beside
+  # the cargo suites; their output is printed after them, and either failing fails the cell.
+  local preload_log preload_pid preload_rc=0 rc=0
+  preload_log="$(mktemp)"
+  timeout --kill-after=10 10m node --test --test-concurrency=4 "${preload_tests[@]}" >"$preload_log" 2>&1 &
+  preload_pid=$!
   # cargo-nextest runs the tests of all binaries side by side (.config/nextest.toml: 4 at a
-  # time, load.rs alone); doctests are cargo test's.
+  # time, load.rs in two of the slots); doctests are cargo test's.
   if [[ "$scope" == all ]]; then
-    timeout --kill-after=30 20m cargo nextest run --workspace --no-fail-fast
-    timeout --kill-after=30 5m cargo test --workspace --doc
+    timeout --kill-after=30 20m cargo nextest run --workspace --no-fail-fast || rc=$?
+    ((rc)) || timeout --kill-after=30 5m cargo test --workspace --doc || rc=$?
   else
-    timeout --kill-after=30 10m cargo nextest run -p pi-bridge-tests --no-fail-fast "${CELL_SUITES[@]}"
+    timeout --kill-after=30 10m cargo nextest run -p pi-bridge-tests --no-fail-fast "${CELL_SUITES[@]}" || rc=$?
   fi
-  # The preload's tests mostly wait on child processes: run 4 files at a time.
-  timeout --kill-after=10 10m node --test --test-concurrency=4 "${preload_tests[@]}"
+  wait "$preload_pid" || preload_rc=$?
+  echo "-- the preload's tests (node --test):"
+  cat "$preload_log"
+  rm -f "$preload_log"
+  if ((rc || preload_rc)); then
+    echo "pi $pi on node $node: cargo suites exit $rc, preload tests exit $preload_rc" >&2
+    exit 1
+  fi
   lap "pi $pi on node $node"
 }
 
