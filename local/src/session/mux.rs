@@ -9,6 +9,7 @@
 use super::link::{self, Link, LinkEvents, Reconnect, Timing, WriterMsg};
 use super::watchdog;
 use protocol::frame::Frame;
+use protocol::hops::STAMPS;
 use protocol::methods::SessionAck;
 use protocol::rpc::{ErrorObject, Id, Message, Notification, Request, Response, SubscriptionId};
 use protocol::session::{AckParams, SessionTicket, ACK_EVERY};
@@ -224,6 +225,12 @@ impl Inner {
             ),
             None => (None, sink),
         };
+        if STAMPS.on() {
+            let client = direct.as_ref().map(|(_, c)| c).or(sub.as_ref().map(|s| &s.client_id));
+            if let Some(c) = client.and_then(Id::as_u64) {
+                STAMPS.stamp_at(id, "client", c);
+            }
+        }
         {
             let mut st = self.lock();
             if let Some(why) = &st.dead {
@@ -239,7 +246,10 @@ impl Inner {
                 Some(out) => {
                     let keep = if idempotent { bytes.clone() } else { vec![] };
                     match out.send(WriterMsg::Frame(bytes)) {
-                        Ok(()) => (keep, Some(st.gen)),
+                        Ok(()) => {
+                            STAMPS.stamp(id, "mux_send");
+                            (keep, Some(st.gen))
+                        }
                         Err(mpsc::error::SendError(WriterMsg::Frame(b))) => (b, None),
                         Err(_) => (keep, None),
                     }
@@ -264,6 +274,7 @@ impl Inner {
             Some(t) => tokio::time::timeout(t, rx).await.ok(),
             None => Some(rx.await),
         };
+        STAMPS.stamp(id, "call_woke");
         match result {
             Some(Ok(reply)) => reply,
             Some(Err(_)) => Reply::error(ErrorCode::ConnectionLost, "connection to the agent lost"),
@@ -452,6 +463,7 @@ impl Inner {
             tracing::warn!("agent sent a response with an unknown id: {}", r.id.get());
             return;
         };
+        STAMPS.stamp(id, "link_read");
         let mut st = self.lock();
         let Some(p) = st.pending.remove(&id) else {
             tracing::debug!("response for id {id} nobody waits for (timed out?)");
