@@ -135,6 +135,7 @@ function exchange(method, params) {
         continue;
       }
       if (hop) hop.stamp(id, 'm_got');
+      if (msg.line !== undefined) return answerOf(id, msg.line); // worker.cjs ANSWER
       return msg.error ? { id, error: msg.error } : { id, result: msg.result };
     }
     if (Atomics.load(ctl, 1)) throw fail('connection to pii closed');
@@ -142,6 +143,17 @@ function exchange(method, params) {
       throw transportError(`${method} got no answer within ${timeoutMs} ms`, 'ETIMEDOUT');
     }
   }
+}
+
+// An answer line the helper passed on unparsed: {id, result} or {id, error}.
+function answerOf(id, line) {
+  let a;
+  try {
+    a = JSON.parse(line);
+  } catch (e) {
+    throw transportError(`pii sent an answer that is not JSON (${e.message})`);
+  }
+  return a.error ? { id, error: a.error } : { id, result: a.result };
 }
 
 // Post a request to the helper without waiting for its answer (the next call drops it as stale);

@@ -175,7 +175,22 @@ function onChange(msg) {
   }
 }
 
+// A plain JSON answer to one of the main thread's calls, as pii writes it (protocol::rpc: the
+// envelope's members in this order, the client's numeric id): its id, else null.
+const ANSWER = /^\{"jsonrpc":"2\.0","id":(\d{1,15}),"(?:result|error)":/;
+
 const splitter = new LineSplitter((line, payload) => {
+  // The main thread's answers go over as the line itself, parsed there once (not parsed here,
+  // then cloned as an object and rebuilt there): the helper only reads the id.
+  const plain = payload === undefined ? ANSWER.exec(line) : null;
+  if (plain) {
+    const id = Number(plain[1]);
+    if (hop) {
+      hop.stamp(id, 'h_data', dataAt);
+      hop.stamp(id, 'h_post');
+    }
+    return reply({ id, line });
+  }
   let msg;
   try {
     msg = parseMessage(line, payload);
