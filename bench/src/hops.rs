@@ -40,7 +40,10 @@ pub fn hops_only(pii: PathBuf, rtts: &[u64], n: usize) -> Result<()> {
             std::fs::write(dir.join(format!("floor-{rtt}.txt")), fl.concat())?;
         }
         if missing > 0 {
-            println!("(incomplete calls: the first lacks `{}`)", first.unwrap_or_default());
+            println!(
+                "(incomplete calls: the first lacks `{}`)",
+                first.unwrap_or_default()
+            );
         }
         print_table(rtt, &fl, &measured, missing);
     }
@@ -68,7 +71,9 @@ fn print_table(rtt: u64, floor: &[f64], calls: &[Call], missing: usize) {
                 *w += x;
             }
         }
-        let what = HOPS.get(k + 1).map_or("preload main: call returns", |h| h.1);
+        let what = HOPS
+            .get(k + 1)
+            .map_or("preload main: call returns", |h| h.1);
         println!(
             "| {} → {} | {what} | {:.0} | {:.0} |",
             pair[0],

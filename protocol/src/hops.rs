@@ -136,7 +136,10 @@ mod tests {
             frame_id(br#"{"jsonrpc":"2.0","id":42,"result":{}}"#),
             Some(42)
         );
-        assert_eq!(frame_id(br#"{"jsonrpc":"2.0","id":"h1","result":{}}"#), None);
+        assert_eq!(
+            frame_id(br#"{"jsonrpc":"2.0","id":"h1","result":{}}"#),
+            None
+        );
         assert_eq!(frame_id(br#"{"jsonrpc":"2.0","method":"x"}"#), None);
         assert_eq!(frame_id(b""), None);
     }
@@ -157,10 +160,7 @@ mod tests {
             "w",
         );
         let got: Vec<(u64, String)> = r.take().into_iter().map(|s| (s.id, s.hop)).collect();
-        assert_eq!(
-            got,
-            [(1, "a".into()), (2, "w".into()), (3, "w".into())]
-        );
+        assert_eq!(got, [(1, "a".into()), (2, "w".into()), (3, "w".into())]);
         assert!(r.take().is_empty());
     }
 

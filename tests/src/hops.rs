@@ -10,19 +10,23 @@
 use std::collections::HashMap;
 
 /// The hops of one blocking call, in the order it passes them: (stamp, who stamps it).
-pub const HOPS: [(&str, &str); 16] = [
+pub const HOPS: [(&str, &str); 14] = [
     ("m_post", "preload main: request posted to the helper"),
     ("h_recv", "helper: request received"),
-    ("h_write", "helper: request encoded, written to pii's socket"),
+    (
+        "h_write",
+        "helper: request encoded, written to pii's socket",
+    ),
     ("ep_read", "pii endpoint: frame read"),
     ("mux_send", "pii mux: handed to the link writer"),
     ("link_write", "pii link writer: writing to ssh"),
     ("ag_read", "agent: frame read"),
     ("ag_done", "agent: handler done"),
     ("ag_write", "agent: answer being written to ssh"),
-    ("link_read", "pii link reader: answer read"),
-    ("call_woke", "pii: the call's task woke"),
-    ("ep_queue", "pii endpoint: answer queued"),
+    (
+        "link_read",
+        "pii link reader: answer read, put in the client's queue",
+    ),
     ("ep_write", "pii endpoint: answer being written"),
     ("h_data", "helper: answer bytes arrived"),
     ("h_post", "helper: answer parsed, posting, waking main"),
@@ -118,8 +122,7 @@ pub fn calls(text: &str) -> (Vec<Call>, usize, Option<String>) {
         let mut at = vec![];
         for (hop, _) in HOPS {
             let key = match hop {
-                "mux_send" | "link_write" | "ag_read" | "ag_done" | "ag_write" | "link_read"
-                | "call_woke" => aid,
+                "mux_send" | "link_write" | "ag_read" | "ag_done" | "ag_write" | "link_read" => aid,
                 _ => Some(id),
             };
             match key.and_then(|k| one_in(hop, k, post, until)) {
@@ -150,9 +153,15 @@ mod tests {
         let mut text = String::new();
         let mut t = 1000;
         for (hop, _) in HOPS {
-            let id = if ["mux_send", "link_write", "ag_read", "ag_done", "ag_write"]
-                .contains(&hop)
-                || ["link_read", "call_woke"].contains(&hop)
+            let id = if [
+                "mux_send",
+                "link_write",
+                "ag_read",
+                "ag_done",
+                "ag_write",
+                "link_read",
+            ]
+            .contains(&hop)
             {
                 7
             } else {
@@ -161,7 +170,9 @@ mod tests {
             text.push_str(&format!("{id} {hop} {t}\n"));
             t += 1000;
         }
-        text.push_str(&format!("1 m_ret {t}\n7 client 1\n8 client 1\n8 mux_send 99999999\n"));
+        text.push_str(&format!(
+            "1 m_ret {t}\n7 client 1\n8 client 1\n8 mux_send 99999999\n"
+        ));
         text.push_str("1 ep_read 99999998\n");
         let (calls, missing, _) = calls(&text);
         assert_eq!(missing, 0);
