@@ -238,9 +238,10 @@ impl Session {
         }
     }
 
-    /// Call `method` with raw params (a client's call, forwarded). If `sink` is given and
-    /// `method` is a subscription, a successful response is written to `sink` (with
-    /// `client_id`) followed by the notifications, and [`Reply::Delivered`] is returned. Never
+    /// Call `method` with raw params (a client's call, forwarded). If `sink` is given, the
+    /// agent's answer is written to `sink` (with `client_id`) as it arrives, followed for a
+    /// subscription by its notifications, and [`Reply::Delivered`] is returned; an unsubscribe
+    /// call's answer, and errors pii makes itself (timeout, lost link), are returned. Never
     /// panics, never hangs past the rpc timeout (except `proc.run` without `timeoutMs`, which
     /// may run as long as it runs).
     pub async fn call(

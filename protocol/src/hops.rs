@@ -31,9 +31,9 @@ pub struct Stamp {
     pub ns: u64,
 }
 
-/// The most stamps a process keeps (then it stops recording: a forgotten switch cannot grow
-/// memory without bound).
-pub const MAX_STAMPS: usize = 1 << 20;
+/// The most stamps a process keeps, 8 MiB (then it stops recording: a forgotten switch cannot
+/// grow memory without bound). About 40 000 calls' worth.
+pub const MAX_STAMPS: usize = 1 << 18;
 
 /// A process's stamps. One per process: [`STAMPS`].
 pub struct Recorder {
