@@ -11,6 +11,8 @@ const cache = require('./cache.cjs');
 
 const SPIN_NS = 50_000n; // spin briefly before sleeping (measured: longer spins bought nothing through pii)
 
+const hop = trace.hops(trace.hopsFile, null); // PI_BRIDGE_HOPS (null: off)
+
 let session = null; // {endpoint, token, rpcTimeoutMs}
 let helper = null; // {port, ctl, worker}
 let nextId = 1;
@@ -28,7 +30,7 @@ function start() {
   const changes = cache.state.enabled ? new MessageChannel() : null;
   const prefetch = changes ? prefetchList(session) : null;
   const worker = new Worker(path.join(__dirname, 'worker.cjs'), {
-    workerData: { piiHelper: true, port: port2, ctl, CTL: cache.CTL, endpoint: session.endpoint, token: session.token, changes: changes && changes.port2, prefetch },
+    workerData: { piiHelper: true, port: port2, ctl, CTL: cache.CTL, endpoint: session.endpoint, token: session.token, changes: changes && changes.port2, prefetch, hops: trace.hopsFile },
     transferList: changes ? [port2, changes.port2] : [port2],
     execArgv: [], // no preload in the helper: a blocking call from it would deadlock
     env: {},
@@ -105,17 +107,19 @@ function call(method, params, probe) {
   trace.end('sync', method, params, started);
   cache.store(method, params, tok, answer);
   done(answer);
+  if (hop) hop.stamp(answer.id, 'm_ret');
   if (answer.error) throw fromRpcError(answer.error);
   return answer.result;
 }
 
-// One request through the helper: {result} or {error} (the JSON-RPC error object).
+// One request through the helper: {id, result} or {id, error} (the JSON-RPC error object).
 function exchange(method, params) {
   const { port, ctl } = helper;
   if (Atomics.load(ctl, 1)) throw fail('connection to pii closed');
   const id = nextId++;
   const timeoutMs = (session.rpcTimeoutMs || 30000) + 2000; // pii times out first, with a reply
   let deadline = process.hrtime.bigint() + BigInt(timeoutMs) * 1_000_000n;
+  if (hop) hop.stamp(id, 'm_post');
   port.postMessage({ id, method, params });
   for (;;) {
     const seen = Atomics.load(ctl, 0);
@@ -130,13 +134,26 @@ function exchange(method, params) {
         deadline = process.hrtime.bigint() + BigInt(timeoutMs) * 1_000_000n;
         continue;
       }
-      return msg.error ? { error: msg.error } : { result: msg.result };
+      if (hop) hop.stamp(id, 'm_got');
+      if (msg.line !== undefined) return answerOf(id, msg.line); // worker.cjs ANSWER
+      return msg.error ? { id, error: msg.error } : { id, result: msg.result };
     }
     if (Atomics.load(ctl, 1)) throw fail('connection to pii closed');
     if (!waitForBell(ctl, seen, deadline)) {
       throw transportError(`${method} got no answer within ${timeoutMs} ms`, 'ETIMEDOUT');
     }
   }
+}
+
+// An answer line the helper passed on unparsed: {id, result} or {id, error}.
+function answerOf(id, line) {
+  let a;
+  try {
+    a = JSON.parse(line);
+  } catch (e) {
+    throw transportError(`pii sent an answer that is not JSON (${e.message})`);
+  }
+  return a.error ? { id, error: a.error } : { id, result: a.result };
 }
 
 // Post a request to the helper without waiting for its answer (the next call drops it as stale);

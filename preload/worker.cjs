@@ -8,9 +8,12 @@
 const net = require('net');
 const { workerData } = require('worker_threads');
 const { encode, LineSplitter, parseEndpoint, readData, parseMessage } = require('./wire.cjs');
+const trace = require('./trace.cjs');
 
 const { port, ctl, endpoint, token, changes } = workerData;
 let prefetch = workerData.prefetch || null; // sent with the first feed subscription (cache.cjs)
+const hop = trace.hops(workerData.hops, 20); // PI_BRIDGE_HOPS (null: off)
+let dataAt = 0n; // when the chunk being split arrived (hops only)
 
 // ctl indices of the cache's feed, as cache.cjs defines them (CTL, passed in workerData).
 // PREFETCH: 1 while the feed's prefetch is on its way, 2 once it came (or will not).
@@ -172,7 +175,22 @@ function onChange(msg) {
   }
 }
 
+// A plain JSON answer to one of the main thread's calls, as pii writes it (protocol::rpc: the
+// envelope's members in this order, the client's numeric id): its id, else null.
+const ANSWER = /^\{"jsonrpc":"2\.0","id":(\d{1,15}),"(?:result|error)":/;
+
 const splitter = new LineSplitter((line, payload) => {
+  // The main thread's answers go over as the line itself, parsed there once (not parsed here,
+  // then cloned as an object and rebuilt there): the helper only reads the id.
+  const plain = payload === undefined ? ANSWER.exec(line) : null;
+  if (plain) {
+    const id = Number(plain[1]);
+    if (hop) {
+      hop.stamp(id, 'h_data', dataAt);
+      hop.stamp(id, 'h_post');
+    }
+    return reply({ id, line });
+  }
   let msg;
   try {
     msg = parseMessage(line, payload);
@@ -191,16 +209,29 @@ const splitter = new LineSplitter((line, payload) => {
     }
     return;
   }
+  if (hop) {
+    hop.stamp(msg.id, 'h_data', dataAt);
+    hop.stamp(msg.id, 'h_post');
+  }
   reply(msg.error ? { id: msg.id, error: msg.error } : { id: msg.id, result: msg.result });
 }, (why) => socket.destroy(new Error(why)));
-socket.on('data', (chunk) => splitter.push(chunk));
+socket.on('data', (chunk) => {
+  if (hop) dataAt = process.hrtime.bigint();
+  splitter.push(chunk);
+});
 
 port.on('message', ({ id, method, params }) => {
+  const recvAt = hop ? process.hrtime.bigint() : 0n;
   if (dead) return reply({ id, dead: 'connection to pii closed' });
   if (method === '*events') return void (events = params);
   if (method === '*readRange') return readRange(id, params);
   if (method === 'proc.run' && feedPending) return void heldRuns.push({ id, method, params });
-  socket.write(encode(id, method, params));
+  const frame = encode(id, method, params);
+  if (hop) {
+    hop.stamp(id, 'h_recv', recvAt);
+    hop.stamp(id, 'h_write');
+  }
+  socket.write(frame);
 });
 
 if (changes) subscribeFeed();

@@ -4,6 +4,7 @@
 #   bash scripts/bench.sh            # full run (~10 min)
 #   bash scripts/bench.sh --quick    # fewer iterations, a 2 000-file git repo (~3 min)
 #   bash scripts/bench.sh --only scale [--scale-dirs 1000,10000,100000]   # project size (bench/src/scale.rs)
+#   bash scripts/bench.sh --only hops [--quick] [--rtt 0,20]   # an uncached statSync per hop (bench/src/hops.rs)
 # Other arguments go to the bench binary (--rtt 0,5,20, --out FILE). Needs root (sshd fixture).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

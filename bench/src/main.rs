@@ -6,6 +6,7 @@
 //! Run it through `bash scripts/bench.sh` (release build, root, sshfs). Not a test: nothing here
 //! asserts a time; the targets are reported as met or as a measured gap.
 
+mod hops;
 mod scale;
 mod stats;
 
@@ -36,6 +37,8 @@ struct Opts {
     only_pi: bool,
     /// `--only startup`: only pi's start through pii, first (nothing learned) and learned.
     only_startup: bool,
+    /// `--only hops`: only the per-hop times of an uncached `statSync` (`hops.rs`).
+    only_hops: bool,
     /// `--only scale`: only the project-size scan (`scale.rs`), these sizes in directories.
     only_scale: Option<Vec<usize>>,
     /// `--scale-out FILE`: where `--only scale` writes its rows (default bench/scale.tsv).
@@ -51,6 +54,7 @@ fn parse_args() -> Result<Opts> {
         only_big: false,
         only_pi: false,
         only_startup: false,
+        only_hops: false,
         only_scale: None,
         scale_out: None,
         rtts: vec![0, 5, 20],
@@ -76,11 +80,12 @@ fn parse_args() -> Result<Opts> {
                 Some("big") => opts.only_big = true,
                 Some("pi") => opts.only_pi = true,
                 Some("startup") => opts.only_startup = true,
+                Some("hops") => opts.only_hops = true,
                 Some("scale") => {
                     opts.only_scale.get_or_insert_with(|| vec![1_000, 10_000, 100_000]);
                 }
                 other => bail!(
-                    "--only {other:?}: the parts that run alone are `big`, `pi`, `startup` and `scale`"
+                    "--only {other:?}: the parts that run alone are `big`, `pi`, `startup`, `hops` and `scale`"
                 ),
             },
             "--out" => opts.out = args.next().context("--out needs a file")?.into(),
@@ -98,7 +103,7 @@ fn parse_args() -> Result<Opts> {
             }
             "-h" | "--help" => {
                 println!(
-                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N] [--only big|pi|startup|scale [--scale-dirs 1000,10000,100000] [--scale-out FILE]]\n\
+                    "pi-bridge-bench [--quick] [--rtt 0,5,20] [--out BENCHMARKS.md] [--first-line N] [--only big|pi|startup|hops|scale [--scale-dirs 1000,10000,100000] [--scale-out FILE]]\n\
                      --only scale: projects of that many directories (5 files each, a node_modules tree): pii start →\n\
                      first tool result, agent RSS and inotify watches, and correctness under a lowered max_user_watches.\n\
                      --first-line N: only pii start → first line, N runs per round trip.\n\
@@ -107,6 +112,8 @@ fn parse_args() -> Result<Opts> {
                      trips by phase (start, each tool call, exit); BENCH_PII=<pii> measures another build.\n\
                      --only startup: only pi's start through pii: round trips (PI_BRIDGE_TRACE) and time, the\n\
                      first start (nothing learned) and 5 learned ones; BENCH_PII=<pii> measures another build.\n\
+                     --only hops: only an uncached statSync's time per hop (preload, pii, ssh, agent;\n\
+                     PI_BRIDGE_HOPS), medians next to the floor.\n\
                      Run via `bash scripts/bench.sh` (root, release build, sshfs)."
                 );
                 std::process::exit(0);
@@ -1106,6 +1113,9 @@ fn main() -> Result<()> {
             .clone()
             .unwrap_or_else(|| paths::workspace_root().join("bench/scale.tsv"));
         return scale::scale_only(pii, sizes, if opts.quick { 1 } else { 3 }, &out);
+    }
+    if opts.only_hops {
+        return hops::hops_only(pii, &opts.rtts, if opts.quick { 200 } else { 1000 });
     }
     if opts.only_startup {
         let pii = std::env::var_os("BENCH_PII").map_or(pii, PathBuf::from);

@@ -16,6 +16,7 @@
 use crate::prefetch::Learner;
 use crate::session::{Reply, Session};
 use protocol::endpoint::SessionInfo;
+use protocol::hops::{self, STAMPS};
 use protocol::rpc::{Id, Message, Response, SubscriptionId};
 use protocol::ErrorCode;
 use serde_json::value::RawValue;
@@ -200,6 +201,7 @@ async fn serve_connection(
                     Err(_) => break,
                 }
             }
+            STAMPS.stamp_frames(&buf, "ep_write");
             if w.write_all(&buf).await.is_err() || w.flush().await.is_err() {
                 return;
             }
@@ -237,6 +239,7 @@ fn handle_frame(
     tx: &mpsc::UnboundedSender<Vec<u8>>,
     ready: &tokio::sync::watch::Receiver<Ready>,
 ) {
+    let read_at = if STAMPS.on() { hops::now_ns() } else { 0 };
     let req = match Message::parse(text) {
         Ok(Message::Request(r)) => r,
         Ok(Message::Notification(n)) => {
@@ -258,6 +261,9 @@ fn handle_frame(
         }
     };
     let id = req.id;
+    if let Some(n) = id.as_u64() {
+        STAMPS.stamp_at(n, "ep_read", read_at);
+    }
     if req.method != "session.info" && reserved_for_pii(&req.method) {
         // `hello` would re-root the agent's sandbox (e.g. at `/`), `session.*` drive the link:
         // only pii itself makes these calls, never a client of the endpoint.
@@ -542,10 +548,8 @@ mod tests {
         for _ in 0..3 {
             got.push(next_json(&mut lines).await);
         }
-        assert!(
-            got.iter().any(|v| v["id"] == 9 && v["result"] == "s1"),
-            "{got:?}"
-        );
+        // The response first: no notification of a subscription overtakes its response.
+        assert!(got[0]["id"] == 9 && got[0]["result"] == "s1", "{got:?}");
         assert!(
             got.iter()
                 .any(|v| v["params"]["result"]["type"] == "spawned"),

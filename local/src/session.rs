@@ -35,13 +35,18 @@ pub use mux::{ClientSink, LinkStats, Reply};
 pub use reconnect::SessionError;
 
 use mux::Inner;
-use protocol::methods::{HelloCall, SessionEnd};
+use protocol::hops::STAMPS;
+use protocol::methods::{HelloCall, SessionEnd, SessionHops};
 use protocol::rpc::{parse_result, Id, SubscriptionId};
 use protocol::{Hello, HelloResult, Method};
 use serde_json::value::RawValue;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufRead, AsyncWrite};
+
+/// A local file: when set, pii (and through `session.hops` the agent) records per-hop stamps
+/// of every call and appends them there at the end (`protocol::hops`; the preload appends its own).
+pub const HOPS_ENV: &str = "PI_BRIDGE_HOPS";
 
 /// A handle on the agent link; cheap to clone.
 #[derive(Clone)]
@@ -61,6 +66,9 @@ impl Session {
         R: AsyncBufRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
+        if std::env::var_os(HOPS_ENV).is_some_and(|f| !f.is_empty()) {
+            STAMPS.set(true);
+        }
         let link = Link {
             reader: Box::new(reader),
             writer: Box::new(writer),
@@ -120,6 +128,13 @@ impl Session {
                 })
             }
         };
+        if STAMPS.on() {
+            // The agent's stamps too (taken back at `shutdown`); no answer means none.
+            let on = protocol::hops::HopsParams { on: true };
+            if let Err(e) = self.request::<SessionHops>(&on).await {
+                tracing::warn!("{HOPS_ENV}: the agent records no stamps: {}", e.message);
+            }
+        }
         let mut st = self.inner.lock();
         st.hello = Some(params);
         st.ticket = h.session.clone();
@@ -179,6 +194,9 @@ impl Session {
     /// A clean end: `session.end` (so the agent kills the session's processes at once), close
     /// the link, and wait up to `wait` for the process carrying it (then kill it).
     pub async fn shutdown(&self, wait: Duration) -> Option<std::process::ExitStatus> {
+        if STAMPS.on() && self.inner.lock().out.is_some() {
+            self.write_hops().await;
+        }
         if self.inner.lock().out.is_some() {
             let end = self.request::<SessionEnd>(&protocol::Empty);
             if tokio::time::timeout(wait, end).await.is_err() {
@@ -198,9 +216,32 @@ impl Session {
         }
     }
 
-    /// Call `method` with raw params (a client's call, forwarded). If `sink` is given and
-    /// `method` is a subscription, a successful response is written to `sink` (with
-    /// `client_id`) followed by the notifications, and [`Reply::Delivered`] is returned. Never
+    /// `PI_BRIDGE_HOPS`: append pii's stamps and the agent's to the file, one `<id> <hop> <ns>`
+    /// line each (see `protocol::hops`).
+    async fn write_hops(&self) {
+        let Some(file) = std::env::var_os(HOPS_ENV) else {
+            return;
+        };
+        let off = protocol::hops::HopsParams { on: false };
+        let agent = self.request::<SessionHops>(&off).await.unwrap_or_default();
+        let mut text = String::new();
+        for s in STAMPS.take().into_iter().chain(agent) {
+            text.push_str(&format!("{} {} {}\n", s.id, s.hop, s.ns));
+        }
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&file)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+        if let Err(e) = written {
+            tracing::warn!("{HOPS_ENV}: {}: {e}", std::path::Path::new(&file).display());
+        }
+    }
+
+    /// Call `method` with raw params (a client's call, forwarded). If `sink` is given, the
+    /// agent's answer is written to `sink` (with `client_id`) as it arrives, followed for a
+    /// subscription by its notifications, and [`Reply::Delivered`] is returned; an unsubscribe
+    /// call's answer, and errors pii makes itself (timeout, lost link), are returned. Never
     /// panics, never hangs past the rpc timeout (except `proc.run` without `timeoutMs`, which
     /// may run as long as it runs).
     pub async fn call(

@@ -65,6 +65,46 @@ test('a dead endpoint fails fast with EIO; existsSync stays false; local paths w
   assert.strictEqual(out.async, 'EIO');
 });
 
+test('an answer from pii that is not JSON fails the blocking call with EIO, the next call still works', async () => {
+  // An endpoint (its own process: the preload's run blocks this one) that answers the first
+  // numeric-id call with a broken line shaped like an answer, and the rest properly.
+  const server = cp.spawn(process.execPath, ['-e', `
+    let n = 0;
+    require('net').createServer((s) => {
+      let buf = '';
+      s.on('data', (d) => {
+        buf += d;
+        let i;
+        while ((i = buf.indexOf('\\n')) >= 0) {
+          const line = buf.slice(0, i); buf = buf.slice(i + 1);
+          if (!line.startsWith('{')) continue;
+          const m = JSON.parse(line);
+          if (typeof m.id !== 'number') continue;
+          s.write(n++ === 0 ? '{"jsonrpc":"2.0","id":' + m.id + ',"result":{"size":\\n'
+            : JSON.stringify({ jsonrpc: '2.0', id: m.id, error: { code: -32000, message: 'no', data: { code: 'ENOENT', syscall: 'stat', path: m.params.path } } }) + '\\n');
+        }
+      });
+    }).listen(0, '127.0.0.1', function () { console.log(this.address().port); });`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  try {
+    const port = await new Promise((resolve) => server.stdout.once('data', (d) => resolve(Number(String(d)))));
+    const r = runWithSession(
+      { endpoint: `127.0.0.1:${port}`, cwd: '/remote/p', routes: ['/remote/p'], remotePath: '/usr/bin', remoteHome: '/h', rpcTimeoutMs: 30000 },
+      `const fs = require('fs');
+       const out = {};
+       try { fs.statSync('x'); } catch (e) { out.first = [e.code, e.message]; }
+       try { fs.statSync('y'); } catch (e) { out.second = [e.code, e.syscall]; }
+       console.log(JSON.stringify(out));`,
+    );
+    assert.strictEqual(r.status, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.strictEqual(out.first[0], 'EIO');
+    assert.match(out.first[1], /pii sent an answer that is not JSON/);
+    assert.deepStrictEqual(out.second, ['ENOENT', 'stat']);
+  } finally {
+    server.kill();
+  }
+});
+
 test('without PII_* the preload does nothing', () => {
   const r = cp.spawnSync(process.execPath, ['--require', path.join(h.PRELOAD_DIR, 'index.cjs'), '-e', 'console.log(process.cwd(), require("fs").existsSync("/"))'], { encoding: 'utf8', cwd: os.tmpdir(), env: { ...process.env, PII_TOKEN: '', PII_SESSION: '' } });
   assert.strictEqual(r.stdout.trim(), `${fs.realpathSync(os.tmpdir())} true`);

@@ -18,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod fs;
 pub mod hello;
+pub mod hops;
 pub mod proc;
 pub mod rpc;
 pub mod secret;
@@ -210,6 +211,9 @@ pub mod methods {
         /// A clean end: when the input closes after this, the agent kills the session's
         /// processes at once instead of keeping them for a resume.
         SessionEnd = "session.end", idempotent = true, (Empty) -> Empty;
+        /// Per-hop timestamps ([`crate::hops`]): start the agent's recording, or stop it and
+        /// take what it recorded. Only pii calls it, and only under `PI_BRIDGE_HOPS`.
+        SessionHops = "session.hops", idempotent = true, (crate::hops::HopsParams) -> Vec<crate::hops::Stamp>;
     }
 
     subscriptions! {

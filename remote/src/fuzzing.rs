@@ -95,6 +95,7 @@ fn request(line: &str) {
         Kill::NAME => params_of::<Kill>(params),
         SessionAck::NAME => params_of::<SessionAck>(params),
         SessionEnd::NAME => params_of::<SessionEnd>(params),
+        SessionHops::NAME => params_of::<SessionHops>(params),
         Spawn::NAME => roundtrip::<<Spawn as Subscription>::Params>(params),
         Watch::NAME => roundtrip::<<Watch as Subscription>::Params>(params),
         _ => {}

@@ -27,6 +27,12 @@ pub fn table() -> Table {
         agent.life.end();
         Ok(protocol::Empty)
     });
+    t.method::<SessionHops, _, _>(|_: Arc<Agent>, p| async move {
+        let stamps = &protocol::hops::STAMPS;
+        let taken = stamps.take();
+        stamps.set(p.on);
+        Ok(taken)
+    });
     fs::register_all(&mut t);
     t.method::<Batch, _, _>(batch);
     proc::register_all(&mut t);

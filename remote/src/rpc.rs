@@ -327,6 +327,9 @@ pub async fn dispatch<A: Host>(table: Arc<Table<A>>, host: Arc<A>, req: Request)
             format!("no method `{}`", req.method),
         )),
     };
+    if let Some(id) = req.id.as_u64() {
+        protocol::hops::STAMPS.stamp(id, "ag_done");
+    }
     match answer {
         Ok(Answer::Json(r)) => {
             out.respond(Response {

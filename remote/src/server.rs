@@ -11,6 +11,7 @@
 use crate::agent::{Agent, Table};
 use crate::out::{Out, Wire};
 use crate::resume;
+use protocol::hops::{self, STAMPS};
 use protocol::methods::SessionAck;
 use protocol::rpc::{ErrorObject, Message, Response};
 use protocol::{ErrorCode, Method};
@@ -149,7 +150,9 @@ async fn read_conn(
         .into()
     };
     loop {
-        let line = match frames.next_frame().await {
+        let got = frames.next_frame().await;
+        let read_at = if STAMPS.on() { hops::now_ns() } else { 0 };
+        let line = match got {
             Ok(Some(line)) => line,
             Ok(None) => break,
             Err(e @ protocol::FrameError::TooLarge { .. }) => {
@@ -213,6 +216,9 @@ async fn read_conn(
                 }
             }
         }
+        if let Some(id) = req.id.as_u64() {
+            STAMPS.stamp_at(id, "ag_read", read_at);
+        }
         tokio::spawn(crate::rpc::dispatch(module.clone(), agent.clone(), req));
     }
 }
@@ -224,9 +230,16 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     magic: Option<String>,
     mut rx: mpsc::UnboundedReceiver<Wire>,
 ) {
-    async fn put<W: AsyncWrite + Unpin>(w: &mut BufWriter<W>, f: Wire) -> std::io::Result<()> {
+    async fn put<W: AsyncWrite + Unpin>(
+        w: &mut BufWriter<W>,
+        f: Wire,
+        written: &mut Vec<u64>,
+    ) -> std::io::Result<()> {
         match f {
             Wire::Text(t) => {
+                if STAMPS.on() {
+                    written.extend(hops::frame_id(t.as_bytes()));
+                }
                 w.write_all(t.as_bytes()).await?;
                 w.write_all(b"\n").await
             }
@@ -240,10 +253,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             w.write_all(magic.as_bytes()).await?;
             w.flush().await?;
         }
+        let mut written = Vec::new(); // ids of the answers about to be flushed (`PI_BRIDGE_HOPS`)
         while let Some(frame) = rx.recv().await {
-            put(&mut w, frame).await?;
+            put(&mut w, frame, &mut written).await?;
             while let Ok(frame) = rx.try_recv() {
-                put(&mut w, frame).await?;
+                put(&mut w, frame, &mut written).await?;
+            }
+            for id in written.drain(..) {
+                STAMPS.stamp(id, "ag_write");
             }
             w.flush().await?;
         }

@@ -8,6 +8,7 @@
 //! Prerequisites (scripts/test.sh does all of them): root, openssh-server, util-linux, git, node,
 //! `cargo build --workspace`, `npm ci --prefix fixtures/pi`.
 
+pub mod hops;
 pub mod llm;
 pub mod paths;
 pub mod pi;

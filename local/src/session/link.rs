@@ -3,6 +3,7 @@
 //! subscriptions: it reports to its owner through [`LinkEvents`] (the multiplexer, `mux`).
 
 use protocol::frame::Frame;
+use protocol::hops::STAMPS;
 use protocol::FrameReader;
 use std::future::Future;
 use std::pin::Pin;
@@ -157,6 +158,7 @@ async fn writer_task<E: LinkEvents>(
             }
         }
         if !buf.is_empty() {
+            STAMPS.stamp_frames(&buf, "link_write");
             let r = async {
                 writer.write_all(&buf).await?;
                 writer.flush().await

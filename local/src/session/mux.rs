@@ -9,6 +9,7 @@
 use super::link::{self, Link, LinkEvents, Reconnect, Timing, WriterMsg};
 use super::watchdog;
 use protocol::frame::Frame;
+use protocol::hops::STAMPS;
 use protocol::methods::SessionAck;
 use protocol::rpc::{ErrorObject, Id, Message, Notification, Request, Response, SubscriptionId};
 use protocol::session::{AckParams, SessionTicket, ACK_EVERY};
@@ -29,9 +30,10 @@ pub type ClientSink = mpsc::UnboundedSender<Vec<u8>>;
 pub enum Reply {
     Result(Box<RawValue>),
     Error(ErrorObject),
-    /// A subscription's response, already written to the client's sink (so that it precedes
-    /// the subscription's first notification), or a binary answer (a raw `fs.read`, see
-    /// `protocol::frame`) written there with the client's id.
+    /// The agent's answer, already written to the client's sink with the client's id: a
+    /// subscription's response (so that it precedes the subscription's first notification), a
+    /// binary answer (a raw `fs.read`, see `protocol::frame`), or any other answer to a call
+    /// made with a sink (but an unsubscribe).
     Delivered,
 }
 
@@ -67,7 +69,10 @@ struct Pending {
     tx: oneshot::Sender<Reply>,
     /// Set when the method is a subscription: where its response and notifications go.
     sub: Option<SubRequest>,
-    /// For other calls made with a sink: where a binary answer goes (with the client's id).
+    /// For other calls made with a sink: where the agent's answer goes (with the client's id),
+    /// written there by the link's reader as it arrives (no hop through the waiting call); the
+    /// call then gets [`Reply::Delivered`]. Unsubscribe calls keep their answer for the caller
+    /// (it forgets the subscription first).
     direct: Option<(ClientSink, Id)>,
     method: String,
     /// The request, to send again on a new link (idempotent calls only).
@@ -222,8 +227,19 @@ impl Inner {
                 }),
                 None,
             ),
+            // An unsubscribe's caller forgets the subscription before it answers the client.
+            None if protocol::SUBSCRIPTIONS.iter().any(|s| s.2 == method) => (None, None),
             None => (None, sink),
         };
+        if STAMPS.on() {
+            let client = direct
+                .as_ref()
+                .map(|(_, c)| c)
+                .or(sub.as_ref().map(|s| &s.client_id));
+            if let Some(c) = client.and_then(Id::as_u64) {
+                STAMPS.stamp_at(id, "client", c);
+            }
+        }
         {
             let mut st = self.lock();
             if let Some(why) = &st.dead {
@@ -239,7 +255,10 @@ impl Inner {
                 Some(out) => {
                     let keep = if idempotent { bytes.clone() } else { vec![] };
                     match out.send(WriterMsg::Frame(bytes)) {
-                        Ok(()) => (keep, Some(st.gen)),
+                        Ok(()) => {
+                            STAMPS.stamp(id, "mux_send");
+                            (keep, Some(st.gen))
+                        }
                         Err(mpsc::error::SendError(WriterMsg::Frame(b))) => (b, None),
                         Err(_) => (keep, None),
                     }
@@ -452,12 +471,24 @@ impl Inner {
             tracing::warn!("agent sent a response with an unknown id: {}", r.id.get());
             return;
         };
+        STAMPS.stamp(id, "link_read");
         let mut st = self.lock();
         let Some(p) = st.pending.remove(&id) else {
             tracing::debug!("response for id {id} nobody waits for (timed out?)");
             return;
         };
         let reply = match (r.result, payload) {
+            (result, None) if p.direct.is_some() => {
+                drop(st);
+                let (sink, client_id) = p.direct.expect("checked");
+                let reply = match result {
+                    Ok(r) => Reply::Result(r),
+                    Err(e) => Reply::Error(e),
+                };
+                let _ = sink.send(reply.to_frame(&client_id));
+                let _ = p.tx.send(Reply::Delivered);
+                return;
+            }
             (Err(e), _) => Reply::Error(e),
             (Ok(header), Some(payload)) => {
                 drop(st);

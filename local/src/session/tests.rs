@@ -131,6 +131,53 @@ async fn hello_and_concurrent_calls() {
     assert_eq!(error_code(s.call("nope", None, None).await), -32000);
 }
 
+/// A call made with a sink (the endpoint's) gets its answer written there by the link's reader,
+/// with the client's own id, on that sink only; an unsubscribe's answer goes to its caller.
+#[tokio::test]
+async fn answers_go_to_the_callers_sink_with_its_own_id() {
+    let (s, received) = connect(fast());
+    let (tx_a, mut rx_a) = mpsc::unbounded_channel();
+    let (tx_b, mut rx_b) = mpsc::unbounded_channel();
+    let cid = |j: &str| Id::from_raw(RawValue::from_string(j.into()).unwrap()).unwrap();
+    let pa = RawValue::from_string("[\"a\"]".into()).unwrap();
+    let pb = RawValue::from_string("[\"b\"]".into()).unwrap();
+    let (a, b) = tokio::join!(
+        s.call("echo", Some(&pa), Some((tx_a.clone(), cid("7")))),
+        s.call("echo", Some(&pb), Some((tx_b.clone(), cid("7")))),
+    );
+    assert!(matches!((a, b), (Reply::Delivered, Reply::Delivered)));
+    assert_eq!(
+        text(rx_a.recv().await.unwrap()),
+        "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":[\"a\"]}\n"
+    );
+    assert_eq!(
+        text(rx_b.recv().await.unwrap()),
+        "{\"jsonrpc\":\"2.0\",\"id\":7,\"result\":[\"b\"]}\n"
+    );
+    // The agent saw pii's ids, not the clients'.
+    let seen = received.lock().unwrap().join("\n");
+    assert!(!seen.contains("\"id\":7"), "{seen}");
+    // An error answer too.
+    assert!(matches!(
+        s.call("fail", None, Some((tx_a.clone(), cid("\"x\""))))
+            .await,
+        Reply::Delivered
+    ));
+    let e = text(rx_a.recv().await.unwrap());
+    assert!(
+        e.starts_with("{\"jsonrpc\":\"2.0\",\"id\":\"x\",\"error\":"),
+        "{e}"
+    );
+    // An unsubscribe's answer is its caller's (which forgets the subscription first).
+    let p = RawValue::from_string("[\"s1\"]".into()).unwrap();
+    assert!(matches!(
+        s.call("proc.unsubscribe", Some(&p), Some((tx_a, cid("9"))))
+            .await,
+        Reply::Error(_)
+    ));
+    assert!(rx_a.try_recv().is_err() && rx_b.try_recv().is_err());
+}
+
 #[tokio::test]
 async fn subscription_notifications_reach_the_creator_in_order() {
     let (s, _) = connect(fast());
