@@ -3,7 +3,6 @@
 
 use crate::pi::{PI_PACKAGE, PI_PACKAGES};
 use protocol::endpoint::{SessionEnv, SESSION_ENV, TOKEN_ENV};
-use protocol::methods::{Read, Stat};
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -331,52 +330,24 @@ pub fn with_guard(pi_args: &[OsString], guard: &Path) -> Vec<OsString> {
 
 /// The one line pii prints (before pi gets its first answer) when the remote project's config
 /// dirs hold what the trust gate hides and `--trust-project` was not given; `None` when there is
-/// nothing to hide at the project root. The gate applies at any depth; the notice names what it
+/// nothing to hide at the project root. The agent looks in `hello` (`protocol::trust::Finding`);
+/// what it could not check is named too. The gate applies at any depth; the notice names what it
 /// finds at the root.
-pub async fn trust_notice(
-    session: &crate::session::Session,
-    root: &str,
-    gate: &protocol::trust::Gate,
-) -> Option<String> {
-    let mut hidden = vec![];
-    for dir in &gate.config_dirs {
-        let base = format!("{}/{dir}", root.trim_end_matches('/'));
-        // All at once: one round trip on the way to answering the preload's `session.info`.
-        let stat = |h: &String| protocol::fs::StatParams {
-            path: format!("{base}/{h}"),
-            lstat: true,
-        };
-        let stats: Vec<_> = gate.hidden.iter().map(stat).collect();
-        let settings = protocol::fs::ReadParams {
-            path: format!("{base}/{}", gate.settings_file),
-            offset: 0,
-            length: None,
-            raw: false,
-        };
-        let (stats, settings) = tokio::join!(
-            futures::future::join_all(stats.iter().map(|p| session.request::<Stat>(p))),
-            session.request::<Read>(&settings)
-        );
-        for (h, st) in gate.hidden.iter().zip(stats) {
-            if st.is_ok() {
-                hidden.push(format!("{dir}/{h}"));
+pub fn trust_notice(found: &[protocol::trust::Finding]) -> Option<String> {
+    use protocol::trust::Finding;
+    let hidden: Vec<String> = found
+        .iter()
+        .map(|f| match f {
+            Finding::Present { path } => path.clone(),
+            Finding::HiddenKeys { path, keys } => format!("{} of {path}", keys.join("/")),
+            Finding::NotAnObject { path } => {
+                format!("{path} (not a plain JSON object: pi sees it empty)")
             }
-        }
-        if let Ok(r) = settings {
-            match gate.hidden_keys(&r.data.0) {
-                Some(keys) if keys.is_empty() => {}
-                Some(keys) => hidden.push(format!(
-                    "{} of {dir}/{}",
-                    keys.join("/"),
-                    gate.settings_file
-                )),
-                None => hidden.push(format!(
-                    "{dir}/{} (not a plain JSON object: pi sees it empty)",
-                    gate.settings_file
-                )),
+            Finding::Unchecked { path, code } => {
+                format!("{path} (if there: it could not be checked, {code})")
             }
-        }
-    }
+        })
+        .collect();
     (!hidden.is_empty()).then(|| {
         format!(
             "pii: hiding the remote project's {} (and the same in any subdirectory: from the remote, they would run code or write files on this machine); --trust-project to allow",
@@ -467,6 +438,33 @@ pub fn exit_code(st: ExitStatus) -> i32 {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// The notice names every finding of the agent's check, the unchecked ones too; nothing
+    /// found, no notice.
+    #[test]
+    fn trust_notice_names_every_finding() {
+        use protocol::trust::Finding;
+        assert_eq!(trust_notice(&[]), None);
+        let n = trust_notice(&[
+            Finding::Present {
+                path: ".pi/extensions".into(),
+            },
+            Finding::HiddenKeys {
+                path: ".pi/settings.json".into(),
+                keys: vec!["npmCommand".into(), "packages".into()],
+            },
+            Finding::NotAnObject {
+                path: ".tau/settings.json".into(),
+            },
+            Finding::Unchecked {
+                path: ".pi/mcp.json".into(),
+                code: "EACCES".into(),
+            },
+        ])
+        .unwrap();
+        assert!(n.starts_with("pii: hiding the remote project's .pi/extensions and npmCommand/packages of .pi/settings.json and .tau/settings.json (not a plain JSON object: pi sees it empty) and .pi/mcp.json (if there: it could not be checked, EACCES) ("), "{n}");
+        assert!(n.ends_with("--trust-project to allow"), "{n}");
+    }
 
     /// `pi` on PATH as npm installs it (a symlink to the package's bin) under either package
     /// name; a `pi` that is not pi is refused, while `--pi` takes any script.
