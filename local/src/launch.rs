@@ -213,6 +213,66 @@ pub fn node_version(node: &Path) -> Result<Node, LaunchError> {
     }
 }
 
+/// [`node_version`], remembered per binary in the private directory `cache`: `node --version`
+/// boots a whole node (10–20 ms) on the way to starting the real one. An entry holds the
+/// binary's identity (device, inode, size, mtime and ctime in ns: any change to the file moves
+/// its ctime) and is used only for the very file that printed it; a missing, unreadable or
+/// stale entry runs `node --version` again and rewrites it. Without `cache`, always runs it.
+pub fn node_version_cached(node: &Path, cache: Option<&Path>) -> Result<Node, LaunchError> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = cache else {
+        return node_version(node);
+    };
+    // Identity of the file node names (symlinks followed: the binary that runs).
+    let ident = std::fs::canonicalize(node).ok().and_then(|real| {
+        let m = std::fs::metadata(&real).ok()?;
+        let id = format!(
+            "{} {} {} {} {} {}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            real.display()
+        );
+        let key = protocol::secret::hex(&sha2::Sha256::digest(real.as_os_str().as_encoded_bytes()));
+        Some((id, dir.join(&key[..32])))
+    });
+    let Some((id, file)) = ident else {
+        return node_version(node);
+    };
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Some((seen, version)) = text.split_once('\n') {
+            let version = version.trim_end();
+            if seen == id {
+                if let Some(v) = crate::pi::parse_version(version) {
+                    return Ok(Node {
+                        path: node.to_path_buf(),
+                        text: version.to_string(),
+                        version: v,
+                    });
+                }
+            }
+        }
+    }
+    let found = node_version(node)?;
+    // A cache that cannot be written costs the next start these milliseconds, nothing else.
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let saved = crate::prefetch::private_dir(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            std::fs::write(&tmp, format!("{id}\n{}\n", found.text))
+                .and_then(|()| std::fs::rename(&tmp, &file))
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!("remembering node's version in {}: {e}", dir.display());
+    }
+    Ok(found)
+}
+
 /// Refuse a node older than what the launched package's `engines.node` asks (pi 1.x on Node 20
 /// would die at once with a SyntaxError). What pii cannot judge is left to [`crate::pi::notice`].
 pub fn check_node(node: &Node, pkg: Option<&crate::pi::Package>) -> Result<(), LaunchError> {
@@ -438,6 +498,64 @@ pub fn exit_code(st: ExitStatus) -> i32 {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// `node --version` runs once per binary: the second start reads what it printed, a changed
+    /// binary (or a garbled entry) runs it again, and no cache dir means running it every time.
+    #[test]
+    fn node_version_is_remembered_per_binary_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let runs = d.path().join("runs");
+        let node = d.path().join("node");
+        let write_node = |v: &str| {
+            std::fs::write(
+                &node,
+                format!("#!/bin/sh\necho run >> '{}'\necho {v}\n", runs.display()),
+            )
+            .unwrap();
+            std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let count = || {
+            std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        write_node("v22.19.0");
+        let cache = d.path().join("cache/node-versions");
+        for _ in 0..3 {
+            let n = node_version_cached(&node, Some(&cache)).unwrap();
+            assert_eq!(n.text, "v22.19.0");
+        }
+        assert_eq!(count(), 1);
+        assert_eq!(
+            std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // Another binary at the same path: asked again.
+        write_node("v24.1.0");
+        assert_eq!(
+            node_version_cached(&node, Some(&cache)).unwrap().text,
+            "v24.1.0"
+        );
+        assert_eq!(count(), 2);
+        // A garbled entry is not believed.
+        for e in std::fs::read_dir(&cache).unwrap() {
+            std::fs::write(e.unwrap().path(), "junk").unwrap();
+        }
+        assert_eq!(
+            node_version_cached(&node, Some(&cache)).unwrap().text,
+            "v24.1.0"
+        );
+        assert_eq!(count(), 3);
+        assert_eq!(
+            node_version_cached(&node, Some(&cache)).unwrap().text,
+            "v24.1.0"
+        );
+        assert_eq!(count(), 3);
+        // No cache: every time.
+        node_version_cached(&node, None).unwrap();
+        assert_eq!(count(), 4);
+    }
 
     /// The notice names every finding of the agent's check, the unchecked ones too; nothing
     /// found, no notice.

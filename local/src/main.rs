@@ -474,7 +474,10 @@ async fn run(cli: Cli) -> Result<i32> {
     // Everything local first, so a bad setup fails before any connection.
     let pi = launch::find_pi(cli.tools.pi.as_deref())?;
     let package = pi::Package::of(&pi);
-    let node = launch::node_version(&launch::find_node(cli.tools.node.as_deref())?)?;
+    let node = launch::node_version_cached(
+        &launch::find_node(cli.tools.node.as_deref())?,
+        cache_dir().map(|c| c.join("node-versions")).as_deref(),
+    )?;
     launch::check_node(&node, package.as_ref())?;
     tracing::info!(
         "pi {} ({:?}), node {} {}",
