@@ -368,7 +368,7 @@ async fn run(args: &DoctorArgs, r: &mut Report) {
 }
 
 async fn remote_checks(r: &mut Report, sess: &session::Session, path: &str) {
-    let hello = match sess.hello("", None).await {
+    let hello = match sess.hello("", None, None).await {
         Ok(h) => h,
         Err(e) => {
             r.fail(

@@ -3,7 +3,6 @@
 
 use crate::pi::{PI_PACKAGE, PI_PACKAGES};
 use protocol::endpoint::{SessionEnv, SESSION_ENV, TOKEN_ENV};
-use protocol::methods::{Read, Stat};
 use std::ffi::OsString;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -214,6 +213,66 @@ pub fn node_version(node: &Path) -> Result<Node, LaunchError> {
     }
 }
 
+/// [`node_version`], remembered per binary in the private directory `cache`: `node --version`
+/// boots a whole node (10–20 ms) on the way to starting the real one. An entry holds the
+/// binary's identity (device, inode, size, mtime and ctime in ns: any change to the file moves
+/// its ctime) and is used only for the very file that printed it; a missing, unreadable or
+/// stale entry runs `node --version` again and rewrites it. Without `cache`, always runs it.
+pub fn node_version_cached(node: &Path, cache: Option<&Path>) -> Result<Node, LaunchError> {
+    use sha2::Digest;
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = cache else {
+        return node_version(node);
+    };
+    // Identity of the file node names (symlinks followed: the binary that runs).
+    let ident = std::fs::canonicalize(node).ok().and_then(|real| {
+        let m = std::fs::metadata(&real).ok()?;
+        let id = format!(
+            "{} {} {} {} {} {}",
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            m.ctime() * 1_000_000_000 + m.ctime_nsec(),
+            real.display()
+        );
+        let key = protocol::secret::hex(&sha2::Sha256::digest(real.as_os_str().as_encoded_bytes()));
+        Some((id, dir.join(&key[..32])))
+    });
+    let Some((id, file)) = ident else {
+        return node_version(node);
+    };
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Some((seen, version)) = text.split_once('\n') {
+            let version = version.trim_end();
+            if seen == id {
+                if let Some(v) = crate::pi::parse_version(version) {
+                    return Ok(Node {
+                        path: node.to_path_buf(),
+                        text: version.to_string(),
+                        version: v,
+                    });
+                }
+            }
+        }
+    }
+    let found = node_version(node)?;
+    // A cache that cannot be written costs the next start these milliseconds, nothing else.
+    let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+    let saved = crate::prefetch::private_dir(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            std::fs::write(&tmp, format!("{id}\n{}\n", found.text))
+                .and_then(|()| std::fs::rename(&tmp, &file))
+                .map_err(|e| e.to_string())
+        });
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        tracing::warn!("remembering node's version in {}: {e}", dir.display());
+    }
+    Ok(found)
+}
+
 /// Refuse a node older than what the launched package's `engines.node` asks (pi 1.x on Node 20
 /// would die at once with a SyntaxError). What pii cannot judge is left to [`crate::pi::notice`].
 pub fn check_node(node: &Node, pkg: Option<&crate::pi::Package>) -> Result<(), LaunchError> {
@@ -331,52 +390,24 @@ pub fn with_guard(pi_args: &[OsString], guard: &Path) -> Vec<OsString> {
 
 /// The one line pii prints (before pi gets its first answer) when the remote project's config
 /// dirs hold what the trust gate hides and `--trust-project` was not given; `None` when there is
-/// nothing to hide at the project root. The gate applies at any depth; the notice names what it
+/// nothing to hide at the project root. The agent looks in `hello` (`protocol::trust::Finding`);
+/// what it could not check is named too. The gate applies at any depth; the notice names what it
 /// finds at the root.
-pub async fn trust_notice(
-    session: &crate::session::Session,
-    root: &str,
-    gate: &protocol::trust::Gate,
-) -> Option<String> {
-    let mut hidden = vec![];
-    for dir in &gate.config_dirs {
-        let base = format!("{}/{dir}", root.trim_end_matches('/'));
-        // All at once: one round trip on the way to answering the preload's `session.info`.
-        let stat = |h: &String| protocol::fs::StatParams {
-            path: format!("{base}/{h}"),
-            lstat: true,
-        };
-        let stats: Vec<_> = gate.hidden.iter().map(stat).collect();
-        let settings = protocol::fs::ReadParams {
-            path: format!("{base}/{}", gate.settings_file),
-            offset: 0,
-            length: None,
-            raw: false,
-        };
-        let (stats, settings) = tokio::join!(
-            futures::future::join_all(stats.iter().map(|p| session.request::<Stat>(p))),
-            session.request::<Read>(&settings)
-        );
-        for (h, st) in gate.hidden.iter().zip(stats) {
-            if st.is_ok() {
-                hidden.push(format!("{dir}/{h}"));
+pub fn trust_notice(found: &[protocol::trust::Finding]) -> Option<String> {
+    use protocol::trust::Finding;
+    let hidden: Vec<String> = found
+        .iter()
+        .map(|f| match f {
+            Finding::Present { path } => path.clone(),
+            Finding::HiddenKeys { path, keys } => format!("{} of {path}", keys.join("/")),
+            Finding::NotAnObject { path } => {
+                format!("{path} (not a plain JSON object: pi sees it empty)")
             }
-        }
-        if let Ok(r) = settings {
-            match gate.hidden_keys(&r.data.0) {
-                Some(keys) if keys.is_empty() => {}
-                Some(keys) => hidden.push(format!(
-                    "{} of {dir}/{}",
-                    keys.join("/"),
-                    gate.settings_file
-                )),
-                None => hidden.push(format!(
-                    "{dir}/{} (not a plain JSON object: pi sees it empty)",
-                    gate.settings_file
-                )),
+            Finding::Unchecked { path, code } => {
+                format!("{path} (if there: it could not be checked, {code})")
             }
-        }
-    }
+        })
+        .collect();
     (!hidden.is_empty()).then(|| {
         format!(
             "pii: hiding the remote project's {} (and the same in any subdirectory: from the remote, they would run code or write files on this machine); --trust-project to allow",
@@ -467,6 +498,91 @@ pub fn exit_code(st: ExitStatus) -> i32 {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    /// `node --version` runs once per binary: the second start reads what it printed, a changed
+    /// binary (or a garbled entry) runs it again, and no cache dir means running it every time.
+    #[test]
+    fn node_version_is_remembered_per_binary_identity() {
+        let d = tempfile::tempdir().unwrap();
+        let runs = d.path().join("runs");
+        let node = d.path().join("node");
+        let write_node = |v: &str| {
+            std::fs::write(
+                &node,
+                format!("#!/bin/sh\necho run >> '{}'\necho {v}\n", runs.display()),
+            )
+            .unwrap();
+            std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let count = || {
+            std::fs::read_to_string(&runs)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        write_node("v22.19.0");
+        let cache = d.path().join("cache/node-versions");
+        for _ in 0..3 {
+            let n = node_version_cached(&node, Some(&cache)).unwrap();
+            assert_eq!(n.text, "v22.19.0");
+        }
+        assert_eq!(count(), 1);
+        assert_eq!(
+            std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        // Another binary at the same path: asked again.
+        write_node("v24.1.0");
+        assert_eq!(
+            node_version_cached(&node, Some(&cache)).unwrap().text,
+            "v24.1.0"
+        );
+        assert_eq!(count(), 2);
+        // A garbled entry is not believed.
+        for e in std::fs::read_dir(&cache).unwrap() {
+            std::fs::write(e.unwrap().path(), "junk").unwrap();
+        }
+        assert_eq!(
+            node_version_cached(&node, Some(&cache)).unwrap().text,
+            "v24.1.0"
+        );
+        assert_eq!(count(), 3);
+        assert_eq!(
+            node_version_cached(&node, Some(&cache)).unwrap().text,
+            "v24.1.0"
+        );
+        assert_eq!(count(), 3);
+        // No cache: every time.
+        node_version_cached(&node, None).unwrap();
+        assert_eq!(count(), 4);
+    }
+
+    /// The notice names every finding of the agent's check, the unchecked ones too; nothing
+    /// found, no notice.
+    #[test]
+    fn trust_notice_names_every_finding() {
+        use protocol::trust::Finding;
+        assert_eq!(trust_notice(&[]), None);
+        let n = trust_notice(&[
+            Finding::Present {
+                path: ".pi/extensions".into(),
+            },
+            Finding::HiddenKeys {
+                path: ".pi/settings.json".into(),
+                keys: vec!["npmCommand".into(), "packages".into()],
+            },
+            Finding::NotAnObject {
+                path: ".tau/settings.json".into(),
+            },
+            Finding::Unchecked {
+                path: ".pi/mcp.json".into(),
+                code: "EACCES".into(),
+            },
+        ])
+        .unwrap();
+        assert!(n.starts_with("pii: hiding the remote project's .pi/extensions and npmCommand/packages of .pi/settings.json and .tau/settings.json (not a plain JSON object: pi sees it empty) and .pi/mcp.json (if there: it could not be checked, EACCES) ("), "{n}");
+        assert!(n.ends_with("--trust-project to allow"), "{n}");
+    }
 
     /// `pi` on PATH as npm installs it (a symlink to the package's bin) under either package
     /// name; a `pi` that is not pi is refused, while `--pi` takes any script.

@@ -384,7 +384,11 @@ async fn connect(
     session.set_grace_ms(grace_ms);
     let hello = match tokio::time::timeout(
         timing.rpc_timeout,
-        session.hello(&root, cfg.sandbox_root.as_deref()),
+        session.hello(
+            &root,
+            cfg.sandbox_root.as_deref(),
+            (!cli.trust_project).then_some(gate),
+        ),
     )
     .await
     {
@@ -432,11 +436,10 @@ async fn connect(
         let r = install::SshReconnect::new(&opts, &dest, cli.tools.agent.clone(), socket);
         session.set_reconnect(std::sync::Arc::new(r));
     }
-    if !cli.trust_project {
-        if let Some(notice) = launch::trust_notice(&session, &facts.project_root, gate).await {
-            tracing::info!("{notice}");
-            eprintln!("{notice}");
-        }
+    // The agent checked the gate in `hello` (`Session::hello` refused an answer without it).
+    if let Some(notice) = hello.trust.as_deref().and_then(launch::trust_notice) {
+        tracing::info!("{notice}");
+        eprintln!("{notice}");
     }
     let info = protocol::endpoint::SessionInfo {
         agent_version: hello.agent_version.clone(),
@@ -471,7 +474,10 @@ async fn run(cli: Cli) -> Result<i32> {
     // Everything local first, so a bad setup fails before any connection.
     let pi = launch::find_pi(cli.tools.pi.as_deref())?;
     let package = pi::Package::of(&pi);
-    let node = launch::node_version(&launch::find_node(cli.tools.node.as_deref())?)?;
+    let node = launch::node_version_cached(
+        &launch::find_node(cli.tools.node.as_deref())?,
+        cache_dir().map(|c| c.join("node-versions")).as_deref(),
+    )?;
     launch::check_node(&node, package.as_ref())?;
     tracing::info!(
         "pi {} ({:?}), node {} {}",

@@ -104,11 +104,13 @@ impl Session {
         self.inner.lock().stats.clone()
     }
 
-    /// `hello`: the first call.
+    /// `hello`: the first call. With a `gate`, the agent checks the project root against it
+    /// and an answer without that check is refused (`HelloResult::trust`).
     pub async fn hello(
         &self,
         root: &str,
         sandbox_root: Option<&str>,
+        gate: Option<&protocol::trust::Gate>,
     ) -> Result<HelloResult, SessionError> {
         let params = Hello {
             protocol: protocol::PROTOCOL_VERSION,
@@ -117,6 +119,7 @@ impl Session {
             sandbox_root: sandbox_root.map(str::to_string),
             resume: None,
             grace_ms: self.inner.lock().grace_ms,
+            gate: gate.cloned(),
         };
         let h = match self.call_typed::<HelloCall>(&params).await {
             Ok(h) => h,
@@ -128,6 +131,14 @@ impl Session {
                 })
             }
         };
+        if params.gate.is_some() && h.trust.is_none() {
+            return Err(SessionError::BadResult {
+                method: HelloCall::NAME.into(),
+                msg: "the agent did not answer the trust check pii asked for (`trust`), so pii \
+                      cannot tell what the remote project would run here; refusing to start"
+                    .into(),
+            });
+        }
         if STAMPS.on() {
             // The agent's stamps too (taken back at `shutdown`); no answer means none.
             let on = protocol::hops::HopsParams { on: true };

@@ -26,7 +26,9 @@ process.stdin.on('data', (d) => {
       const root = fs.realpathSync(m.params.root);
       process.stdout.write(JSON.stringify({jsonrpc: '2.0', id: m.id, result: {protocol: 1, agentVersion: '0.1.0', facts: {
         os: 'linux', arch: 'x86_64', user: 'u', uid: 1, gid: 1, home: '/home/u', hostname: 'h', shell: '/bin/sh',
-        loginPath: '/usr/bin:/bin', projectRoot: root, sandboxRoot: root, agentPid: process.pid, hasRg: false, hasFd: false}}}) + '\n');
+        loginPath: '/usr/bin:/bin', projectRoot: root, sandboxRoot: root, agentPid: process.pid, hasRg: false, hasFd: false},
+        // The trust check pii asks for (nothing of the gate in the fake's project).
+        ...(m.params.gate ? {trust: []} : {})}}) + '\n');
     } else {
       process.stdout.write(JSON.stringify({jsonrpc: '2.0', id: m.id, error: {code: -32601, message: 'fake agent: no ' + m.method}}) + '\n');
     }

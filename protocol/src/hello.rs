@@ -182,6 +182,11 @@ pub struct Hello {
     /// Default [`crate::session::DEFAULT_GRACE_MS`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_ms: Option<u64>,
+    /// Check the project root against this trust gate and answer what it hides in
+    /// [`HelloResult::trust`] (pii's notice, without a round trip of its own). Absent when the
+    /// client shows nothing (`--trust-project`, `pii doctor`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<crate::trust::Gate>,
 }
 
 /// `hello` result.
@@ -198,6 +203,10 @@ pub struct HelloResult {
     /// This `hello` resumed an existing session (processes and subscriptions live on).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub resumed: bool,
+    /// What [`Hello::gate`] hides at the project root (empty: nothing); present exactly when
+    /// the `hello` had a gate. A client that sent a gate refuses an answer without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<Vec<crate::trust::Finding>>,
 }
 
 /// What the agent knows of the remote, once per connection.
@@ -367,6 +376,7 @@ mod tests {
                 sandbox_root: None,
                 resume: None,
                 grace_ms: None,
+                gate: None,
             },
             r#"{"protocol":1,"clientVersion":"0.1.0","root":"~/app"}"#,
         );
@@ -382,10 +392,36 @@ mod tests {
                     last_seq: 3,
                 }),
                 grace_ms: Some(500),
+                gate: None,
             },
             r#"{"protocol":1,"clientVersion":"0.1.0","root":"/p","resume":{"session":"ab","secret":"cd","lastSeq":3},"graceMs":500}"#,
         );
+        check(
+            Hello {
+                protocol: 1,
+                client_version: "0.1.0".into(),
+                root: "/p".into(),
+                sandbox_root: None,
+                resume: None,
+                grace_ms: None,
+                gate: Some(crate::trust::Gate {
+                    config_dirs: vec![".pi".into()],
+                    hidden: vec!["mcp.json".into()],
+                    settings_file: "settings.json".into(),
+                    settings_keys: vec!["theme".into()],
+                }),
+            },
+            r#"{"protocol":1,"clientVersion":"0.1.0","root":"/p","gate":{"configDirs":[".pi"],"hidden":["mcp.json"],"settingsFile":"settings.json","settingsKeys":["theme"]}}"#,
+        );
         rejects_unknown::<Hello>(r#"{"protocol":1,"clientVersion":"0","root":"/","x":1}"#);
+        // A malformed gate is refused, not taken for no gate.
+        for bad in [
+            r#"{"protocol":1,"clientVersion":"0","root":"/","gate":{}}"#,
+            r#"{"protocol":1,"clientVersion":"0","root":"/","gate":[".pi"]}"#,
+            r#"{"protocol":1,"clientVersion":"0","root":"/","gate":{"configDirs":[".pi"],"hidden":[],"settingsFile":"s","settingsKeys":[],"more":1}}"#,
+        ] {
+            assert!(serde_json::from_str::<Hello>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -398,6 +434,7 @@ mod tests {
                 facts: facts.clone(),
                 session: None,
                 resumed: false,
+                trust: None,
             },
             r#"{"protocol":1,"agentVersion":"0.1.0","facts":{"os":"linux","arch":"x86_64","user":"dev","uid":1000,"gid":1000,"home":"/home/dev","hostname":"box","shell":"/bin/bash","loginPath":"/usr/bin:/bin","projectRoot":"/home/dev/app","sandboxRoot":"/home/dev/app","agentPid":42,"gitVersion":"2.39.2","hasRg":false,"hasFd":true}}"#,
         );
@@ -411,6 +448,7 @@ mod tests {
                 grace_ms: 60000,
             }),
             resumed: true,
+            trust: None,
         };
         let text = serde_json::to_string(&r).unwrap();
         assert!(
@@ -420,5 +458,34 @@ mod tests {
             "{text}"
         );
         assert_eq!(serde_json::from_str::<HelloResult>(&text).unwrap(), r);
+        // The trust check's answer: empty (nothing hidden) and with findings.
+        let with = |trust| HelloResult {
+            protocol: 1,
+            agent_version: "0.1.0".into(),
+            facts: Facts::example(),
+            session: None,
+            resumed: false,
+            trust,
+        };
+        let text = serde_json::to_string(&with(Some(vec![]))).unwrap();
+        assert!(text.ends_with(r#","trust":[]}"#), "{text}");
+        assert_eq!(
+            serde_json::from_str::<HelloResult>(&text).unwrap(),
+            with(Some(vec![]))
+        );
+        let found = with(Some(vec![crate::trust::Finding::Present {
+            path: ".pi/extensions".into(),
+        }]));
+        let text = serde_json::to_string(&found).unwrap();
+        assert!(
+            text.ends_with(r#","trust":[{"kind":"present","path":".pi/extensions"}]}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<HelloResult>(&text).unwrap(), found);
+        // A malformed answer is an error, never "nothing found".
+        let bad = text.replace(r#""kind":"present""#, r#""kind":"maybe""#);
+        assert!(serde_json::from_str::<HelloResult>(&bad).is_err(), "{bad}");
+        let bad = text.replace(r#""trust":[{"#, r#""trust":{"x":[{"#);
+        assert!(serde_json::from_str::<HelloResult>(&bad).is_err(), "{bad}");
     }
 }

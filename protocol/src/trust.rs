@@ -119,6 +119,44 @@ impl Gate {
     }
 }
 
+/// What the agent found of the gate at the project root, answered in `hello` when pii asks
+/// ([`crate::hello::Hello::gate`]): pii's one notice comes from these, so it costs no round trip
+/// of its own. `path` is relative to the project root (`.pi/extensions`). Nothing found, nothing
+/// listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase", deny_unknown_fields)]
+pub enum Finding {
+    /// A hidden entry exists (`lstat` succeeded: a dangling symlink counts).
+    Present { path: String },
+    /// The settings file has keys the gate hides (sorted).
+    HiddenKeys { path: String, keys: Vec<String> },
+    /// The settings file is not a plain JSON object: pi sees it empty.
+    NotAnObject { path: String },
+    /// Whether it is there could not be told (`code`: the errno, e.g. `EACCES`; `EFBIG` for a
+    /// settings file too big to read at once). The gate hides it all the same.
+    Unchecked { path: String, code: String },
+}
+
+impl Gate {
+    /// Every name of the gate is one plain path component (the agent joins them to the project
+    /// root): not empty, no `/`, not `.` or `..`, no NUL.
+    pub fn check_names(&self) -> Result<(), String> {
+        let names = self
+            .config_dirs
+            .iter()
+            .chain(&self.hidden)
+            .chain(std::iter::once(&self.settings_file));
+        for n in names {
+            if n.is_empty() || n == "." || n == ".." || n.contains(['/', '\0']) {
+                return Err(format!(
+                    "the trust gate names {n:?}, which is not one file name"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +190,62 @@ mod tests {
         );
         assert_eq!(g.hidden_keys(b"[1]"), None);
         assert_eq!(g.hidden_keys(b"{ // jsonc\n}"), None);
+    }
+
+    #[test]
+    fn finding_roundtrip() {
+        use crate::roundtrip::{check, rejects_unknown};
+        check(
+            Finding::Present {
+                path: ".pi/extensions".into(),
+            },
+            r#"{"kind":"present","path":".pi/extensions"}"#,
+        );
+        check(
+            Finding::HiddenKeys {
+                path: ".pi/settings.json".into(),
+                keys: vec!["packages".into()],
+            },
+            r#"{"kind":"hiddenKeys","path":".pi/settings.json","keys":["packages"]}"#,
+        );
+        check(
+            Finding::NotAnObject {
+                path: ".pi/settings.json".into(),
+            },
+            r#"{"kind":"notAnObject","path":".pi/settings.json"}"#,
+        );
+        check(
+            Finding::Unchecked {
+                path: ".pi/mcp.json".into(),
+                code: "EACCES".into(),
+            },
+            r#"{"kind":"unchecked","path":".pi/mcp.json","code":"EACCES"}"#,
+        );
+        rejects_unknown::<Finding>(r#"{"kind":"present","path":"x","extra":1}"#);
+        for bad in [
+            r#"{"kind":"gone","path":"x"}"#,
+            r#"{"kind":"present"}"#,
+            r#"{"kind":"hiddenKeys","path":"x"}"#,
+            r#"{"path":"x"}"#,
+        ] {
+            assert!(serde_json::from_str::<Finding>(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn gate_names_are_single_components() {
+        assert_eq!(Gate::new(Some(".tau")).check_names(), Ok(()));
+        for bad in ["", ".", "..", "a/b", "/etc", "x\0y"] {
+            let mut g = Gate::new(None);
+            g.config_dirs.push(bad.into());
+            assert!(g.check_names().is_err(), "{bad:?}");
+            let mut g = Gate::new(None);
+            g.hidden.push(bad.into());
+            assert!(g.check_names().is_err(), "{bad:?}");
+            let mut g = Gate::new(None);
+            g.settings_file = bad.into();
+            assert!(g.check_names().is_err(), "{bad:?}");
+        }
     }
 
     /// What the doc comment of [`SETTINGS_KEYS`] names as hidden is not allowed.

@@ -117,6 +117,7 @@ fn uname() -> (String, String, String) {
 
 /// Probe the host (never fails: every part has a fallback).
 pub async fn probe() -> Probe {
+    let started = std::time::Instant::now();
     let (uid, gid) = (
         rustix::process::getuid().as_raw(),
         rustix::process::getgid().as_raw(),
@@ -139,6 +140,7 @@ pub async fn probe() -> Probe {
         .or_else(|| std::env::var("SHELL").ok())
         .unwrap_or_else(|| "/bin/sh".into());
     let login = Arc::new(login_env(&shell).await);
+    let login_done = started.elapsed();
     let git = tool_version(&login, "git", |out| {
         out.split_whitespace().nth(2).map(str::to_string)
     });
@@ -151,6 +153,10 @@ pub async fn probe() -> Probe {
         (!v.is_empty()).then_some(v)
     });
     let (git_version, bash_version) = tokio::join!(git, bash);
+    tracing::debug!(
+        "probe: login environment of {shell} after {login_done:?}, tool versions after {:?}",
+        started.elapsed()
+    );
     Probe {
         os,
         arch,

@@ -23,6 +23,7 @@ mod rpc;
 pub mod sandbox;
 pub mod server;
 mod session;
+mod trust;
 mod watch;
 
 #[doc(hidden)]

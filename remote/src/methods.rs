@@ -157,6 +157,11 @@ async fn facts_hello(agent: Arc<Agent>, p: Hello) -> Result<HelloResult, Failure
     };
     let session = Session::new(Sandbox::new(sandbox), probe.login.clone());
     session.changes.set_project(project.clone());
+    // In `hello` itself: pii's trust notice then needs no round trip of its own.
+    let trust = match &p.gate {
+        Some(g) => Some(crate::trust::findings(&session, &facts.project_root, g)?),
+        None => None,
+    };
     agent.set_session(session);
     Ok(HelloResult {
         protocol: protocol::PROTOCOL_VERSION,
@@ -165,5 +170,6 @@ async fn facts_hello(agent: Arc<Agent>, p: Hello) -> Result<HelloResult, Failure
         // Filled in by the server, which owns resumption (remote/src/resume.rs).
         session: None,
         resumed: false,
+        trust,
     })
 }

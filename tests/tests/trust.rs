@@ -7,6 +7,9 @@
 //!
 //! - `remote_code_runs_only_with_trust_project`: `.pi/extensions`, settings `extensions` and
 //!   `packages` load only with the flag; one notice names what was hidden.
+//! - `the_notice_names_exactly_what_the_root_holds_before_the_first_answer`: the notice from the
+//!   agent's check in `hello`, for each kind of finding, before the first answer; none for a
+//!   root with only allowed settings.
 //! - `the_gate_holds_at_every_cwd_pi_adopts`: a session (in the local agent dir) whose header
 //!   names `<project>/sub` as its cwd: pi adopts it, and `sub/.pi/extensions` stays hidden.
 //! - `a_project_session_dir_is_never_used`: `sessionDir` in the project's settings would make
@@ -178,6 +181,73 @@ fn no_notice_when_there_is_nothing_to_hide() {
     let sshd = Sshd::start();
     let r = run_pi(&sshd, &[], json!([llm::text("X")]), false, &[], NOTHING);
     assert!(!r.stderr.contains(NOTICE), "{}", r.stderr);
+}
+
+/// The notice comes from the agent's check in `hello` (no round trip of its own): for each kind
+/// of thing the gate hides at the root it names exactly that, it is printed before the program's
+/// first need of the remote is answered, and a root with only allowed settings gets none.
+#[test]
+fn the_notice_names_exactly_what_the_root_holds_before_the_first_answer() {
+    let sshd = Sshd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("pii.log");
+    let script = dir.path().join("cwd.cjs");
+    // process.cwd() waits for `session.info`, which pii answers after printing the notice.
+    std::fs::write(
+        &script,
+        "process.stderr.write('SCRIPT-CWD ' + process.cwd() + '\\n');\n",
+    )
+    .unwrap();
+    let run = |what: &str| -> String {
+        let out = pii_ssh(&sshd, &log, &script, &[], &[]).output().unwrap();
+        assert_success(what, &out, &log);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let ran = stderr
+            .find("SCRIPT-CWD ")
+            .unwrap_or_else(|| panic!("{what}: {stderr}"));
+        if let Some(at) = stderr.find(NOTICE) {
+            assert!(
+                at < ran,
+                "{what}: the notice came after the first answer: {stderr}"
+            );
+        }
+        assert!(stderr.matches(NOTICE).count() <= 1, "{what}: {stderr}");
+        stderr
+            .lines()
+            .find(|l| l.contains(NOTICE))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let hiding = |list: &str| {
+        format!("{NOTICE} {list} (and the same in any subdirectory: from the remote, they would run code or write files on this machine); --trust-project to allow")
+    };
+
+    assert_eq!(run("nothing there"), "");
+    sshd.run_remote_ok(
+        "mkdir -p .pi && echo '{\"theme\":\"dark\",\"defaultModel\":\"m\"}' > .pi/settings.json",
+    );
+    assert_eq!(run("only allowed settings"), "");
+    sshd.run_remote_ok("echo '{\"mcpServers\":{}}' > .pi/mcp.json");
+    assert_eq!(run("mcp.json"), hiding(".pi/mcp.json"));
+    sshd.run_remote_ok(
+        "rm .pi/mcp.json && echo '{\"theme\":\"dark\",\"npmCommand\":[\"x\"],\"shellPath\":\"/x\"}' > .pi/settings.json",
+    );
+    assert_eq!(
+        run("hidden settings keys"),
+        hiding("npmCommand/shellPath of .pi/settings.json")
+    );
+    // A dangling symlink is there all the same; a settings file that is no object is named too.
+    sshd.run_remote_ok("ln -s /nowhere .pi/extensions && echo '[1]' > .pi/settings.json");
+    assert_eq!(
+        run("extensions link, settings no object"),
+        hiding(".pi/extensions and .pi/settings.json (not a plain JSON object: pi sees it empty)")
+    );
+    // --trust-project: the agent is not asked, and nothing is said.
+    let out = pii_ssh(&sshd, &log, &script, &["--trust-project"], &[])
+        .output()
+        .unwrap();
+    assert_success("--trust-project", &out, &log);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(NOTICE));
 }
 
 /// Hole 4 of issue 12: the gate covered `<root>/.pi` only. A session whose header cwd is a

@@ -111,10 +111,20 @@ fn error_code(r: Reply) -> i64 {
     }
 }
 
+/// A `hello` that asked for the trust check and got an answer without it is refused: the notice
+/// must never disappear because the agent did not say.
+#[tokio::test]
+async fn hello_without_the_asked_trust_check_is_refused() {
+    let (s, _) = connect(fast());
+    let gate = protocol::trust::Gate::new(None);
+    let e = s.hello("~/app", None, Some(&gate)).await.unwrap_err();
+    assert!(e.to_string().contains("trust check"), "{e}");
+}
+
 #[tokio::test]
 async fn hello_and_concurrent_calls() {
     let (s, _) = connect(fast());
-    let h = s.hello("~/app", None).await.unwrap();
+    let h = s.hello("~/app", None, None).await.unwrap();
     assert_eq!(h.facts.project_root, "/home/dev/app");
     let mut tasks = vec![];
     for i in 0..50 {
@@ -493,7 +503,7 @@ mod reconnect_tests {
             ..fast()
         };
         let s = Session::start(link.reader, link.writer, None, timing);
-        s.hello("/p", None).await.unwrap();
+        s.hello("/p", None, None).await.unwrap();
         s.set_reconnect(Arc::new(Again(second.clone())));
         let p = RawValue::from_string("{\"path\":\"/p/x\"}".into()).unwrap();
         let (s1, s2, p1, p2) = (s.clone(), s.clone(), p.clone(), p.clone());
