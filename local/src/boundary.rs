@@ -62,6 +62,8 @@ pub struct Inputs<'a> {
     pub package: Option<&'a Package>,
     pub node: &'a Path,
     pub scratch: &'a Path,
+    /// The preload's directory (in the scratch dir, or pii's stable one: `launch::stable_preload`).
+    pub preload: &'a Path,
     pub temp: &'a Path,
     /// `localPaths` of the user's own config.
     pub user_paths: &'a [PathBuf],
@@ -277,6 +279,7 @@ pub fn local_paths(i: &Inputs) -> Result<Boundary, BoundaryError> {
         }
     }
     b.add(i.scratch, LocalKind::Private, "pii's scratch dir")?;
+    b.add(i.preload, LocalKind::Private, "pii's preload")?;
     b.add(i.temp, LocalKind::Temp, "pi's private temp dir")?;
     for d in DEVICES {
         b.add(Path::new(d), LocalKind::Device, "the terminal")?;
@@ -373,6 +376,7 @@ mod tests {
             package: None,
             node: Path::new("/nonexistent/bin/node"),
             scratch,
+            preload: Path::new("/c/preload/0123"),
             temp: Path::new("/s/tmp"),
             user_paths: &[],
             pi_args: args,

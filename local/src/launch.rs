@@ -125,6 +125,61 @@ impl Drop for Scratch {
     }
 }
 
+/// The preload at a path that stays the same while its bytes do: `<base>/<hash of the files>/`,
+/// private (0700 directories owned by this user, 0600 files). Each file is compared with the
+/// embedded bytes at every start and replaced (a new file renamed over it) when it differs or is
+/// not a plain file. node's compile cache is keyed by a module's path: from a fresh scratch dir
+/// at every start the preload was compiled every time and its ~22 cache entries were never used
+/// again (the cache grew by them at each start). Returns the entry file's path.
+pub fn stable_preload(base: &Path, files: &[(&str, &[u8])]) -> Result<PathBuf, String> {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    if !files.iter().any(|(n, _)| *n == PRELOAD_ENTRY) {
+        return Err(LaunchError::NoPreload.to_string());
+    }
+    let mut h = Sha256::new();
+    for (name, bytes) in files {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    }
+    let hash: String = h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = base.join(hash);
+    for d in [base, dir.as_path()] {
+        crate::prefetch::private_dir(d).map_err(|e| e.to_string())?;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let me = rustix::process::geteuid().as_raw();
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        let intact = std::fs::symlink_metadata(&path)
+            .is_ok_and(|m| m.file_type().is_file() && m.uid() == me && m.mode() & 0o077 == 0)
+            && std::fs::read(&path).is_ok_and(|b| b == *bytes);
+        if intact {
+            continue;
+        }
+        let tmp = dir.join(format!(".{name}.{}", protocol::secret::random_hex(8)));
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            std::io::Write::write_all(&mut f, bytes)?;
+            std::fs::rename(&tmp, &path)
+        };
+        if let Err(e) = write() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("writing {}: {e}", path.display()));
+        }
+    }
+    Ok(dir.join(PRELOAD_ENTRY))
+}
+
 /// `name` looked up in PATH.
 pub fn which(name: &str) -> Option<PathBuf> {
     which_in(name, &std::env::var_os("PATH")?)
@@ -684,6 +739,65 @@ mod tests {
         drop(a);
         assert!(!root.exists());
         assert!(b.root.exists());
+    }
+
+    #[test]
+    fn the_preload_keeps_its_path_while_its_bytes_do_and_is_repaired() {
+        let base = tempfile::tempdir().unwrap();
+        let cache = base.path().join("preload");
+        let files: &[(&str, &[u8])] = &[("index.cjs", b"require('./y.cjs')"), ("y.cjs", b"2")];
+        let a = stable_preload(&cache, files).unwrap();
+        assert_eq!(
+            stable_preload(&cache, files).unwrap(),
+            a,
+            "same bytes, same path"
+        );
+        let dir = a.parent().unwrap();
+        for d in [cache.as_path(), dir] {
+            assert_eq!(
+                std::fs::metadata(d).unwrap().permissions().mode() & 0o777,
+                0o700
+            );
+        }
+        let y = dir.join("y.cjs");
+        assert_eq!(
+            std::fs::metadata(&y).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Changed, widened or replaced by a symlink: rewritten from the embedded bytes.
+        std::fs::write(&y, b"evil").unwrap();
+        stable_preload(&cache, files).unwrap();
+        assert_eq!(std::fs::read(&y).unwrap(), b"2");
+        std::fs::set_permissions(&y, std::fs::Permissions::from_mode(0o644)).unwrap();
+        stable_preload(&cache, files).unwrap();
+        assert_eq!(
+            std::fs::metadata(&y).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let elsewhere = base.path().join("elsewhere");
+        std::fs::write(&elsewhere, b"evil").unwrap();
+        std::fs::remove_file(&y).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &y).unwrap();
+        stable_preload(&cache, files).unwrap();
+        assert!(std::fs::symlink_metadata(&y).unwrap().file_type().is_file());
+        assert_eq!(
+            std::fs::read(&elsewhere).unwrap(),
+            b"evil",
+            "the link's target untouched"
+        );
+        // Other bytes: another directory; no entry file: refused; no temp files left.
+        let b = stable_preload(&cache, &[("index.cjs", b"x")]).unwrap();
+        assert_ne!(a.parent(), b.parent());
+        assert!(stable_preload(&cache, &[("x.cjs", b"1")]).is_err());
+        let names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        // A base dir that is a symlink is refused (the caller falls back to the scratch dir).
+        let link = base.path().join("link");
+        std::os::unix::fs::symlink(&cache, &link).unwrap();
+        assert!(stable_preload(&link, files).is_err());
     }
 
     #[test]
