@@ -93,12 +93,16 @@ function readFileDirError(form) {
 // word it differently in Node 22+), for src/dest as the user named them. Node checks before it
 // copies anything; the probe's destination does not exist (Node 20 stats it first) and lies in
 // a private directory. A function of (src, dest), or a promise of one for the async forms.
+// Source and destination share the probe tree as their parent: Node's async cp stats the
+// destination's parents up to the source's parent through the (patched) fs, so with a source
+// elsewhere it would walk up to `/` (and `/tmp` is the remote's).
 function cpDirError(form) {
-  const shaped = (dest) => (e) => (s, d) => (e ? require('./errors.cjs').recast(e, [[dest, d], [DIR, s]]) : null);
+  const src = path.join(probeTree(), 'sub');
+  const shaped = (dest) => (e) => (s, d) => (e ? require('./errors.cjs').recast(e, [[dest, d], [src, s]]) : null);
   const dest = path.join(probeTree(), 'cp-missing', 'dest'); // Node's async cp creates the parent
-  if (form === 'sync') return shaped(dest)(thrown('cp:dir:sync', () => orig.fs.cpSync(DIR, dest)));
-  if (form === 'callback') return called('cp:dir:callback', (cb) => orig.fs.cp(DIR, dest, cb)).then(shaped(dest));
-  return rejected('cp:dir:promise', () => orig.fsp.cp(DIR, dest)).then(shaped(dest));
+  if (form === 'sync') return shaped(dest)(thrown('cp:dir:sync', () => orig.fs.cpSync(src, dest)));
+  if (form === 'callback') return called('cp:dir:callback', (cb) => orig.fs.cp(src, dest, cb)).then(shaped(dest));
+  return rejected('cp:dir:promise', () => orig.fsp.cp(src, dest)).then(shaped(dest));
 }
 
 // ---- openAsBlob -----------------------------------------------------------------------------
