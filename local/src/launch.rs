@@ -91,6 +91,19 @@ impl Scratch {
         self.root.join("tmp")
     }
 
+    /// The embedded preload at its stable path under `stable` (see [`stable_preload`]), so
+    /// node's compile cache serves it; in this scratch dir when there is none or it cannot be
+    /// had. Returns the entry file's path.
+    pub fn preload(&self, stable: Option<&Path>) -> Result<PathBuf, LaunchError> {
+        if let Some(base) = stable {
+            match stable_preload(base, PRELOAD_FILES) {
+                Ok(p) => return Ok(p),
+                Err(e) => tracing::warn!("the preload's stable copy: {e}; using the scratch dir"),
+            }
+        }
+        self.write_preload(PRELOAD_FILES)
+    }
+
     /// Write the embedded preload files; returns the entry file's path.
     pub fn write_preload(&self, files: &[(&str, &[u8])]) -> Result<PathBuf, LaunchError> {
         if !files.iter().any(|(n, _)| *n == PRELOAD_ENTRY) {

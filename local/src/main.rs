@@ -526,17 +526,7 @@ async fn run(cli: Cli) -> Result<i32> {
     // node starts right away, with the endpoint listening: it boots and loads its modules while
     // ssh connects; the preload's first `session.info` waits for the handshake (issue 4).
     let scratch = launch::Scratch::create(&std::env::temp_dir())?;
-    // At a stable path, so node's compile cache serves it (else in the scratch dir, as before).
-    let preload = match cache_dir().map(|c| c.join("preload")) {
-        Some(base) => match launch::stable_preload(&base, launch::PRELOAD_FILES) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!("the preload's stable copy: {e}; using the scratch dir");
-                scratch.write_preload(launch::PRELOAD_FILES)?
-            }
-        },
-        None => scratch.write_preload(launch::PRELOAD_FILES)?,
-    };
+    let preload = scratch.preload(cache_dir().map(|c| c.join("preload")).as_deref())?;
     let preload_dir = preload.parent().unwrap_or(&scratch.root).to_path_buf();
     // What stays on this machine; everything else pi names is the remote's.
     let getenv = |k: &str| std::env::var_os(k);
